@@ -1,0 +1,1 @@
+"""The pygame viewer and GIF recorder."""

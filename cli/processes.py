@@ -1,0 +1,66 @@
+"""Child processes of the demo and the tests: start ``mycelium`` commands, stop them all, leave none."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def mycelium_command(*args: str) -> list[str]:
+    """The command line that runs ``mycelium ARGS`` with this interpreter (no PATH lookup)."""
+    return [sys.executable, "-m", "cli.main", *args]
+
+
+class ProcessGroup:
+    """Processes started together and stopped together: SIGTERM, a grace period, then SIGKILL.
+
+    Each child gets its own session so that a Ctrl+C in the terminal reaches only the parent,
+    which then stops the children in order (graceful leave first).
+    """
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._logs: list[object] = []
+
+    def start(self, name: str, command: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``command``; its output goes to ``log_dir/name.log`` (or is discarded)."""
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop())
+            self._logs.append(out)
+        else:
+            out = subprocess.DEVNULL  # type: ignore[assignment]
+        process = subprocess.Popen(
+            list(command),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.processes if p.poll() is None]
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM everything, wait up to ``grace`` seconds, SIGKILL what is left, reap all."""
+        for process in self.alive():
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.processes:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for out in self._logs:
+            out.close()  # type: ignore[attr-defined]
+        self._logs.clear()

@@ -1,0 +1,809 @@
+"""The node daemon: gossip, registry, group choice and Flower training, tied together.
+
+One control thread makes every decision (choose, join, found, migrate, claim leadership, step
+down); Flower's server and client and the gossip loop run on their own threads and only hand
+results to the control thread through a queue. That keeps the decisions sequential and easy to
+reason about, and a slow registry never stalls training.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mycelium_p2p import view
+from mycelium_p2p.gossip import GossipNode
+from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.learning import models, train
+from mycelium_p2p.learning.data import NodeData, load_node_data
+from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
+from mycelium_p2p.lifecycle import Lifecycle, Phase
+from mycelium_p2p.node_config import NodeConfig
+from mycelium_p2p.policy import Candidate, Decision, Observation, PolicyParams, decide
+from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
+
+log = logging.getLogger("mycelium.node")
+
+TICK = 0.2  # seconds between control-loop passes when nothing wakes it sooner
+
+
+@dataclass
+class ProbeCache:
+    """Accuracy of a group's model on this node's validation split, cached by (group, round)."""
+
+    entries: dict[str, tuple[int, float]]
+
+    def get(self, group_id: str, round_: int) -> float | None:
+        hit = self.entries.get(group_id)
+        return hit[1] if hit and hit[0] == round_ else None
+
+    def put(self, group_id: str, round_: int, accuracy: float) -> None:
+        self.entries[group_id] = (round_, accuracy)
+
+
+class Node:
+    """A Mycelium node: private data, a model, and a place in one learning group.
+
+    Parameters
+    ----------
+    config
+        Settings (see :class:`~mycelium_p2p.node_config.NodeConfig`).
+    data
+        The node's data; loaded from ``config.data`` when omitted.
+    node_id
+        Stable id (default: 12 random hex digits).
+    rng
+        Random source for jitter and policy order (default: seeded from the node id).
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        data: NodeData | None = None,
+        *,
+        node_id: str | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.id = node_id or uuid.uuid4().hex[:12]
+        self.name = config.name or f"node-{self.id[:6]}"
+        self.data = data or load_node_data(
+            config.data, config.node_index, config.num_nodes, config.seed
+        )
+        self.spec = models.model_spec(config.model, self.data.input_shape, self.data.classes)
+        self.rng = rng or random.Random(self.id)
+        self.clock = clock
+        self.lifecycle = Lifecycle()
+        self.params = PolicyParams(
+            switch_threshold=config.switch_threshold,
+            switch_samples=config.switch_samples,
+            merge_samples=config.merge_samples,
+            found_samples=config.found_samples,
+            mode=config.policy,
+        )
+        self.local_model = models.build_model(self.spec)
+        self.local_accuracy: float | None = None
+        self.group_id: str | None = None
+        self.term = 0
+        self.version = 0
+        self.server: GroupServer | None = None
+        self.server_address: str | None = None
+        self.latest_round: RoundResult | None = None
+        self.accuracy: float | None = None  # this node's group model on its own validation split
+        self.registry: RegistryClient | None = None
+        self.migrations = 0
+        self.rounds_logged = 0
+        self.client = MemberClient(
+            self.data,
+            self.spec,
+            local_epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            lr=config.learning_rate,
+            seed=config.seed + config.node_index,
+        )
+        self.gossip = GossipNode(
+            self.id,
+            config.gossip,
+            host=config.bind_host,
+            port=config.gossip_port,
+            advertise_host=config.advertised_host(),
+            meta=self._meta(),
+            secret=config.token,
+            registry_url=config.registry_url,
+        )
+        self.decisions: list[Decision] = []
+        self._events: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._probe_cache = ProbeCache({})
+        self._model_bytes: tuple[int, bytes] | None = None
+        self._just_moved = False
+        self._leader_gone_at: float | None = None
+        self._published_members: tuple[str, ...] = ()
+        self._next_heartbeat = 0.0
+        self._next_evaluation = 0.0
+        self._next_choice = 0.0
+        self._registry_backoff = 1.0
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def phase(self) -> Phase:
+        return self.lifecycle.phase
+
+    def _enter(self, phase: Phase, why: str) -> None:
+        previous = self.lifecycle.move(phase)
+        log.info("%s: %s -> %s (%s)", self.name, previous, phase, why)
+
+    def start(self, seeds: list[str] | None = None) -> None:
+        """Bind gossip, join the network and start the control loop (returns at once)."""
+        self.gossip.set_model_provider(self._provide_model)
+        self.gossip.start()
+        self._enter(Phase.DISCOVERING, f"gossip bound at {self.gossip.address}")
+        self._thread = threading.Thread(
+            target=self._run, args=(list(seeds or self.config.peers),), name=f"node-{self.name}"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Leave gracefully: out of the group, deregistered, leave announced on gossip."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.config.leave_timeout + 5)
+        if self.phase not in (Phase.LEAVING, Phase.STOPPED):
+            self._leave()
+
+    def wait_until(self, predicate: Callable[[Node], bool], timeout: float) -> bool:
+        """Block until ``predicate(self)`` holds (checked every 0.1 s) or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.1)
+        return predicate(self)
+
+    # ------------------------------------------------------------------ control loop
+
+    def _run(self, seeds: list[str]) -> None:
+        try:
+            self._discover(seeds)
+            while not self._stop.is_set():
+                self._drain_events()
+                self._step()
+                self._stop.wait(TICK)
+        except Exception:  # the daemon must log and leave rather than die silently
+            log.exception("%s: control loop failed", self.name)
+        finally:
+            self._leave()
+
+    def _discover(self, seeds: list[str]) -> None:
+        if not seeds and self.config.registry_url:
+            while not self._stop.is_set():
+                try:
+                    seeds = [
+                        s for s in self._registry_client().peers(limit=5) if s != self.gossip.address
+                    ]
+                    break
+                except RegistryUnavailable:
+                    log.warning("%s: registry unreachable; retrying", self.name)
+                    self._stop.wait(self._backoff())
+        if seeds and not self.gossip.join(seeds, timeout=5.0):
+            log.warning("%s: no seed answered (%s); waiting to be found", self.name, seeds)
+        self._register()
+        # A short random delay spreads the first choices of nodes started together.
+        self._next_choice = self.clock() + self.rng.uniform(0.0, 1.0)
+
+    def _step(self) -> None:
+        now = self.clock()
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+        if self.group_id is None:
+            if now >= self._next_choice:
+                self._choose()
+            return
+        if self.phase is Phase.LEADER:
+            self._lead()
+        elif self.phase is Phase.MEMBER:
+            self._follow()
+        if self.group_id is not None and now >= self._next_evaluation:
+            self._evaluate()
+
+    def _drain_events(self) -> None:
+        while True:
+            try:
+                self._events.get_nowait()()
+            except queue.Empty:
+                return
+
+    # ------------------------------------------------------------------ registry
+
+    def _registry_client(self) -> RegistryClient | None:
+        url = self.config.registry_url or self.gossip.registry_url
+        if url and (self.registry is None or self.registry.base_url != url):
+            self.registry = RegistryClient(url, token=self.config.token, timeout=3.0, retries=1)
+        return self.registry
+
+    def _backoff(self) -> float:
+        delay = self._registry_backoff
+        self._registry_backoff = min(self._registry_backoff * 2, 30.0)
+        return delay * self.rng.uniform(0.5, 1.0)
+
+    def _registered(self) -> None:
+        self._registry_backoff = 1.0
+
+    def _register(self) -> bool:
+        registry = self._registry_client()
+        if registry is None:
+            return False
+        try:
+            registry.register(
+                id=self.id,
+                name=self.name,
+                gossip_address=self.gossip.address,
+                flower_address=self.server_address,
+                model=self.spec,
+                data=self.data_summary(),
+            )
+        except (RegistryUnavailable, RegistryError) as exc:
+            log.warning("%s: registration failed: %s", self.name, exc)
+            return False
+        self._registered()
+        return True
+
+    def _heartbeat(self) -> None:
+        self._next_heartbeat = self.clock() + self.config.heartbeat_interval
+        registry = self._registry_client()
+        if registry is None:
+            return
+        metrics = self.metrics()
+        try:
+            answer = registry.heartbeat(
+                self.id,
+                accuracy=metrics["accuracy"],
+                loss=metrics["loss"],
+                round=metrics["round"],
+            )
+        except RegistryUnavailable:
+            return
+        except RegistryError as exc:
+            if exc.status == 404:  # the registry forgot us (expired, or a new file): re-register
+                log.warning("%s: registry does not know this node; registering again", self.name)
+                if self._register() and self.group_id is not None:
+                    self._rejoin_registry()
+            return
+        # Reconcile: the registry is authoritative for membership.
+        registry_group = answer.get("group") if isinstance(answer, dict) else None
+        if isinstance(answer, dict) and "group" in answer and registry_group != self.group_id:
+            if self.group_id is not None:
+                log.warning(
+                    "%s: registry places this node in %s, not %s; reconciling",
+                    self.name,
+                    registry_group,
+                    self.group_id,
+                )
+                self._rejoin_registry()
+
+    def _rejoin_registry(self) -> None:
+        """Put this node back into its group at the registry after the registry lost it."""
+        registry = self._registry_client()
+        if registry is None or self.group_id is None:
+            return
+        try:
+            if self.phase is Phase.LEADER and self.server_address:
+                try:
+                    registry.join_group(node_id=self.id, group_id=self.group_id)
+                except RegistryError as exc:
+                    if exc.status != 404:
+                        raise
+                    registry.create_group(**self._group_body(self.group_id))
+            else:
+                registry.join_group(node_id=self.id, group_id=self.group_id)
+        except RegistryError as exc:
+            log.warning("%s: cannot rejoin %s (%s); choosing again", self.name, self.group_id, exc)
+            self._drop_group("registry refused the rejoin")
+        except RegistryUnavailable:
+            pass
+
+    # ------------------------------------------------------------------ choosing
+
+    def _gossip_state(self) -> tuple[list[Any], dict[str, GroupRecord], set[str]]:
+        members = self.gossip.members()
+        alive = view.live_ids(members)
+        alive.add(self.id)
+        return members, self.gossip.groups(), alive
+
+    def _candidates(self, evaluate_models: bool) -> list[Candidate]:
+        members, groups, alive = self._gossip_state()
+        out: list[Candidate] = []
+        for record in view.compatible_groups(groups.values(), self.spec, alive):
+            size = len(record.members)
+            is_current = record.id == self.group_id
+            if evaluate_models:
+                accuracy = self._probe(record) if not is_current else self._current_accuracy()
+            else:
+                accuracy = record.accuracy
+            out.append(
+                Candidate(
+                    group_id=record.id,
+                    size=size,
+                    capacity=record.capacity,
+                    created_at=record.created_at,
+                    accuracy=accuracy,
+                    is_current=is_current,
+                )
+            )
+        return out
+
+    def _probe(self, record: GroupRecord) -> float | None:
+        """Accuracy of ``record``'s latest model on this node's validation split."""
+        cached = self._probe_cache.get(record.id, record.round)
+        if cached is not None:
+            return cached
+        if not record.leader_address:
+            return None
+        answer = self.gossip.request_model(record.leader_address, record.id, timeout=2.0)
+        if answer is None:
+            return None
+        round_, payload = answer
+        try:
+            weights = models.weights_from_bytes(payload)
+            model = models.build_model(self.spec)
+            models.set_weights(model, weights)
+        except ValueError as exc:
+            log.warning("%s: rejected model probed from %s: %s", self.name, record.id, exc)
+            return None
+        accuracy = train.evaluate(model, self.data.val).accuracy
+        self._probe_cache.put(record.id, round_, accuracy)
+        return accuracy
+
+    def _current_accuracy(self) -> float | None:
+        weights = self._current_weights()
+        if weights is None:
+            return None
+        model = models.build_model(self.spec)
+        models.set_weights(model, weights)
+        self.accuracy = train.evaluate(model, self.data.val).accuracy
+        return self.accuracy
+
+    def _current_weights(self) -> list[np.ndarray] | None:
+        if self.server is not None:
+            return self.server.latest_weights()
+        return self.client.last_global_weights
+
+    def _train_local(self) -> None:
+        train.train(
+            self.local_model,
+            self.data.train,
+            epochs=self.config.local_epochs,
+            batch_size=self.config.batch_size,
+            lr=self.config.learning_rate,
+            seed=self.rng.randrange(2**31),
+        )
+        self.local_accuracy = train.evaluate(self.local_model, self.data.val).accuracy
+
+    def _observation(self, candidates: list[Candidate]) -> Observation:
+        members, _, _ = self._gossip_state()
+        others = [m for m in view.members_of(self.group_id or "", members) if m != self.id]
+        return Observation(
+            current_group=self.group_id,
+            local_accuracy=self.local_accuracy,
+            val_size=len(self.data.val.y),
+            candidates=tuple(candidates),
+            just_moved=self._just_moved,
+            has_other_members=bool(others),
+        )
+
+    def _choose(self) -> None:
+        """First choice, or again after losing a group: join the best group with room or found."""
+        self._train_local()
+        candidates = self._candidates(evaluate_models=self.params.mode == "probe")
+        decision = decide(self._observation(candidates), self.params)
+        self._act(decision, first=True)
+
+    def _evaluate(self) -> None:
+        """Re-run the policy: move, merge, found, or stay."""
+        self._next_evaluation = self.clock() + self.config.group_evaluation_interval
+        self._train_local()
+        candidates = self._candidates(evaluate_models=self.params.mode == "probe")
+        decision = decide(self._observation(candidates), self.params)
+        self._just_moved = False
+        self._act(decision, first=False)
+
+    def _act(self, decision: Decision, *, first: bool) -> None:
+        self.decisions.append(decision)
+        if decision.action == "stay":
+            log.debug("%s: stays in %s: %s", self.name, self.group_id, decision.reason)
+            return
+        log.info("%s: decides to %s %s: %s", self.name, decision.action, decision.group_id or "", decision.reason)
+        moved = False
+        if decision.action == "join" and decision.group_id:
+            moved = self._join(decision.group_id, decision.reason)
+        elif decision.action == "found":
+            moved = self._found(decision.reason)
+        if moved:
+            self._just_moved = True
+            if not first:
+                self.migrations += 1
+        else:
+            self._next_choice = self.clock() + self._backoff()
+        self._next_evaluation = self.clock() + self.config.group_evaluation_interval
+
+    # ------------------------------------------------------------------ joining and founding
+
+    def _join(self, group_id: str, reason: str) -> bool:
+        registry = self._registry_client()
+        record = self.gossip.groups().get(group_id)
+        if registry is None or record is None:
+            return False
+        if self.phase is not Phase.JOINING:
+            self._enter(Phase.JOINING, f"joining {group_id}")
+        try:
+            registry.join_group(node_id=self.id, group_id=group_id, reason=reason)
+        except (RegistryError, RegistryUnavailable) as exc:
+            log.warning("%s: join %s refused: %s", self.name, group_id, exc)
+            self._fallback_phase()
+            return False
+        self._registered()
+        self._leave_leadership(handing_over=True)
+        self.group_id = group_id
+        self.term = record.term
+        self.gossip.update_meta(**self._meta())
+        self.client.switch(record.flower_address)
+        self._probe_cache = ProbeCache({})
+        self._enter(Phase.MEMBER, f"member of {group_id}, leader {record.leader}")
+        return True
+
+    def _group_body(self, group_id: str) -> dict[str, Any]:
+        return {
+            "id": group_id,
+            "name": f"group-{group_id[2:8]}",
+            "leader": self.id,
+            "flower_address": self.server_address,
+            "model": self.spec,
+            "capacity": self.config.group_capacity,
+        }
+
+    def _found(self, reason: str) -> bool:
+        registry = self._registry_client()
+        if registry is None:
+            return False
+        if self.phase is not Phase.JOINING:
+            self._enter(Phase.JOINING, "founding a group")
+        group_id = f"g-{uuid.uuid4().hex[:8]}"
+        self._start_server(models.get_weights(self.local_model), start_round=0)
+        try:
+            created = registry.create_group(**self._group_body(group_id), reason=reason)
+        except (RegistryError, RegistryUnavailable) as exc:
+            log.warning("%s: could not found a group: %s", self.name, exc)
+            self._stop_server()
+            self._fallback_phase()
+            return False
+        self._registered()
+        self._leave_leadership(handing_over=True)
+        self.group_id = str(created.get("id", group_id))
+        self.term = int(created.get("term", 1))
+        self.version = 0
+        self._become_leader("founded")
+        return True
+
+    def _fallback_phase(self) -> None:
+        """After a refused join: back to where the node was."""
+        if self.phase is Phase.JOINING:
+            if self.group_id is None:
+                self._enter(Phase.DISCOVERING, "join refused")
+            elif self.server is not None:
+                self._enter(Phase.LEADER, "join refused, still leading")
+            else:
+                self._enter(Phase.MEMBER, "join refused, staying")
+
+    def _become_leader(self, why: str) -> None:
+        assert self.server_address is not None
+        self.gossip.update_meta(**self._meta())
+        self.client.switch(self.server_address)
+        self._probe_cache = ProbeCache({})
+        self._enter(Phase.LEADER, f"leader of {self.group_id} ({why}), Flower at {self.server_address}")
+        self._publish(force=True)
+
+    def _start_server(self, weights: list[np.ndarray], start_round: int) -> None:
+        self._stop_server()
+        self.server = GroupServer(
+            weights,
+            strategy=self.config.strategy,
+            host=self.config.bind_host,
+            port=self.config.flower_port,
+            round_timeout=self.config.round_timeout,
+            pause=self.config.round_pause,
+            on_round=lambda result: self._events.put(lambda: self._on_round(result)),
+            start_round=start_round,
+        )
+        bound = self.server.start()
+        port = bound.rsplit(":", 1)[1]
+        self.server_address = f"{self.config.advertised_host()}:{port}"
+        self._model_bytes = None
+
+    def _stop_server(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        self.server = None
+        self.server_address = None
+        self._model_bytes = None
+
+    def _leave_leadership(self, *, handing_over: bool) -> None:
+        """Stop leading the current group (before a move, or on stepping down)."""
+        if self.server is None:
+            return
+        if handing_over and self.group_id is not None:
+            members, _, _ = self._gossip_state()
+            if not [m for m in view.members_of(self.group_id, members) if m != self.id]:
+                self._publish(dissolved=True)  # last one out: a tombstone, never a zombie
+        self._stop_server()
+
+    def _drop_group(self, why: str) -> None:
+        self._leave_leadership(handing_over=False)
+        self.client.disconnect()
+        self.group_id = None
+        self.term = 0
+        self.gossip.update_meta(**self._meta())
+        if self.phase is not Phase.DISCOVERING:
+            self._enter(Phase.DISCOVERING, why)
+        self._next_choice = self.clock()
+
+    # ------------------------------------------------------------------ leading
+
+    def _on_round(self, result: RoundResult) -> None:
+        if self.server is None or self.phase is not Phase.LEADER:
+            return
+        self.latest_round = result
+        log.info(
+            "%s: group %s round %d accuracy %.3f loss %.3f clients %d",
+            self.name,
+            self.group_id,
+            result.round,
+            result.accuracy,
+            result.loss,
+            result.clients,
+        )
+        self.rounds_logged = result.round
+        self._model_bytes = None
+        self._publish(force=True)
+        self._report_performance(result)
+
+    def _report_performance(self, result: RoundResult) -> None:
+        registry = self._registry_client()
+        if registry is None or self.group_id is None:
+            return
+        try:
+            registry.report_performance(
+                self.group_id,
+                node_id=self.id,
+                term=self.term,
+                accuracy=result.accuracy,
+                loss=result.loss,
+                round=result.round,
+                examples=result.examples,
+            )
+        except RegistryUnavailable:
+            pass  # training goes on; the next round reports again
+        except RegistryError as exc:
+            if exc.status == 409:
+                self._step_down(f"registry refused the report: {exc.detail}")
+
+    def _publish(self, *, force: bool = False, dissolved: bool = False) -> None:
+        if self.group_id is None or self.server_address is None:
+            return
+        members, groups, _ = self._gossip_state()
+        current = tuple(sorted({*view.members_of(self.group_id, members), self.id}))
+        if not force and not dissolved and current == self._published_members:
+            return
+        seen = groups.get(self.group_id)
+        if seen is not None and seen.term == self.term:
+            self.version = max(self.version, seen.version)
+        self.version += 1
+        result = self.latest_round
+        record = GroupRecord(
+            id=self.group_id,
+            name=f"group-{self.group_id[2:8]}",
+            leader=self.id,
+            leader_address=self.gossip.address,
+            flower_address=self.server_address,
+            members=current,
+            model=self.spec,
+            capacity=self.config.group_capacity,
+            accuracy=result.accuracy if result else None,
+            loss=result.loss if result else None,
+            round=result.round if result else (self.server.round if self.server else 0),
+            examples=result.examples if result else 0,
+            term=self.term,
+            version=self.version,
+            dissolved=dissolved,
+            created_at=seen.created_at if seen is not None else time.time(),
+            updated_at=time.time(),
+        )
+        self.gossip.publish_group(record)
+        self._published_members = current
+
+    def _lead(self) -> None:
+        record = self.gossip.groups().get(self.group_id or "")
+        if record is not None and record.term > self.term and record.leader != self.id:
+            self._step_down(f"{record.leader} leads term {record.term}")
+            return
+        self._publish()  # membership changes show up in gossip between rounds
+
+    def _step_down(self, why: str) -> None:
+        log.warning("%s: stepping down as leader of %s: %s", self.name, self.group_id, why)
+        self._stop_server()
+        record = self.gossip.groups().get(self.group_id or "")
+        if record is not None and record.leader not in (None, self.id) and not record.dissolved:
+            self.term = record.term
+            self.client.switch(record.flower_address)
+            self._enter(Phase.MEMBER, f"following {record.leader} (term {record.term})")
+        else:
+            self._drop_group(why)
+
+    # ------------------------------------------------------------------ following
+
+    def _follow(self) -> None:
+        members, groups, alive = self._gossip_state()
+        record = groups.get(self.group_id or "")
+        if record is None or record.dissolved:
+            self._drop_group("group dissolved")
+            return
+        if record.round > self.rounds_logged and record.accuracy is not None:
+            self.rounds_logged = record.round
+            log.info(
+                "%s: group %s round %d accuracy %.3f loss %.3f",
+                self.name,
+                record.id,
+                record.round,
+                record.accuracy,
+                record.loss if record.loss is not None else float("nan"),
+            )
+        if record.term > self.term or (
+            record.flower_address and record.flower_address != self.client.address
+        ):
+            if record.leader in alive:
+                self.term = record.term
+                self.client.switch(record.flower_address)
+                self._leader_gone_at = None
+                return
+        if record.leader in alive:
+            self._leader_gone_at = None
+            return
+        # The leader is gone: the lowest live member claims at the registry with term + 1;
+        # the others give it a head start that grows with their rank before trying themselves.
+        now = self.clock()
+        if self._leader_gone_at is None:
+            self._leader_gone_at = now
+            log.warning("%s: leader %s of %s is gone", self.name, record.leader, record.id)
+        order = view.members_of(record.id, members)
+        rank = order.index(self.id) if self.id in order else len(order)
+        if now - self._leader_gone_at >= rank * self.config.gossip.probe_interval * 3:
+            self._claim(record)
+
+    def _claim(self, record: GroupRecord) -> None:
+        registry = self._registry_client()
+        if registry is None:
+            return
+        weights = self.client.last_global_weights or models.get_weights(self.local_model)
+        self._start_server(weights, start_round=self.client.last_round or record.round)
+        try:
+            registry.claim_leadership(
+                record.id,
+                node_id=self.id,
+                term=record.term + 1,
+                flower_address=self.server_address,
+            )
+        except RegistryUnavailable:
+            self._stop_server()  # no claims while the registry is unreachable
+            return
+        except RegistryError as exc:
+            log.info("%s: claim on %s lost: %s", self.name, record.id, exc.detail)
+            self._stop_server()
+            self._leader_gone_at = self.clock()  # wait for the winner's record
+            return
+        self.term = record.term + 1
+        self.version = 0
+        self._leader_gone_at = None
+        self._become_leader(f"claimed term {self.term}")
+
+    # ------------------------------------------------------------------ leaving
+
+    def _leave(self) -> None:
+        if self.phase in (Phase.LEAVING, Phase.STOPPED):
+            return
+        self._enter(Phase.LEAVING, "shutting down")
+        self.client.disconnect()
+        self._leave_leadership(handing_over=True)
+        registry = self._registry_client()
+        if registry is not None:
+            try:
+                if self.group_id is not None:
+                    registry.leave_group(node_id=self.id)
+                registry.deregister(self.id)
+            except (RegistryError, RegistryUnavailable) as exc:
+                log.warning("%s: registry leave incomplete: %s", self.name, exc)
+        self.group_id = None
+        try:
+            self.gossip.update_meta(**self._meta())
+            self.gossip.leave(timeout=min(2.0, self.config.leave_timeout))
+        finally:
+            self.gossip.stop()
+            self._enter(Phase.STOPPED, "left")
+
+    # ------------------------------------------------------------------ what others see
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": "node",
+            "group": self.group_id or "",
+            "model": self.spec,
+            "flower_address": self.server_address or "",
+            "accuracy": self.accuracy,
+            "round": self.rounds_logged,
+        }
+
+    def _provide_model(self, group_id: str) -> tuple[int, bytes] | None:
+        """Answer a probe: the latest global model of the group this node leads."""
+        server = self.server
+        if server is None or group_id != self.group_id:
+            return None
+        round_ = server.round
+        cached = self._model_bytes
+        if cached is None or cached[0] != round_:
+            cached = (round_, models.weights_to_bytes(server.latest_weights()))
+            self._model_bytes = cached
+        return cached
+
+    def metrics(self) -> dict[str, Any]:
+        """The node's latest view of its group's performance."""
+        record = self.gossip.groups().get(self.group_id or "") if self.group_id else None
+        return {
+            "accuracy": record.accuracy if record else None,
+            "loss": record.loss if record else None,
+            "round": record.round if record else 0,
+        }
+
+    def data_summary(self) -> dict[str, Any]:
+        return {
+            "description": self.data.description,
+            "train": len(self.data.train.y),
+            "val": len(self.data.val.y),
+            "concept": self.data.concept,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for logs, tests and the experiment harness."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "phase": str(self.phase),
+            "group": self.group_id,
+            "term": self.term,
+            "leader": self.phase is Phase.LEADER,
+            "gossip_address": self.gossip.address,
+            "flower_address": self.server_address,
+            "migrations": self.migrations,
+        }
+
+    def test_accuracy(self) -> float | None:
+        """Accuracy of the node's current group model on its own held-out test split."""
+        weights = self._current_weights()
+        if weights is None:
+            return None
+        model = models.build_model(self.spec)
+        models.set_weights(model, weights)
+        return train.evaluate(model, self.data.test).accuracy

@@ -1,0 +1,67 @@
+"""Pure readings of a node's gossip view: which groups are live, who is in them, who leads next."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+LIVE_STATUSES = frozenset({"alive", "suspect"})
+
+
+class MemberLike(Protocol):
+    """The parts of a gossip member this module reads."""
+
+    id: str
+    status: str
+    meta: Mapping[str, Any]
+
+
+class RecordLike(Protocol):
+    """The parts of a group record this module reads."""
+
+    id: str
+    leader: str | None
+    members: tuple[str, ...]
+    model: str
+    capacity: int
+    dissolved: bool
+
+
+def live_ids(members: Iterable[MemberLike]) -> set[str]:
+    """Ids of members gossip believes alive (suspects still count: they may refute)."""
+    return {m.id for m in members if m.status in LIVE_STATUSES}
+
+
+def members_of(group_id: str, members: Iterable[MemberLike]) -> list[str]:
+    """Live node ids whose own metadata says they are in ``group_id``, sorted (a stable order)."""
+    return sorted(
+        m.id for m in members if m.status in LIVE_STATUSES and m.meta.get("group") == group_id
+    )
+
+
+def is_live_group(record: RecordLike, alive: set[str]) -> bool:
+    """A group is live while it is not dissolved and its leader or one member is alive.
+
+    A group whose every node is gone is a zombie: nobody will ever publish its tombstone, so
+    readers must ignore it.
+    """
+    if record.dissolved:
+        return False
+    return (record.leader in alive) or any(m in alive for m in record.members)
+
+
+def compatible_groups(
+    records: Iterable[RecordLike], model: str, alive: set[str]
+) -> list[RecordLike]:
+    """Live groups that train ``model`` (only compatible nodes ever meet)."""
+    return [r for r in records if r.model == model and is_live_group(r, alive)]
+
+
+def successor(group_id: str, members: Iterable[MemberLike], departed: str | None) -> str | None:
+    """The member that should claim leadership of ``group_id`` next: the lowest live id.
+
+    Every member computes the same answer from the same view; the registry's compare-and-set on
+    the term settles the rare case where views differ.
+    """
+    candidates = [m for m in members_of(group_id, members) if m != departed]
+    return candidates[0] if candidates else None

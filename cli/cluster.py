@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bootstrap.server import LivenessConfig, RegistryServer
+from bootstrap.server import RegistryServer
+from bootstrap.store import LivenessConfig
 from mycelium_p2p.learning.data import NodeData
 from mycelium_p2p.learning.train import limit_threads
 from mycelium_p2p.node import Node

@@ -18,6 +18,13 @@ def bench() -> None:
 
 # Commands live beside this module, one module per area; each registers itself here.
 # (imports at the bottom so that the modules can import ``main`` and ``bench``.)
+from cli import (  # noqa: E402, F401
+    demo_cmds,
+    experiment_cmds,
+    node_cmds,
+    registry_cmds,
+    viz_cmds,
+)
 
 if __name__ == "__main__":
     main()

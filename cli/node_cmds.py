@@ -24,25 +24,39 @@ def configure_logging(level: str) -> None:
 
 
 @main.command()
-@click.option("--peer", "peers", multiple=True, metavar="HOST:PORT", help="Gossip address of any node.")
-@click.option("--bootstrap", "registry_url", metavar="URL", help="Registry URL (asks it for peers).")
-@click.option("--data", help="Data spec: synthetic | digits[:iid|:label-shift:K|:rotation:K] | npz:PATH.")
+@click.option(
+    "--peer", "peers", multiple=True, metavar="HOST:PORT", help="Gossip address of any node."
+)
+@click.option(
+    "--bootstrap", "registry_url", metavar="URL", help="Registry URL (asks it for peers)."
+)
+@click.option(
+    "--data", help="Data spec: synthetic | digits[:iid|:label-shift:K|:rotation:K] | npz:PATH."
+)
 @click.option("--model", type=click.Choice(["mlp", "cnn"]), help="Model family.")
 @click.option("--gossip-port", type=click.IntRange(0, 65535), help="Gossip port (0: OS picks).")
 @click.option("--flower-port", type=click.IntRange(0, 65535), help="Flower port when leading.")
 @click.option("--name", help="Human-readable node name.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings file."
+)
 @click.option("--preset", type=click.Choice(PRESETS), default=None, help="Defaults to start from.")
 @click.option("--token", envvar="MYCELIUM_TOKEN", help="Network secret (or MYCELIUM_TOKEN).")
 @click.option("--node-address", help="Host other machines use to reach this node.")
 @click.option("--bind-host", help="Interface to bind (default 0.0.0.0).")
 @click.option("--node-index", type=click.IntRange(min=0), help="Which data shard this node holds.")
-@click.option("--num-nodes", type=click.IntRange(min=1), help="How many shards the data is cut into.")
+@click.option(
+    "--num-nodes", type=click.IntRange(min=1), help="How many shards the data is cut into."
+)
 @click.option("--seed", type=int, help="Seed of the data partition.")
 @click.option("--strategy", help="Aggregation strategy for groups this node leads.")
 @click.option("--policy", type=click.Choice(["probe", "reported"]), help="Group choice rule.")
-@click.option("--capacity", "group_capacity", type=click.IntRange(min=1), help="Capacity of founded groups.")
-@click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.option(
+    "--capacity", "group_capacity", type=click.IntRange(min=1), help="Capacity of founded groups."
+)
+@click.option(
+    "--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
+)
 def join(config_file: str | None, preset: str | None, log_level: str, **flags: Any) -> None:
     """Join a Mycelium network and train in the group that serves this node's data best."""
     import os

@@ -1,4 +1,4 @@
-"""Child processes of the demo and the tests: start ``mycelium`` commands, stop them all, leave none."""
+"""Child processes of the demo and the tests: start `mycelium` commands, stop them all."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ class ProcessGroup:
         self.processes: list[subprocess.Popen[bytes]] = []
         self._logs: list[object] = []
 
-    def start(self, name: str, command: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, command: Sequence[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start ``command``; its output goes to ``log_dir/name.log`` (or is discarded)."""
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)

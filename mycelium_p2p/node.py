@@ -124,6 +124,7 @@ class Node:
         self.decisions: list[Decision] = []
         self._events: queue.Queue[Callable[[], None]] = queue.Queue()
         self._stop = threading.Event()
+        self._crashed = False
         self._thread: threading.Thread | None = None
         self._probe_cache = ProbeCache({})
         self._model_bytes: tuple[int, bytes] | None = None
@@ -166,6 +167,16 @@ class Node:
         if self.phase not in (Phase.LEAVING, Phase.STOPPED):
             self._leave()
 
+    def crash(self) -> None:
+        """Stop at once without leaving, as a killed process would (for fault tests)."""
+        self._crashed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.client.close()
+        self._stop_server()
+        self.gossip.stop()
+
     def wait_until(self, predicate: Callable[[Node], bool], timeout: float) -> bool:
         """Block until ``predicate(self)`` holds (checked every 0.1 s) or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
@@ -194,7 +205,9 @@ class Node:
             while not self._stop.is_set():
                 try:
                     seeds = [
-                        s for s in self._registry_client().peers(limit=5) if s != self.gossip.address
+                        s
+                        for s in self._registry_client().peers(limit=5)
+                        if s != self.gossip.address
                     ]
                     break
                 except RegistryUnavailable:
@@ -286,15 +299,14 @@ class Node:
             return
         # Reconcile: the registry is authoritative for membership.
         registry_group = answer.get("group") if isinstance(answer, dict) else None
-        if isinstance(answer, dict) and "group" in answer and registry_group != self.group_id:
-            if self.group_id is not None:
-                log.warning(
-                    "%s: registry places this node in %s, not %s; reconciling",
-                    self.name,
-                    registry_group,
-                    self.group_id,
-                )
-                self._rejoin_registry()
+        if self.group_id is not None and registry_group != self.group_id:
+            log.warning(
+                "%s: registry places this node in %s, not %s; reconciling",
+                self.name,
+                registry_group,
+                self.group_id,
+            )
+            self._rejoin_registry()
 
     def _rejoin_registry(self) -> None:
         """Put this node back into its group at the registry after the registry lost it."""
@@ -326,7 +338,7 @@ class Node:
         return members, self.gossip.groups(), alive
 
     def _candidates(self, evaluate_models: bool) -> list[Candidate]:
-        members, groups, alive = self._gossip_state()
+        _, groups, alive = self._gossip_state()
         out: list[Candidate] = []
         for record in view.compatible_groups(groups.values(), self.spec, alive):
             size = len(record.members)
@@ -427,7 +439,13 @@ class Node:
         if decision.action == "stay":
             log.debug("%s: stays in %s: %s", self.name, self.group_id, decision.reason)
             return
-        log.info("%s: decides to %s %s: %s", self.name, decision.action, decision.group_id or "", decision.reason)
+        log.info(
+            "%s: decides to %s %s: %s",
+            self.name,
+            decision.action,
+            decision.group_id or "",
+            decision.reason,
+        )
         moved = False
         if decision.action == "join" and decision.group_id:
             moved = self._join(decision.group_id, decision.reason)
@@ -514,7 +532,9 @@ class Node:
         self.gossip.update_meta(**self._meta())
         self.client.switch(self.server_address)
         self._probe_cache = ProbeCache({})
-        self._enter(Phase.LEADER, f"leader of {self.group_id} ({why}), Flower at {self.server_address}")
+        self._enter(
+            Phase.LEADER, f"leader of {self.group_id} ({why}), Flower at {self.server_address}"
+        )
         self._publish(force=True)
 
     def _start_server(self, weights: list[np.ndarray], start_round: int) -> None:
@@ -671,15 +691,11 @@ class Node:
                 record.accuracy,
                 record.loss if record.loss is not None else float("nan"),
             )
-        if record.term > self.term or (
-            record.flower_address and record.flower_address != self.client.address
-        ):
-            if record.leader in alive:
+        if record.leader in alive:
+            moved = record.flower_address and record.flower_address != self.client.address
+            if record.term > self.term or moved:
                 self.term = record.term
                 self.client.switch(record.flower_address)
-                self._leader_gone_at = None
-                return
-        if record.leader in alive:
             self._leader_gone_at = None
             return
         # The leader is gone: the lowest live member claims at the registry with term + 1;
@@ -722,10 +738,10 @@ class Node:
     # ------------------------------------------------------------------ leaving
 
     def _leave(self) -> None:
-        if self.phase in (Phase.LEAVING, Phase.STOPPED):
+        if self._crashed or self.phase in (Phase.LEAVING, Phase.STOPPED):
             return
         self._enter(Phase.LEAVING, "shutting down")
-        self.client.disconnect()
+        self.client.close()
         self._leave_leadership(handing_over=True)
         registry = self._registry_client()
         if registry is not None:

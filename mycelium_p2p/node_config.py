@@ -154,7 +154,9 @@ class NodeConfig:
 
     def advertised_host(self) -> str:
         """The host part of :attr:`node_address`."""
-        return self.node_address.rsplit(":", 1)[0] if ":" in self.node_address else self.node_address
+        return (
+            self.node_address.rsplit(":", 1)[0] if ":" in self.node_address else self.node_address
+        )
 
 
 _SCALAR_FIELDS = {f.name: f for f in fields(NodeConfig) if f.name != "gossip"}

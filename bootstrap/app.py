@@ -1,0 +1,434 @@
+"""The registry's HTTP API: a Litestar app over :class:`bootstrap.store.RegistryStore`.
+
+Handlers are synchronous (peewee is) and run on worker threads. Errors are JSON with a
+human-readable ``detail``: validation 400, missing token 401, join policy 403, unknown id 404,
+conflicts (full group, stale term, duplicate id) 409, oversize body 413. An unexpected error is
+logged and answered with a JSON 500, but the fuzz test shows none occur.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import peewee as pw
+from litestar import Litestar, Request, Response, delete, get, post, put
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.exceptions.responses import create_exception_response
+from litestar.handlers import BaseRouteHandler
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from bootstrap.docs import assets_router, render_plugins
+from bootstrap.schemas import (
+    CreateGroupBody,
+    EventOut,
+    GroupOut,
+    HealthOut,
+    HeartbeatBody,
+    Id,
+    JoinBody,
+    LeaderBody,
+    LeaveBody,
+    NetworkOut,
+    NodeOut,
+    PerformanceBody,
+    RegisterBody,
+)
+from bootstrap.store import LivenessConfig, RegistryStore, StoreError
+
+log = logging.getLogger("mycelium.registry")
+
+#: Largest accepted request body, in bytes (a register with a data summary is well under 1 KiB).
+MAX_BODY_BYTES = 64 * 1024
+
+
+class ConflictException(HTTPException):
+    """409: the request conflicts with the registry's state."""
+
+    status_code = 409
+
+
+class ForbiddenException(HTTPException):
+    """403: not allowed by the group's join policy."""
+
+    status_code = 403
+
+
+class TooLargeException(HTTPException):
+    """413: the request body is larger than the registry accepts."""
+
+    status_code = 413
+
+
+# Documented error answers (OpenAPI) of reads and writes.
+_READ_ERRORS: list[type[HTTPException]] = [ValidationException]
+_WRITE_ERRORS: list[type[HTTPException]] = [
+    ValidationException,
+    NotAuthorizedException,
+    NotFoundException,
+    ConflictException,
+    TooLargeException,
+]
+
+
+def _store(state: State) -> RegistryStore:
+    return state["store"]  # type: ignore[no-any-return]
+
+
+def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for writes: with a token configured, ``Authorization: Bearer <token>`` is required."""
+    token: str | None = connection.app.state.get("token")
+    if not token:
+        return
+    header = connection.headers.get("authorization", "")
+    scheme, _sep, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise NotAuthorizedException(detail="missing 'Authorization: Bearer <token>' header")
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise NotAuthorizedException(detail="invalid bearer token")
+
+
+_write = {
+    "sync_to_thread": True,
+    "guards": [require_token],
+    "raises": _WRITE_ERRORS,
+    "security": [{"bearer": []}],
+}
+_read = {"sync_to_thread": True, "raises": _READ_ERRORS}
+
+PathId = Annotated[str, Parameter(max_length=256, description="node or group id")]
+
+
+# ---- nodes ----------------------------------------------------------------------------------
+
+
+@post("/nodes/register", status_code=HTTP_200_OK, operation_id="registerNode", **_write)
+def register_node(state: State, data: RegisterBody) -> NodeOut:
+    """Register or update a node (idempotent for the same id); it becomes alive."""
+    return _store(state).register(data)
+
+
+@post("/nodes/{node_id:str}/heartbeat", status_code=HTTP_200_OK, operation_id="heartbeat", **_write)
+def heartbeat(state: State, node_id: PathId, data: HeartbeatBody) -> NodeOut:
+    """Liveness plus the node's current metrics."""
+    return _store(state).heartbeat(node_id, data)
+
+
+# An explicit summary where a path has two methods: Litestar would name the wrapped sync
+# handler "Asynccallable".
+@delete(
+    "/nodes/{node_id:str}",
+    status_code=HTTP_200_OK,
+    operation_id="removeNode",
+    summary="RemoveNode",
+    **_write,
+)
+def remove_node(state: State, node_id: PathId) -> NodeOut:
+    """Graceful leave: the node leaves its group and is marked gone."""
+    return _store(state).remove(node_id)
+
+
+@get("/nodes", operation_id="listNodes", **_read)
+def list_nodes(state: State) -> list[NodeOut]:
+    """Every node with status (alive / suspect / dead / gone), group and metrics."""
+    return _store(state).nodes()
+
+
+@get(
+    "/nodes/{node_id:str}",
+    operation_id="getNode",
+    sync_to_thread=True,
+    raises=[ValidationException, NotFoundException],
+)
+def get_node(state: State, node_id: PathId) -> NodeOut:
+    """One node."""
+    return _store(state).node(node_id)
+
+
+# ---- groups ---------------------------------------------------------------------------------
+
+
+@post(
+    "/groups",
+    status_code=HTTP_201_CREATED,
+    operation_id="createGroup",
+    summary="CreateGroup",
+    **_write,
+)
+def create_group(state: State, data: CreateGroupBody) -> GroupOut:
+    """Create a group; the founding leader is its first member (term 1)."""
+    return _store(state).create_group(data)
+
+
+@get("/groups", operation_id="listGroups", **_read)
+def list_groups(
+    state: State,
+    include_all: Annotated[
+        bool, Parameter(query="all", description="include dissolved groups")
+    ] = False,
+) -> list[GroupOut]:
+    """Active and leaderless groups (dissolved ones too with ``?all=true``)."""
+    return _store(state).groups(include_dissolved=include_all)
+
+
+@get(
+    "/groups/{group_id:str}",
+    operation_id="getGroup",
+    sync_to_thread=True,
+    raises=[ValidationException, NotFoundException],
+)
+def get_group(state: State, group_id: PathId) -> GroupOut:
+    """One group, dissolved ones included."""
+    return _store(state).group(group_id)
+
+
+@post("/groups/join", status_code=HTTP_200_OK, operation_id="joinGroup", **_write)
+def join_group(state: State, data: JoinBody) -> GroupOut:
+    """Join a group in one transaction (capacity, join policy, model spec; leaves the previous
+    group: a migration is one event)."""
+    return _store(state).join(data.node_id, data.group_id, data.reason)
+
+
+@post("/groups/leave", status_code=HTTP_200_OK, operation_id="leaveGroup", **_write)
+def leave_group(state: State, data: LeaveBody) -> NodeOut:
+    """The node leaves its group."""
+    return _store(state).leave(data.node_id)
+
+
+@put(
+    "/groups/{group_id:str}/performance",
+    operation_id="reportPerformance",
+    sync_to_thread=True,
+    guards=[require_token],
+    raises=[*_WRITE_ERRORS],
+    security=[{"bearer": []}],
+)
+def report_performance(state: State, group_id: PathId, data: PerformanceBody) -> GroupOut:
+    """The leader of the current term reports round metrics."""
+    return _store(state).report_performance(group_id, data)
+
+
+@put(
+    "/groups/{group_id:str}/leader",
+    operation_id="claimLeader",
+    sync_to_thread=True,
+    guards=[require_token],
+    raises=[*_WRITE_ERRORS],
+    security=[{"bearer": []}],
+)
+def claim_leader(state: State, group_id: PathId, data: LeaderBody) -> GroupOut:
+    """Claim leadership with ``term = current + 1`` (compare-and-set: one claimant wins)."""
+    return _store(state).claim_leader(group_id, data)
+
+
+# ---- discovery, snapshot, events, health ---------------------------------------------------
+
+
+@get("/peers", operation_id="samplePeers", **_read)
+def sample_peers(
+    state: State, limit: Annotated[int, Parameter(ge=1, le=1000, description="sample size")] = 8
+) -> list[str]:
+    """A random sample of live nodes' gossip addresses."""
+    return _store(state).peers(limit)
+
+
+@get("/network", operation_id="networkSnapshot", **_read)
+def network(
+    state: State,
+    events: Annotated[int, Parameter(ge=0, le=1000, description="recent events to include")] = 100,
+) -> NetworkOut:
+    """One snapshot: groups, nodes and recent events."""
+    return _store(state).network(events)
+
+
+@get("/events", operation_id="listEvents", **_read)
+def list_events(
+    state: State,
+    after: Annotated[int, Parameter(ge=0, le=2**53, description="last event id seen")] = 0,
+    limit: Annotated[int, Parameter(ge=1, le=1000, description="page size")] = 1000,
+) -> list[EventOut]:
+    """The append-only event log, oldest first, after the given id."""
+    return _store(state).events(after, limit)
+
+
+@get("/health", operation_id="health", sync_to_thread=False)
+def health(state: State) -> HealthOut:
+    """Liveness of the service."""
+    store = _store(state)
+    return HealthOut(status="ok", schema_version=store.schema_version, time=store.clock())
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+def _error(request: Request[Any, Any, Any], status: int, detail: str) -> Response[Any]:
+    return Response({"status_code": status, "detail": detail}, status_code=status)
+
+
+def _on_store_error(request: Request[Any, Any, Any], exc: StoreError) -> Response[Any]:
+    return _error(request, exc.status, exc.detail)
+
+
+def _on_integrity_error(request: Request[Any, Any, Any], exc: pw.IntegrityError) -> Response[Any]:
+    return _error(request, 409, f"conflicts with existing data: {exc}")
+
+
+def _on_operational_error(
+    request: Request[Any, Any, Any], exc: pw.OperationalError
+) -> Response[Any]:
+    log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
+    response = _error(request, 503, f"database busy, retry: {exc}")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return create_exception_response(request, exc)
+
+
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _error(request, 500, f"internal error ({type(exc).__name__}); see the registry log")
+
+
+# ---- expiry ---------------------------------------------------------------------------------
+
+
+class ExpiryThread(threading.Thread):
+    """Runs :meth:`RegistryStore.sweep` every ``sweep_interval`` seconds until stopped."""
+
+    def __init__(self, store: RegistryStore) -> None:
+        super().__init__(name="registry-expiry", daemon=True)
+        self._store = store
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        interval = self._store.liveness.sweep_interval
+        while not self._halt.wait(interval):
+            try:
+                changed = self._store.sweep()
+                if changed:
+                    log.info("expiry: %d node(s) changed status", changed)
+            except Exception:  # keep sweeping: a busy database must not end expiry
+                log.exception("expiry sweep failed")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop and wait for it."""
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout)
+
+
+# ---- factory --------------------------------------------------------------------------------
+
+
+def create_app(
+    db_path: str | Path,
+    token: str | None = None,
+    liveness: LivenessConfig | None = None,
+    clock: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+    expiry: bool = True,
+) -> Litestar:
+    """Build the registry app.
+
+    Parameters
+    ----------
+    db_path : str or Path
+        SQLite file; created with its schema on first start.
+    token : str, optional
+        When set, every write needs ``Authorization: Bearer <token>`` (default: None, open).
+    liveness : LivenessConfig, optional
+        Expiry timings (default: ``LivenessConfig()``).
+    clock : callable
+        Wall-clock seconds (default: ``time.time``).
+    rng : random.Random, optional
+        Randomness for peer samples and generated group ids (default: a fresh ``Random()``).
+    expiry : bool
+        Run the background expiry thread (default: True; tests on a fake clock turn it off
+        and call ``app.state.store.sweep()`` themselves).
+    """
+    store = RegistryStore(db_path, liveness=liveness, clock=clock, rng=rng)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        store.open()
+        sweeper = ExpiryThread(store) if expiry else None
+        if sweeper is not None:
+            sweeper.start()
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.stop()
+            store.close()
+
+    openapi = OpenAPIConfig(
+        title="Mycelium registry",
+        version="1",
+        description="The bootstrap registry of a Mycelium network: nodes, groups, leaders, events.",
+        path="/docs",
+        render_plugins=render_plugins(),
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="--token")
+            }
+        ),
+    )
+    return Litestar(
+        route_handlers=[
+            register_node,
+            heartbeat,
+            remove_node,
+            list_nodes,
+            get_node,
+            create_group,
+            list_groups,
+            get_group,
+            join_group,
+            leave_group,
+            report_performance,
+            claim_leader,
+            sample_peers,
+            network,
+            list_events,
+            health,
+            assets_router(),
+        ],
+        state=State({"store": store, "token": token or None}),
+        lifespan=[lifespan],
+        openapi_config=openapi,
+        exception_handlers={
+            StoreError: _on_store_error,
+            pw.IntegrityError: _on_integrity_error,
+            pw.OperationalError: _on_operational_error,
+            HTTPException: _on_http_error,
+            Exception: _on_unexpected,
+        },
+        request_max_body_size=MAX_BODY_BYTES,
+        logging_config=LoggingConfig(
+            configure_root_logger=False, log_exceptions="never", disable_stack_trace={404, 405}
+        ),
+        debug=False,
+    )
+
+
+__all__ = ["Id", "LivenessConfig", "create_app"]

@@ -1,0 +1,181 @@
+"""``mycelium demo``: a registry, N node processes and the live viewer on this machine."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from cli.main import main
+from cli.node_cmds import configure_logging
+from cli.processes import ProcessGroup, mycelium_command
+
+SCENARIOS = ("label-shift", "rotation", "iid", "synthetic")
+
+
+def data_spec(scenario: str, nodes: int) -> str:
+    """The data each demo node holds: two concepts per four nodes, so groups have room to form."""
+    concepts = max(2, nodes // 2)
+    return {
+        "label-shift": f"digits:label-shift:{concepts}",
+        "rotation": f"digits:rotation:{concepts}",
+        "iid": "digits:iid",
+        "synthetic": "synthetic",
+    }[scenario]
+
+
+def status_table(url: str) -> Table:
+    """Groups and nodes as the registry sees them (the seed's "basic demo" view)."""
+    from mycelium_p2p.registry_client import RegistryClient, RegistryUnavailable
+
+    table = Table(title=f"Mycelium network at {url}", expand=False)
+    for column in ("group", "leader", "term", "round", "accuracy", "members"):
+        table.add_column(column)
+    try:
+        with RegistryClient(url, timeout=2.0, retries=0) as client:
+            network = client.network(events=0)
+    except RegistryUnavailable as exc:
+        table.add_row("registry unreachable", str(exc), "", "", "", "")
+        return table
+    names = {n["id"]: n["name"] for n in network.get("nodes", [])}
+    for group in network.get("groups", []):
+        metrics = group.get("metrics") or {}
+        accuracy = metrics.get("accuracy")
+        table.add_row(
+            group["name"],
+            names.get(group.get("leader"), str(group.get("leader"))),
+            str(group.get("term")),
+            str(metrics.get("round") or 0),
+            "-" if accuracy is None else f"{accuracy:.3f}",
+            ", ".join(names.get(m, m) for m in group.get("members", [])),
+        )
+    return table
+
+
+@main.command()
+@click.option("--nodes", type=click.IntRange(1, 32), default=4, show_default=True)
+@click.option("--scenario", type=click.Choice(SCENARIOS), default="label-shift", show_default=True)
+@click.option("--duration", type=click.FloatRange(min=1), default=300, show_default=True)
+@click.option("--no-viz", is_flag=True, help="No viewer: print a live status table instead.")
+@click.option("--headless", is_flag=True, help="Viewer without a window (records only).")
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("output/mycelium_net_demo.gif"),
+    show_default=True,
+    help="Animated GIF of the session (with a PNG of the last frame).",
+)
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Registry SQLite file.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--logs", type=click.Path(file_okay=False, path_type=Path), help="Node log folder.")
+def demo(
+    nodes: int,
+    scenario: str,
+    duration: float,
+    no_viz: bool,
+    headless: bool,
+    record: Path,
+    db: Path | None,
+    port: int,
+    seed: int,
+    logs: Path | None,
+) -> None:
+    """Start a registry, NODES nodes (separate processes) and the live viewer; stop them all."""
+    from bootstrap.server import RegistryServer
+    from bootstrap.store import LivenessConfig
+
+    configure_logging("WARNING")
+    console = Console()
+    if (
+        not no_viz
+        and not headless
+        and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    ):
+        console.print("no display found: running the viewer headless (it still records the GIF)")
+        headless = True
+    workdir = tempfile.TemporaryDirectory(prefix="mycelium-demo-")
+    db_path = db or Path(workdir.name) / "mycelium_registry.db"
+    # The local preset heartbeats every 2 s: suspect after 3 missed beats, dead after 6.
+    liveness = LivenessConfig(suspect_after=6.0, dead_after=12.0, sweep_interval=1.0)
+    registry = RegistryServer(db_path, port=port, liveness=liveness)
+    children = ProcessGroup(log_dir=logs or Path(workdir.name) / "logs")
+    try:
+        try:
+            url = registry.start()
+        except (OSError, SystemExit, RuntimeError):
+            console.print(f"port {port} is busy; letting the OS choose one")
+            registry = RegistryServer(db_path, port=0, liveness=liveness)
+            url = registry.start()
+        console.print(f"registry: {url}   API docs: {url}/docs   groups: {url}/groups")
+        spec = data_spec(scenario, nodes)
+        for index in range(nodes):
+            children.start(
+                f"node-{index}",
+                mycelium_command(
+                    "join",
+                    "--bootstrap",
+                    url,
+                    "--preset",
+                    "local",
+                    "--data",
+                    spec,
+                    "--node-index",
+                    str(index),
+                    "--num-nodes",
+                    str(nodes),
+                    "--seed",
+                    str(seed),
+                    "--name",
+                    f"node-{index}",
+                ),
+                env={"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"},
+            )
+        console.print(f"{nodes} nodes started on {spec}; logs in {children.log_dir}")
+        if no_viz:
+            _live_table(url, duration, console)
+        else:
+            _viewer(url, duration, record, headless, console)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping")
+    finally:
+        children.stop(grace=10.0)
+        registry.stop()
+        workdir.cleanup()
+        console.print("all processes stopped")
+
+
+def _live_table(url: str, duration: float, console: Console) -> None:
+    deadline = time.monotonic() + duration
+    with Live(status_table(url), console=console, refresh_per_second=1) as live:
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            live.update(status_table(url))
+
+
+def _viewer(url: str, duration: float, record: Path, headless: bool, console: Console) -> None:
+    # The first node needs a moment to register before the observer asks for peers.
+    from mycelium_p2p.registry_client import RegistryClient
+    from viz.app import run_viewer
+    from viz.sources import GossipSource
+
+    with RegistryClient(url, timeout=2.0) as client:
+        deadline = time.monotonic() + 60
+        while not client.peers(limit=1) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    result = run_viewer(
+        GossipSource([], url),
+        duration=duration,
+        record=record,
+        headless=headless,
+        stop_event=threading.Event(),
+    )
+    console.print(f"viewer: {result.frames} frames; GIF {result.gif}; PNG {result.png}")

@@ -1,0 +1,198 @@
+"""``mycelium bootstrap``, ``mycelium status`` and ``mycelium bench registry``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cli.main import bench, main
+
+log = logging.getLogger("mycelium.registry")
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to bind.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free."
+)
+@click.option(
+    "--db",
+    "db_path",
+    default="mycelium_registry.db",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file (created on first start).",
+)
+@click.option(
+    "--token",
+    envvar="MYCELIUM_TOKEN",
+    default=None,
+    help="Bearer token required for writes (or MYCELIUM_TOKEN); reads stay open.",
+)
+@click.option(
+    "--suspect-after",
+    default=45.0,
+    show_default=True,
+    help="Seconds of silence before a node is suspect.",
+)
+@click.option(
+    "--dead-after",
+    default=90.0,
+    show_default=True,
+    help="Seconds of silence before a node is dead.",
+)
+@click.option("--sweep-interval", default=1.0, show_default=True, help="Seconds between sweeps.")
+def bootstrap(
+    host: str,
+    port: int,
+    db_path: Path,
+    token: str | None,
+    suspect_after: float,
+    dead_after: float,
+    sweep_interval: float,
+) -> None:
+    """Run the bootstrap registry (HTTP API, Swagger UI at /docs)."""
+    import uvicorn
+
+    from bootstrap.app import create_app
+    from bootstrap.server import bound_port, url_host
+    from bootstrap.store import LivenessConfig
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        liveness = LivenessConfig(suspect_after, dead_after, sweep_interval)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    app = create_app(db_path, token=token, liveness=liveness)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            url = f"http://{url_host(host)}:{bound_port(server)}"
+            if not token:
+                log.warning("registry open (no token): anyone can write")
+            click.echo(f"registry listening on {url} (bound {host}), database {db_path}")
+            click.echo(f"docs: {url}/docs", nl=True)
+        await task
+
+    asyncio.run(serve())
+    if not server.started:
+        raise click.ClickException(f"registry could not start on {host}:{port}")
+
+
+@main.command()
+@click.option(
+    "--bootstrap",
+    "url",
+    default="http://localhost:8000",
+    show_default=True,
+    envvar="MYCELIUM_BOOTSTRAP",
+    help="Registry URL.",
+)
+def status(url: str) -> None:
+    """Print the registry's groups and nodes as tables."""
+    from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
+
+    try:
+        with RegistryClient(url, retries=1, timeout=5.0) as client:
+            snapshot = client.network(events=0)
+    except (RegistryError, RegistryUnavailable) as exc:
+        raise click.ClickException(f"cannot read {url}: {exc}") from exc
+    console = Console()
+    console.print(groups_table(snapshot["groups"]))
+    console.print(nodes_table(snapshot["nodes"]))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def groups_table(groups: list[dict[str, Any]]) -> Table:
+    """A rich table of groups (id, name, leader, term, round, accuracy, members)."""
+    table = Table(title=f"Groups ({len(groups)})")
+    for column in ("id", "name", "leader", "term", "round", "accuracy", "members", "status"):
+        table.add_column(column)
+    for g in groups:
+        metrics = g.get("metrics", {})
+        members = g.get("members", [])
+        table.add_row(
+            g["id"],
+            g["name"],
+            _fmt(g.get("leader")),
+            str(g["term"]),
+            _fmt(metrics.get("round")),
+            _fmt(metrics.get("accuracy")),
+            f"{len(members)}/{g['capacity']}: {', '.join(members)}",
+            g.get("status", ""),
+        )
+    return table
+
+
+def nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    """A rich table of nodes (id, name, status, group)."""
+    table = Table(title=f"Nodes ({len(nodes)})")
+    for column in ("id", "name", "status", "group", "gossip", "accuracy"):
+        table.add_column(column)
+    for n in nodes:
+        table.add_row(
+            n["id"],
+            n["name"],
+            n["status"],
+            _fmt(n.get("group")),
+            n["gossip_address"],
+            _fmt(n.get("metrics", {}).get("accuracy")),
+        )
+    return table
+
+
+@bench.command("registry")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--requests", "requests", default=2000, show_default=True, help="Per measurement.")
+@click.option("--clients", default="1,8,64", show_default=True, help="Concurrency levels.")
+def bench_registry(json_path: Path | None, requests: int, clients: str) -> None:
+    """Requests/s and p50/p99 of the registry against a plain-Litestar baseline."""
+    from bootstrap.bench import run_benchmark
+
+    try:
+        levels = [int(c) for c in clients.split(",") if c.strip()]
+    except ValueError as exc:
+        raise click.BadParameter("--clients takes integers like 1,8,64") from exc
+    if not levels or min(levels) < 1 or requests < 1:
+        raise click.BadParameter("need at least one client level >= 1 and --requests >= 1")
+    console = Console()
+    try:
+        runs = run_benchmark(levels, requests, progress=lambda msg: console.print(f"[dim]{msg}"))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table(title=f"Registry ({requests} requests per row)")
+    for column in ("endpoint", "clients", "req/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right" if column != "endpoint" else "left")
+    for run in runs:
+        table.add_row(
+            run["endpoint"],
+            str(run["clients"]),
+            f"{run['requests_per_s']:.0f}",
+            f"{run['p50_ms']:.2f}",
+            f"{run['p99_ms']:.2f}",
+        )
+    console.print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+        console.print(f"wrote {json_path}")

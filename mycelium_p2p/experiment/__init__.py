@@ -1,0 +1,1 @@
+"""In-process experiments: the group choice simulation, baselines and reports."""

@@ -1,0 +1,407 @@
+"""SWIM membership with Lifeguard-style suspicion (pure: clock and ``random.Random`` injected).
+
+Probing: every ``probe_interval`` one member is pinged, round-robin over a shuffled list
+(reshuffled each pass), so every member is probed once per pass. Without an ack after
+``probe_timeout``, ``indirect_checks`` other members are asked to ping-req it; without any ack
+by the end of the period it becomes *suspect*.
+
+Suspicion (Lifeguard, as memberlist): with N live members (self included) the timeout is
+
+    min = suspicion_mult * max(1, log10(max(1, N))) * probe_interval
+    max = suspicion_max_mult * min
+    k   = suspicion_mult - 2   (0 if N - 2 < k)
+    timeout(c) = max(min, max - (max - min) * log(c + 1) / log(k + 1))   (min if k < 1)
+
+where ``c`` counts independent confirmations (suspect messages from other members for the same
+incarnation), measured from when the suspicion started. When it expires the member is *dead*.
+
+Incarnations: a member told it is suspect or dead (at an incarnation >= its own) refutes by
+announcing itself alive with ``incarnation + 1``; only a member raises its own incarnation
+(also to publish new metadata). Dead and left members are remembered ``dead_ttl`` seconds so that
+stale alive gossip cannot resurrect them, then forgotten.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from mycelium_p2p.config import GossipConfig
+from mycelium_p2p.wire import Ack, MemberUpdate, Ping, PingReq, Status, check_meta
+
+Outbound = tuple[str, Ping | PingReq | Ack]
+
+
+@dataclass(slots=True)
+class Member:
+    """What we know of one other member."""
+
+    node_id: str
+    address: str
+    status: Status
+    incarnation: int
+    meta: dict[str, Any]
+    since: float
+
+    def update(self, by: str = "") -> MemberUpdate:
+        """This member's state as an update to gossip."""
+        return MemberUpdate(
+            self.node_id, self.address, self.status, self.incarnation, self.meta, by
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """A read-only view of a member for callers (status as a string)."""
+
+    id: str
+    address: str
+    status: str
+    incarnation: int
+    meta: dict[str, Any]
+
+
+def suspicion_bounds(config: GossipConfig, n: int) -> tuple[float, float, int]:
+    """``(min_timeout, max_timeout, k)`` in seconds for ``n`` live members (see module doc)."""
+    scale = max(1.0, math.log10(max(1, n)))
+    low = config.suspicion_mult * scale * config.probe_interval
+    k = config.suspicion_mult - 2
+    if n - 2 < k:
+        k = 0
+    return low, config.suspicion_max_mult * low, k
+
+
+@dataclass(slots=True)
+class Suspicion:
+    """A running suspicion timer whose timeout shrinks with independent confirmations."""
+
+    start: float
+    low: float
+    high: float
+    k: int
+    confirmers: set[str] = field(default_factory=set)
+
+    def confirm(self, by: str) -> bool:
+        """Count ``by`` once; True if it was a new confirmation (worth re-gossiping)."""
+        if not by or by in self.confirmers or len(self.confirmers) > self.k:
+            return False
+        self.confirmers.add(by)
+        return True
+
+    def deadline(self) -> float:
+        """Absolute time at which the member is declared dead."""
+        if self.k < 1:
+            return self.start + self.low
+        c = max(0, len(self.confirmers) - 1)  # the first suspector is not a confirmation
+        frac = math.log(c + 1) / math.log(self.k + 1)
+        return self.start + max(self.low, self.high - frac * (self.high - self.low))
+
+
+@dataclass(slots=True)
+class _Probe:
+    seq: int
+    target_id: str
+    target_address: str
+    sent_at: float
+    indirect_sent: bool = False
+
+
+class Membership:
+    """The SWIM state machine of one node.
+
+    Methods that change state append updates worth gossiping to ``self.broadcasts`` and
+    ``(event, MemberView)`` pairs to ``self.events``; the caller drains both.
+
+    Parameters
+    ----------
+    node_id, address : str
+        This node's id and advertised ``host:port``.
+    meta : dict
+        This node's metadata (validated against ``config.max_meta_bytes``).
+    config : GossipConfig
+        Timing and multipliers.
+    rng : random.Random
+        Source of randomness (probe order, indirect helpers).
+    now : float
+        Current time in seconds (any monotonic clock).
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        address: str,
+        meta: dict[str, Any],
+        config: GossipConfig,
+        rng: random.Random,
+        now: float,
+    ) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.meta = check_meta(meta, config.max_meta_bytes)
+        self.config = config
+        self.rng = rng
+        self.incarnation = 0
+        self.leaving = False
+        self.members: dict[str, Member] = {}
+        self.suspicions: dict[str, Suspicion] = {}
+        self.broadcasts: list[MemberUpdate] = []
+        self.events: list[tuple[str, MemberView]] = []
+        self.refutations = 0
+        self._seq = 0
+        self._probe: _Probe | None = None
+        self._probe_order: list[str] = []
+        self._probe_index = 0
+        # Random phase so that nodes started together do not probe in lockstep.
+        self._next_probe_at = now + rng.uniform(0.0, config.probe_interval)
+        self._forwards: dict[int, tuple[str, int, float]] = {}
+        # Dead/left ids (reaped after dead_ttl) and a cache of live members, rebuilt on change:
+        # ticks and frame budgets ask for them far more often than statuses change.
+        self._down: set[str] = set()
+        self._live_cache: list[Member] | None = None
+
+    # ------------------------------------------------------------------ views
+
+    def self_update(self) -> MemberUpdate:
+        """This node's own state as an update."""
+        status = Status.LEFT if self.leaving else Status.ALIVE
+        return MemberUpdate(self.node_id, self.address, status, self.incarnation, self.meta)
+
+    def live(self) -> list[Member]:
+        """Other members that are alive or suspect (probe and gossip targets); do not mutate."""
+        if self._live_cache is None:
+            self._live_cache = [m for m in self.members.values() if m.status <= Status.SUSPECT]
+        return self._live_cache
+
+    def num_live(self) -> int:
+        """Live members including this node (the N of the formulas)."""
+        return 1 + len(self.live())
+
+    def _changed(self, m: Member) -> None:
+        self._live_cache = None
+        if m.status in (Status.DEAD, Status.LEFT):
+            self._down.add(m.node_id)
+        else:
+            self._down.discard(m.node_id)
+
+    def view(self, m: Member) -> MemberView:
+        return MemberView(m.node_id, m.address, m.status.name.lower(), m.incarnation, m.meta)
+
+    def self_view(self) -> MemberView:
+        u = self.self_update()
+        return MemberView(u.node_id, u.address, u.status.name.lower(), u.incarnation, u.meta)
+
+    def next_due(self) -> float:
+        """Earliest time at which ``tick`` has work to do."""
+        due = self._next_probe_at
+        p = self._probe
+        if p is not None:
+            due = min(due, p.sent_at + self.config.probe_interval)
+            if not p.indirect_sent:
+                due = min(due, p.sent_at + self.config.probe_timeout)
+        for s in self.suspicions.values():
+            due = min(due, s.deadline())
+        return due
+
+    # ------------------------------------------------------------------ own state
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """Replace own metadata, bump incarnation and gossip it (raises WireError if invalid)."""
+        self.meta = check_meta(meta, self.config.max_meta_bytes)
+        self.incarnation += 1
+        self.broadcasts.append(self.self_update())
+
+    def leave(self) -> MemberUpdate:
+        """Announce a graceful leave: incarnation + 1 with status LEFT; stop probing."""
+        self.leaving = True
+        self.incarnation += 1
+        self._probe = None
+        u = self.self_update()
+        self.broadcasts.append(u)
+        return u
+
+    # ------------------------------------------------------------------ updates
+
+    def add_known(self, u: MemberUpdate, now: float) -> None:
+        """Insert a member without gossiping it (simulation bootstrap; see ``SimCluster``)."""
+        if u.node_id != self.node_id and u.node_id not in self.members:
+            self.members[u.node_id] = m = Member(
+                u.node_id, u.address, u.status, u.incarnation, u.meta, now
+            )
+            self._changed(m)
+
+    def apply(self, u: MemberUpdate, now: float, *, from_state: bool = False) -> bool:
+        """Apply a gossiped update with SWIM precedence; True if it changed our view.
+
+        ``from_state`` marks updates from a push-pull state: a remote *dead* about a member we
+        think alive is only taken as a suspicion (we check for ourselves), as memberlist does.
+        """
+        if u.node_id == self.node_id:
+            return self._about_self(u)
+        m = self.members.get(u.node_id)
+        if u.status is Status.ALIVE:
+            return self._alive(m, u, now)
+        if m is None:
+            if u.status in (Status.DEAD, Status.LEFT):
+                # Remember it so that stale alive gossip cannot introduce it; nothing to spread.
+                self.members[u.node_id] = m = Member(
+                    u.node_id, u.address, u.status, u.incarnation, u.meta, now
+                )
+                self._changed(m)
+            return False
+        if u.incarnation < m.incarnation or m.status in (Status.DEAD, Status.LEFT):
+            return False
+        if u.status is Status.SUSPECT or (from_state and u.status is Status.DEAD):
+            return self._suspect(m, u.incarnation, u.by or "?", now)
+        # DEAD or LEFT with incarnation >= ours.
+        self._set_down(m, u.status, u.incarnation, now, u.by)
+        return True
+
+    def _about_self(self, u: MemberUpdate) -> bool:
+        if self.leaving:
+            return False
+        if u.status is Status.ALIVE and (
+            u.incarnation < self.incarnation
+            or (u.incarnation == self.incarnation and u.address == self.address)
+        ):
+            return False
+        if u.status is not Status.ALIVE and u.incarnation < self.incarnation:
+            return False
+        # Someone thinks we are suspect/dead/left (or a stale twin claims our id): refute.
+        self.incarnation = u.incarnation + 1
+        self.refutations += 1
+        self.broadcasts.append(self.self_update())
+        return True
+
+    def _alive(self, m: Member | None, u: MemberUpdate, now: float) -> bool:
+        if m is None:
+            m = Member(u.node_id, u.address, Status.ALIVE, u.incarnation, u.meta, now)
+            self.members[u.node_id] = m
+            self._changed(m)
+            self.events.append(("member_alive", self.view(m)))
+            self.broadcasts.append(u)
+            return True
+        if u.incarnation <= m.incarnation:
+            return False
+        was = m.status
+        m.address, m.status, m.incarnation, m.meta, m.since = (
+            u.address,
+            Status.ALIVE,
+            u.incarnation,
+            u.meta,
+            now,
+        )
+        self.suspicions.pop(m.node_id, None)
+        self._changed(m)
+        self.events.append(
+            ("member_alive" if was is not Status.ALIVE else "member_updated", self.view(m))
+        )
+        self.broadcasts.append(u)
+        return True
+
+    def _suspect(self, m: Member, incarnation: int, by: str, now: float) -> bool:
+        if m.status is Status.SUSPECT and incarnation == m.incarnation:
+            s = self.suspicions.get(m.node_id)
+            if s is not None and s.confirm(by):
+                self.broadcasts.append(m.update(by))
+                return True
+            return False
+        if m.status is Status.SUSPECT and incarnation < m.incarnation:
+            return False
+        m.status, m.incarnation, m.since = Status.SUSPECT, incarnation, now
+        self._changed(m)
+        low, high, k = suspicion_bounds(self.config, self.num_live())
+        s = Suspicion(now, low, high, k)
+        s.confirm(by)
+        self.suspicions[m.node_id] = s
+        self.events.append(("member_suspect", self.view(m)))
+        self.broadcasts.append(m.update(by))
+        return True
+
+    def _set_down(self, m: Member, status: Status, incarnation: int, now: float, by: str) -> None:
+        m.status, m.incarnation, m.since = status, incarnation, now
+        self._changed(m)
+        self.suspicions.pop(m.node_id, None)
+        if self._probe is not None and self._probe.target_id == m.node_id:
+            self._probe = None
+        self.events.append((f"member_{status.name.lower()}", self.view(m)))
+        self.broadcasts.append(m.update(by))
+
+    # ------------------------------------------------------------------ probing
+
+    def tick(self, now: float) -> list[Outbound]:
+        """Advance timers: probe stages, suspicion expiry, forgetting the dead."""
+        out: list[Outbound] = []
+        p = self._probe
+        if p is not None and not p.indirect_sent and now >= p.sent_at + self.config.probe_timeout:
+            p.indirect_sent = True
+            helpers = [m for m in self.live() if m.node_id != p.target_id]
+            k = min(self.config.indirect_checks, len(helpers))
+            for h in self.rng.sample(helpers, k):
+                out.append((h.address, PingReq(p.seq, p.target_id, p.target_address)))
+        if p is not None and now >= p.sent_at + self.config.probe_interval:
+            self._probe = None
+            m = self.members.get(p.target_id)
+            if m is not None and m.status is Status.ALIVE:
+                self._suspect(m, m.incarnation, self.node_id, now)
+        if now >= self._next_probe_at:
+            self._next_probe_at = max(self._next_probe_at + self.config.probe_interval, now)
+            if self._probe is None and not self.leaving:
+                target = self._next_target()
+                if target is not None:
+                    self._seq += 1
+                    self._probe = _Probe(self._seq, target.node_id, target.address, now)
+                    out.append((target.address, Ping(self._seq, target.node_id)))
+        for node_id, s in list(self.suspicions.items()):
+            if now >= s.deadline():
+                m = self.members[node_id]
+                self._set_down(m, Status.DEAD, m.incarnation, now, self.node_id)
+        for seq, (_, _, expires) in list(self._forwards.items()):
+            if now >= expires:
+                del self._forwards[seq]
+        for node_id in list(self._down):
+            m = self.members[node_id]
+            if now - m.since >= self.config.dead_ttl:
+                del self.members[node_id]
+                self._down.discard(node_id)
+                self.events.append(("member_removed", self.view(m)))
+        return out
+
+    def _next_target(self) -> Member | None:
+        # Round-robin over a shuffled list; reshuffle after each pass (SWIM's bounded detection).
+        for _ in range(2):
+            while self._probe_index < len(self._probe_order):
+                m = self.members.get(self._probe_order[self._probe_index])
+                self._probe_index += 1
+                if m is not None and m.status <= Status.SUSPECT:
+                    return m
+            self._probe_order = [m.node_id for m in self.live()]
+            self.rng.shuffle(self._probe_order)
+            self._probe_index = 0
+        return None
+
+    def on_ping(self, ping: Ping, sender_address: str) -> list[Outbound]:
+        """Answer a ping addressed to us."""
+        if ping.target_id != self.node_id or self.leaving:
+            return []
+        return [(sender_address, Ack(ping.seq))]
+
+    def on_ping_req(self, req: PingReq, sender_address: str, now: float) -> list[Outbound]:
+        """Probe ``req.target_id`` for the requester; its ack will be forwarded."""
+        if self.leaving or req.target_id == self.node_id:
+            return []
+        self._seq += 1
+        self._forwards[self._seq] = (sender_address, req.seq, now + self.config.probe_interval)
+        return [(req.target_address, Ping(self._seq, req.target_id))]
+
+    def on_ack(self, ack: Ack) -> list[Outbound]:
+        """Settle our probe or forward an ack to the member that asked us."""
+        p = self._probe
+        if p is not None and ack.seq == p.seq:
+            self._probe = None
+            return []
+        fwd = self._forwards.pop(ack.seq, None)
+        if fwd is not None:
+            return [(fwd[0], Ack(fwd[1]))]
+        return []

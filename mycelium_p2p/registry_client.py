@@ -1,0 +1,281 @@
+"""HTTP client of the bootstrap registry, with timeouts and retries with backoff.
+
+One method per endpoint; each returns the parsed JSON (dicts and lists). A 4xx answer raises
+:class:`RegistryError` at once (never retried); connection errors, timeouts and 5xx answers are
+retried ``retries`` times with exponential backoff, then raise :class:`RegistryUnavailable`.
+
+Retrying a write after a timeout may apply it twice; every write of the registry is idempotent
+or fails cleanly the second time (a join to the same group is a no-op, a second create of the
+same group id or a second claim of the same term is a 409).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+
+class RegistryError(Exception):
+    """The registry refused the request (a 4xx answer)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"registry answered {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class RegistryUnavailable(Exception):
+    """The registry could not be reached (or kept failing) after all retries."""
+
+
+class RegistryClient:
+    """Client of the registry's HTTP API.
+
+    Parameters
+    ----------
+    base_url : str
+        e.g. ``"http://127.0.0.1:8000"``.
+    token : str, optional
+        Bearer token sent with every request (default: None).
+    timeout : float
+        Seconds per attempt (default: 5.0).
+    retries : int
+        Extra attempts after the first on connection errors and 5xx (default: 3).
+    backoff : float
+        First delay in seconds; doubles each retry, with up to 50% jitter (default: 0.2).
+    rng : random.Random, optional
+        Jitter source (default: a fresh ``random.Random()``).
+    sleep : callable
+        Sleep function, injectable for tests (default: ``time.sleep``).
+    transport : httpx.BaseTransport, optional
+        For tests (default: a real network transport).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, headers=headers, transport=transport
+        )
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        last: str = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                delay = self.backoff * 2 ** (attempt - 1)
+                self._sleep(delay * (1 + 0.5 * self._rng.random()))
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if response.status_code >= 500:
+                last = f"{response.status_code}: {_detail(response)}"
+                continue
+            if response.status_code >= 400:
+                raise RegistryError(response.status_code, _detail(response))
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise RegistryUnavailable(f"{method} {path}: answer is not JSON") from exc
+        raise RegistryUnavailable(
+            f"{method} {self.base_url}{path} failed after {self.retries + 1} attempts ({last})"
+        )
+
+    # ---- endpoints ----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health``."""
+        return self._request("GET", "/health")  # type: ignore[no-any-return]
+
+    def register(
+        self,
+        id: str,
+        name: str,
+        gossip_address: str,
+        flower_address: str | None = None,
+        model: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /nodes/register``: register or update a node; returns the node."""
+        body = {
+            "id": id,
+            "name": name,
+            "gossip_address": gossip_address,
+            "flower_address": flower_address,
+            "model": model,
+            "data": data,
+        }
+        return self._request("POST", "/nodes/register", json=body)  # type: ignore[no-any-return]
+
+    def heartbeat(
+        self,
+        node_id: str,
+        accuracy: float | None = None,
+        loss: float | None = None,
+        round: int | None = None,
+    ) -> dict[str, Any]:
+        """``POST /nodes/{id}/heartbeat`` with optional metrics; returns the node."""
+        body = {"accuracy": accuracy, "loss": loss, "round": round}
+        return self._request(  # type: ignore[no-any-return]
+            "POST", f"/nodes/{node_id}/heartbeat", json=body
+        )
+
+    def deregister(self, node_id: str) -> dict[str, Any]:
+        """``DELETE /nodes/{id}``: graceful leave; returns the node (status ``gone``)."""
+        return self._request("DELETE", f"/nodes/{node_id}")  # type: ignore[no-any-return]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """``GET /nodes``."""
+        return self._request("GET", "/nodes")  # type: ignore[no-any-return]
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        """``GET /nodes/{id}``."""
+        return self._request("GET", f"/nodes/{node_id}")  # type: ignore[no-any-return]
+
+    def create_group(
+        self,
+        name: str,
+        leader: str,
+        flower_address: str,
+        model: str,
+        capacity: int = 5,
+        join_policy: str = "open",
+        invited: list[str] | None = None,
+        id: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /groups``: the leader founds a group (term 1); returns the group.
+
+        ``id`` is chosen by the registry when absent; ``reason`` goes into the event log.
+        """
+        body: dict[str, Any] = {
+            "name": name,
+            "leader": leader,
+            "flower_address": flower_address,
+            "model": model,
+            "capacity": capacity,
+            "join_policy": join_policy,
+            "invited": invited,
+            "id": id,
+            "reason": reason,
+        }
+        return self._request("POST", "/groups", json=body)  # type: ignore[no-any-return]
+
+    def groups(self, include_dissolved: bool = False) -> list[dict[str, Any]]:
+        """``GET /groups`` (``?all=true`` with ``include_dissolved``)."""
+        params = {"all": "true"} if include_dissolved else None
+        return self._request("GET", "/groups", params=params)  # type: ignore[no-any-return]
+
+    def group(self, group_id: str) -> dict[str, Any]:
+        """``GET /groups/{id}``."""
+        return self._request("GET", f"/groups/{group_id}")  # type: ignore[no-any-return]
+
+    def join_group(self, node_id: str, group_id: str, reason: str | None = None) -> dict[str, Any]:
+        """``POST /groups/join``: join (or migrate to) a group; returns the group.
+
+        ``reason`` (why the node moves) goes into the ``joined``/``migrated`` event.
+        """
+        body = {"node_id": node_id, "group_id": group_id, "reason": reason}
+        return self._request("POST", "/groups/join", json=body)  # type: ignore[no-any-return]
+
+    def leave_group(self, node_id: str) -> dict[str, Any]:
+        """``POST /groups/leave``; returns the node."""
+        return self._request(  # type: ignore[no-any-return]
+            "POST", "/groups/leave", json={"node_id": node_id}
+        )
+
+    def report_performance(
+        self,
+        group_id: str,
+        node_id: str,
+        term: int,
+        accuracy: float,
+        loss: float,
+        round: int,
+        examples: int,
+    ) -> dict[str, Any]:
+        """``PUT /groups/{id}/performance`` (leader of ``term`` only); returns the group."""
+        body = {
+            "node_id": node_id,
+            "term": term,
+            "accuracy": accuracy,
+            "loss": loss,
+            "round": round,
+            "examples": examples,
+        }
+        return self._request(  # type: ignore[no-any-return]
+            "PUT", f"/groups/{group_id}/performance", json=body
+        )
+
+    def claim_leadership(
+        self, group_id: str, node_id: str, term: int, flower_address: str
+    ) -> dict[str, Any]:
+        """``PUT /groups/{id}/leader`` with ``term = current + 1``; 409 if another won."""
+        body = {"node_id": node_id, "term": term, "flower_address": flower_address}
+        return self._request(  # type: ignore[no-any-return]
+            "PUT", f"/groups/{group_id}/leader", json=body
+        )
+
+    def peers(self, limit: int = 8) -> list[str]:
+        """``GET /peers?limit=k``: gossip addresses (``host:port``) of up to k live nodes."""
+        return self._request("GET", "/peers", params={"limit": limit})  # type: ignore[no-any-return]
+
+    def network(self, events: int = 100) -> dict[str, Any]:
+        """``GET /network``: ``{"time", "groups", "nodes", "events"}``."""
+        return self._request(  # type: ignore[no-any-return]
+            "GET", "/network", params={"events": events}
+        )
+
+    def events(self, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """``GET /events?after=ID``: events with a larger id, oldest first."""
+        return self._request(  # type: ignore[no-any-return]
+            "GET", "/events", params={"after": after, "limit": limit}
+        )
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        detail = str(body["detail"])
+        extra = body.get("extra")
+        if isinstance(extra, list) and extra:
+            parts = [f"{e.get('key')}: {e.get('message')}" for e in extra if isinstance(e, dict)]
+            detail = f"{detail} ({'; '.join(parts)})"
+        return detail
+    return str(body)[:200]

@@ -1,0 +1,102 @@
+"""Nodes over the real parts in one process: registry over HTTP, gossip over ZeroMQ, Flower."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from cli.cluster import LocalCluster
+from mycelium_p2p.learning.data import load_node_data
+from mycelium_p2p.lifecycle import Phase
+from mycelium_p2p.node_config import NodeConfig
+from mycelium_p2p.registry_client import RegistryClient
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def datas(spec: str, n: int) -> list:
+    return [load_node_data(spec, i, n, seed=0) for i in range(n)]
+
+
+def registry_groups(url: str) -> dict[str, set[str]]:
+    with RegistryClient(url) as client:
+        return {g["id"]: set(g["members"]) for g in client.groups()}
+
+
+def test_nodes_form_groups_train_and_agree_with_the_registry() -> None:
+    config = replace(NodeConfig.test(), group_capacity=3)
+    with LocalCluster(datas("digits:iid", 4), config) as cluster:
+        # Four nodes, capacity three: at least two groups, none over capacity.
+        wait_for(
+            lambda: all(n.group_id for n in cluster.nodes), timeout=60, what="every node in a group"
+        )
+        groups = registry_groups(cluster.url)
+        assert len(groups) >= 2
+        assert all(len(members) <= 3 for members in groups.values())
+        # Rounds advance and the group models learn (digits iid: well above chance).
+        wait_for(
+            lambda: all(
+                (r := n.gossip.groups().get(n.group_id or "")) is not None
+                and r.round >= 3
+                and (r.accuracy or 0) > 0.5
+                for n in cluster.nodes
+            ),
+            timeout=90,
+            what="three rounds with accuracy above 0.5 in every group",
+        )
+
+        def views_agree() -> bool:
+            truth = registry_groups(cluster.url)
+            for node in cluster.nodes:
+                seen = {gid: set(r.members) for gid, r in node.gossip.groups().items()}
+                if seen != truth:
+                    return False
+            return all(node.group_id in truth for node in cluster.nodes)
+
+        wait_for(views_agree, timeout=30, what="gossip views equal to the registry's groups")
+        leaders = [n for n in cluster.nodes if n.phase is Phase.LEADER]
+        assert len(leaders) == len(registry_groups(cluster.url))
+
+
+def test_leader_failover_resumes_from_the_last_model() -> None:
+    config = replace(NodeConfig.test(), group_capacity=5)
+    with LocalCluster(datas("digits:iid", 3), config) as cluster:
+        wait_for(
+            lambda: len(cluster.groups()) == 1 and all(n.group_id for n in cluster.nodes),
+            timeout=60,
+            what="one group of three",
+        )
+        gid = cluster.nodes[0].group_id
+        member = next(n for n in cluster.nodes if n.phase is Phase.MEMBER)
+        wait_for(
+            lambda: (r := member.gossip.groups().get(gid)) and r.round >= 3 and (r.accuracy or 0) > 0.5,
+            timeout=60,
+            what="three rounds",
+        )
+        leader = next(n for n in cluster.nodes if n.phase is Phase.LEADER)
+        old = member.gossip.groups()[gid]
+        # Crash the leader: no graceful leave, its sockets just go away.
+        leader.crash()
+        survivors = [n for n in cluster.nodes if n is not leader]
+        new_leader = wait_for(
+            lambda: next((n for n in survivors if n.phase is Phase.LEADER), None),
+            timeout=30,
+            what="a new leader",
+        )
+        with RegistryClient(cluster.url) as client:
+            group = client.group(gid)
+        assert group["leader"] == new_leader.id
+        assert group["term"] == old.term + 1
+        wait_for(
+            lambda: (r := member.gossip.groups().get(gid))
+            and r.term == old.term + 1
+            and r.round > old.round,
+            timeout=30,
+            what="rounds under the new leader",
+        )
+        resumed = member.gossip.groups()[gid]
+        # It went on from the last global model: no fall back to chance (0.1).
+        assert resumed.accuracy is not None and resumed.accuracy > 0.5
+        assert all(n.group_id == gid for n in survivors)

@@ -19,12 +19,16 @@ def bench() -> None:
 # Commands live beside this module, one module per area; each registers itself here.
 # (imports at the bottom so that the modules can import ``main`` and ``bench``.)
 from cli import (  # noqa: E402, F401
+    bench_rounds,
+    byzantine_cmds,
     demo_cmds,
     experiment_cmds,
     node_cmds,
     registry_cmds,
     viz_cmds,
 )
+
+from cli import gossip_cmds  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -130,9 +130,11 @@ class GossipConfig:
     @classmethod
     def test(cls) -> GossipConfig:
         """Fast values for tests: probe 0.2 s, gossip 0.05 s, push-pull 2 s."""
+        # Tests run many nodes and their training in one process on two shared cores: an ack
+        # can wait for the GIL, so the probe timeout leaves room for that.
         return cls(
-            probe_interval=0.2,
-            probe_timeout=0.1,
+            probe_interval=0.5,
+            probe_timeout=0.3,
             indirect_checks=2,
             suspicion_mult=3,
             suspicion_max_mult=4,

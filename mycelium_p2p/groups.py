@@ -53,6 +53,9 @@ class GroupRecord:
         A tombstone: the group is gone (default: False).
     updated_at : float
         Wall-clock seconds when published; informational only (default: 0.0).
+    created_at : float
+        Wall-clock seconds when the group was founded; breaks ties between equally large
+        groups in the merge rule (older wins) (default: 0.0).
     """
 
     id: str
@@ -71,6 +74,7 @@ class GroupRecord:
     version: int = 0
     dissolved: bool = False
     updated_at: float = 0.0
+    created_at: float = 0.0
 
     def __post_init__(self) -> None:
         # Sorted members make equal records compare equal whatever order the leader used.
@@ -128,6 +132,7 @@ class GroupRecord:
             version=_count(d.get("version", 0), "version"),
             dissolved=_flag(d.get("dissolved", False), "dissolved"),
             updated_at=_real(d.get("updated_at", 0.0), "updated_at"),
+            created_at=_real(d.get("created_at", 0.0), "created_at"),
         )
 
 
@@ -150,7 +155,7 @@ def _real(v: Any, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise ValueError(f"{name} must be a number")
     v = float(v)
-    if math.isinf(v) and name == "updated_at":
+    if math.isinf(v) and name in ("updated_at", "created_at"):
         raise ValueError("updated_at must be finite")
     return v
 

@@ -343,7 +343,8 @@ class Membership:
         if p is not None and now >= p.sent_at + self.config.probe_interval:
             self._probe = None
             m = self.members.get(p.target_id)
-            if m is not None and m.status is Status.ALIVE:
+            if m is not None and m.status <= Status.SUSPECT:
+                # A failed probe of a suspect is an independent confirmation (Lifeguard).
                 self._suspect(m, m.incarnation, self.node_id, now)
         if now >= self._next_probe_at:
             self._next_probe_at = max(self._next_probe_at + self.config.probe_interval, now)

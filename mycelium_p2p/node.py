@@ -9,6 +9,7 @@ reason about, and a slow registry never stalls training.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import random
 import threading
@@ -34,6 +35,7 @@ from mycelium_p2p.registry_client import RegistryClient, RegistryError, Registry
 log = logging.getLogger("mycelium.node")
 
 TICK = 0.2  # seconds between control-loop passes when nothing wakes it sooner
+PEER_LOOKUP_INTERVAL = 2.0  # seconds between registry look-ups while a node knows no peer
 
 
 @dataclass
@@ -103,6 +105,7 @@ class Node:
         self.registry: RegistryClient | None = None
         self.migrations = 0
         self.rounds_logged = 0
+        self.round_times: list[tuple[int, float]] = []  # (round, monotonic time) while leading
         self.client = MemberClient(
             self.data,
             self.spec,
@@ -129,11 +132,13 @@ class Node:
         self._probe_cache = ProbeCache({})
         self._model_bytes: tuple[int, bytes] | None = None
         self._just_moved = False
+        self._looked_twice = False
         self._leader_gone_at: float | None = None
         self._published_members: tuple[str, ...] = ()
         self._next_heartbeat = 0.0
         self._next_evaluation = 0.0
         self._next_choice = 0.0
+        self._next_peer_lookup = 0.0
         self._registry_backoff = 1.0
 
     # ------------------------------------------------------------------ life cycle
@@ -148,8 +153,8 @@ class Node:
 
     def start(self, seeds: list[str] | None = None) -> None:
         """Bind gossip, join the network and start the control loop (returns at once)."""
-        self.gossip.set_model_provider(self._provide_model)
         self.gossip.start()
+        self.gossip.set_model_provider(self._provide_model)
         self._enter(Phase.DISCOVERING, f"gossip bound at {self.gossip.address}")
         self._thread = threading.Thread(
             target=self._run, args=(list(seeds or self.config.peers),), name=f"node-{self.name}"
@@ -192,37 +197,44 @@ class Node:
         try:
             self._discover(seeds)
             while not self._stop.is_set():
-                self._drain_events()
-                self._step()
+                try:
+                    self._drain_events()
+                    self._step()
+                except Exception:  # a bug in one step must not kill the node: log, go on
+                    log.exception("%s: control step failed", self.name)
+                    self._stop.wait(1.0)
                 self._stop.wait(TICK)
-        except Exception:  # the daemon must log and leave rather than die silently
-            log.exception("%s: control loop failed", self.name)
         finally:
             self._leave()
 
     def _discover(self, seeds: list[str]) -> None:
-        if not seeds and self.config.registry_url:
-            while not self._stop.is_set():
-                try:
-                    seeds = [
-                        s
-                        for s in self._registry_client().peers(limit=5)
-                        if s != self.gossip.address
-                    ]
-                    break
-                except RegistryUnavailable:
-                    log.warning("%s: registry unreachable; retrying", self.name)
-                    self._stop.wait(self._backoff())
         if seeds and not self.gossip.join(seeds, timeout=5.0):
-            log.warning("%s: no seed answered (%s); waiting to be found", self.name, seeds)
+            log.warning("%s: no seed answered (%s)", self.name, ", ".join(seeds))
         self._register()
+        self._find_peers()
         # A short random delay spreads the first choices of nodes started together.
         self._next_choice = self.clock() + self.rng.uniform(0.0, 1.0)
+
+    def _find_peers(self) -> None:
+        """Alone in gossip (first node, or cut off)? Ask the registry for live peers and join."""
+        self._next_peer_lookup = self.clock() + PEER_LOOKUP_INTERVAL
+        others = view.live_ids(self.gossip.members()) - {self.id}
+        registry = self._registry_client()
+        if others or registry is None:
+            return
+        try:
+            seeds = [s for s in registry.peers(limit=5) if s != self.gossip.address]
+        except (RegistryUnavailable, RegistryError):
+            return
+        if seeds:
+            self.gossip.join(seeds, timeout=2.0)
 
     def _step(self) -> None:
         now = self.clock()
         if now >= self._next_heartbeat:
             self._heartbeat()
+        if now >= self._next_peer_lookup:
+            self._find_peers()
         if self.group_id is None:
             if now >= self._next_choice:
                 self._choose()
@@ -320,7 +332,7 @@ class Node:
                 except RegistryError as exc:
                     if exc.status != 404:
                         raise
-                    registry.create_group(**self._group_body(self.group_id))
+                    registry.create_group(**self._group_body(self.group_id, self.server_address))
             else:
                 registry.join_group(node_id=self.id, group_id=self.group_id)
         except RegistryError as exc:
@@ -345,8 +357,8 @@ class Node:
             is_current = record.id == self.group_id
             if evaluate_models:
                 accuracy = self._probe(record) if not is_current else self._current_accuracy()
-            else:
-                accuracy = record.accuracy
+            else:  # reported: a group that has not finished a round has no accuracy yet
+                accuracy = record.accuracy if record.round > 0 else None
             out.append(
                 Candidate(
                     group_id=record.id,
@@ -423,6 +435,12 @@ class Node:
         self._train_local()
         candidates = self._candidates(evaluate_models=self.params.mode == "probe")
         decision = decide(self._observation(candidates), self.params)
+        if decision.action == "found" and not self._looked_twice:
+            # Nodes that start together would all found singletons: look again after a random
+            # pause, by when the first founder's record has had time to spread.
+            self._looked_twice = True
+            self._next_choice = self.clock() + self.rng.uniform(0.5, 3.0)
+            return
         self._act(decision, first=True)
 
     def _evaluate(self) -> None:
@@ -484,12 +502,12 @@ class Node:
         self._enter(Phase.MEMBER, f"member of {group_id}, leader {record.leader}")
         return True
 
-    def _group_body(self, group_id: str) -> dict[str, Any]:
+    def _group_body(self, group_id: str, flower_address: str) -> dict[str, Any]:
         return {
             "id": group_id,
             "name": f"group-{group_id[2:8]}",
             "leader": self.id,
-            "flower_address": self.server_address,
+            "flower_address": flower_address,
             "model": self.spec,
             "capacity": self.config.group_capacity,
         }
@@ -501,19 +519,21 @@ class Node:
         if self.phase is not Phase.JOINING:
             self._enter(Phase.JOINING, "founding a group")
         group_id = f"g-{uuid.uuid4().hex[:8]}"
-        self._start_server(models.get_weights(self.local_model), start_round=0)
+        server, address = self._new_server(models.get_weights(self.local_model), start_round=0)
         try:
-            created = registry.create_group(**self._group_body(group_id), reason=reason)
+            created = registry.create_group(**self._group_body(group_id, address), reason=reason)
         except (RegistryError, RegistryUnavailable) as exc:
             log.warning("%s: could not found a group: %s", self.name, exc)
-            self._stop_server()
+            server.stop()
             self._fallback_phase()
             return False
         self._registered()
         self._leave_leadership(handing_over=True)
+        self.server, self.server_address = server, address
         self.group_id = str(created.get("id", group_id))
         self.term = int(created.get("term", 1))
         self.version = 0
+        self.latest_round = None
         self._become_leader("founded")
         return True
 
@@ -537,9 +557,9 @@ class Node:
         )
         self._publish(force=True)
 
-    def _start_server(self, weights: list[np.ndarray], start_round: int) -> None:
-        self._stop_server()
-        self.server = GroupServer(
+    def _new_server(self, weights: list[np.ndarray], start_round: int) -> tuple[GroupServer, str]:
+        """Start a Flower server for a group this node may lead; returns it and its address."""
+        server = GroupServer(
             weights,
             strategy=self.config.strategy,
             host=self.config.bind_host,
@@ -549,10 +569,8 @@ class Node:
             on_round=lambda result: self._events.put(lambda: self._on_round(result)),
             start_round=start_round,
         )
-        bound = self.server.start()
-        port = bound.rsplit(":", 1)[1]
-        self.server_address = f"{self.config.advertised_host()}:{port}"
-        self._model_bytes = None
+        port = server.start().rsplit(":", 1)[1]
+        return server, f"{self.config.advertised_host()}:{port}"
 
     def _stop_server(self) -> None:
         if self.server is not None:
@@ -586,7 +604,11 @@ class Node:
     def _on_round(self, result: RoundResult) -> None:
         if self.server is None or self.phase is not Phase.LEADER:
             return
+        if not (math.isfinite(result.accuracy) and math.isfinite(result.loss)):
+            return  # no client evaluated this round: nothing to report
         self.latest_round = result
+        self.round_times.append((result.round, time.monotonic()))
+        del self.round_times[:-1000]
         log.info(
             "%s: group %s round %d accuracy %.3f loss %.3f clients %d",
             self.name,
@@ -633,6 +655,9 @@ class Node:
             self.version = max(self.version, seen.version)
         self.version += 1
         result = self.latest_round
+        # Before its first round a leader (new, or after a failover) carries the last known
+        # metrics forward: the model is the same one they describe.
+        carried = seen if seen is not None and result is None else None
         record = GroupRecord(
             id=self.group_id,
             name=f"group-{self.group_id[2:8]}",
@@ -642,10 +667,10 @@ class Node:
             members=current,
             model=self.spec,
             capacity=self.config.group_capacity,
-            accuracy=result.accuracy if result else None,
-            loss=result.loss if result else None,
+            accuracy=result.accuracy if result else (carried.accuracy if carried else 0.0),
+            loss=result.loss if result else (carried.loss if carried else 0.0),
             round=result.round if result else (self.server.round if self.server else 0),
-            examples=result.examples if result else 0,
+            examples=result.examples if result else (carried.examples if carried else 0),
             term=self.term,
             version=self.version,
             dissolved=dissolved,
@@ -681,7 +706,7 @@ class Node:
         if record is None or record.dissolved:
             self._drop_group("group dissolved")
             return
-        if record.round > self.rounds_logged and record.accuracy is not None:
+        if record.round > self.rounds_logged:
             self.rounds_logged = record.round
             log.info(
                 "%s: group %s round %d accuracy %.3f loss %.3f",
@@ -689,24 +714,29 @@ class Node:
                 record.id,
                 record.round,
                 record.accuracy,
-                record.loss if record.loss is not None else float("nan"),
+                record.loss,
             )
-        if record.leader in alive:
+        leader_present = record.leader in alive and record.leader in view.members_of(
+            record.id, members
+        )
+        if leader_present:
             moved = record.flower_address and record.flower_address != self.client.address
             if record.term > self.term or moved:
                 self.term = record.term
                 self.client.switch(record.flower_address)
             self._leader_gone_at = None
             return
-        # The leader is gone: the lowest live member claims at the registry with term + 1;
-        # the others give it a head start that grows with their rank before trying themselves.
+        # The leader is dead, left, or moved to another group. After a grace period (gossip may
+        # simply be late), the lowest live member claims at the registry with term + 1; the
+        # others give it a head start that grows with their rank before trying themselves.
         now = self.clock()
         if self._leader_gone_at is None:
             self._leader_gone_at = now
             log.warning("%s: leader %s of %s is gone", self.name, record.leader, record.id)
         order = view.members_of(record.id, members)
         rank = order.index(self.id) if self.id in order else len(order)
-        if now - self._leader_gone_at >= rank * self.config.gossip.probe_interval * 3:
+        step = self.config.gossip.probe_interval
+        if now - self._leader_gone_at >= step * (2 + 3 * rank):
             self._claim(record)
 
     def _claim(self, record: GroupRecord) -> None:
@@ -714,22 +744,21 @@ class Node:
         if registry is None:
             return
         weights = self.client.last_global_weights or models.get_weights(self.local_model)
-        self._start_server(weights, start_round=self.client.last_round or record.round)
+        server, address = self._new_server(weights, self.client.last_round or record.round)
         try:
             registry.claim_leadership(
-                record.id,
-                node_id=self.id,
-                term=record.term + 1,
-                flower_address=self.server_address,
+                record.id, node_id=self.id, term=record.term + 1, flower_address=address
             )
         except RegistryUnavailable:
-            self._stop_server()  # no claims while the registry is unreachable
+            server.stop()  # no claims while the registry is unreachable
             return
         except RegistryError as exc:
             log.info("%s: claim on %s lost: %s", self.name, record.id, exc.detail)
-            self._stop_server()
+            server.stop()
             self._leader_gone_at = self.clock()  # wait for the winner's record
             return
+        self.server, self.server_address = server, address
+        self.latest_round = None
         self.term = record.term + 1
         self.version = 0
         self._leader_gone_at = None
@@ -787,11 +816,9 @@ class Node:
     def metrics(self) -> dict[str, Any]:
         """The node's latest view of its group's performance."""
         record = self.gossip.groups().get(self.group_id or "") if self.group_id else None
-        return {
-            "accuracy": record.accuracy if record else None,
-            "loss": record.loss if record else None,
-            "round": record.round if record else 0,
-        }
+        if record is None or record.round == 0:
+            return {"accuracy": None, "loss": None, "round": 0}
+        return {"accuracy": record.accuracy, "loss": record.loss, "round": record.round}
 
     def data_summary(self) -> dict[str, Any]:
         return {

@@ -345,7 +345,6 @@ class Codec:
                 raw=False,
                 strict_map_key=True,
                 use_list=True,
-                max_buffer_size=self.max_model_bytes,
             )
         except Exception as exc:
             raise _Drop("malformed") from exc

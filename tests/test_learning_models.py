@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgpack
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mycelium_p2p.learning.models import (
     ModelSpecError,
@@ -127,3 +131,29 @@ def test_check_update() -> None:
     assert "inf" in check_update(inf, ref)
     assert "norm" in check_update([w * 100 for w in ref], ref)
     assert check_update([w * 2 for w in ref], ref, max_norm_ratio=3) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
+    with contextlib.suppress(WeightsError):
+        weights_from_bytes(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["<f4", "<f8", "<i8", "|u1", "|O", "<c8", 3]),
+            st.lists(st.integers(-2, 5), max_size=4) | st.text(max_size=3),
+            st.binary(max_size=64),
+        ),
+        max_size=4,
+    )
+)
+def test_random_payload_structures_are_validated(entries: list[tuple[object, ...]]) -> None:
+    try:
+        out = weights_from_bytes(_payload([list(e) for e in entries]))
+    except WeightsError:
+        return
+    assert all(isinstance(a, np.ndarray) for a in out)

@@ -11,7 +11,7 @@ from mycelium_p2p.learning.data import load_node_data
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.registry_client import RegistryClient
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,9 @@ def test_leader_failover_resumes_from_the_last_model() -> None:
         gid = cluster.nodes[0].group_id
         member = next(n for n in cluster.nodes if n.phase is Phase.MEMBER)
         wait_for(
-            lambda: (r := member.gossip.groups().get(gid)) and r.round >= 3 and (r.accuracy or 0) > 0.5,
+            lambda: (
+                (r := member.gossip.groups().get(gid)) and r.round >= 3 and (r.accuracy or 0) > 0.5
+            ),
             timeout=60,
             what="three rounds",
         )
@@ -90,9 +92,12 @@ def test_leader_failover_resumes_from_the_last_model() -> None:
         assert group["leader"] == new_leader.id
         assert group["term"] == old.term + 1
         wait_for(
-            lambda: (r := member.gossip.groups().get(gid))
-            and r.term == old.term + 1
-            and r.round > old.round,
+            lambda: (
+                new_leader.latest_round is not None
+                and (r := member.gossip.groups().get(gid))
+                and r.term == old.term + 1
+                and r.round > old.round
+            ),
             timeout=30,
             what="rounds under the new leader",
         )

@@ -1,0 +1,154 @@
+"""``mycelium bench rounds``: what the daemon around Flower costs, measured side by side."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cli.main import bench
+from cli.processes import mycelium_command
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident memory of a process in MB (this one by default), from /proc."""
+    path = Path(f"/proc/{pid or os.getpid()}/status")
+    for line in path.read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def mycelium_seconds_per_round(
+    datas: list[Any], rounds: int, warmup: int = 2
+) -> tuple[list[float], float]:
+    """Seconds between consecutive rounds of one Mycelium group holding every node.
+
+    Returns the per-round gaps (after ``warmup`` rounds with everyone connected) and the MB of
+    memory the cluster added to this process, per node.
+    """
+    from cli.cluster import LocalCluster
+    from mycelium_p2p.lifecycle import Phase
+    from mycelium_p2p.node_config import NodeConfig
+
+    before = rss_mb()
+    config = replace(
+        NodeConfig.test(),
+        group_capacity=len(datas),
+        round_pause=0.0,
+        group_evaluation_interval=3600.0,  # no re-evaluation in the middle of the measurement
+    )
+    with LocalCluster(datas, config) as cluster:
+        if not cluster.wait_until(
+            lambda c: len(c.groups()) == 1 and all(n.group_id for n in c.nodes), timeout=120
+        ):
+            raise click.ClickException("the nodes did not form one group within 120 s")
+        leader = next(n for n in cluster.nodes if n.phase is Phase.LEADER)
+        assert leader.server is not None
+        server = leader.server
+        cluster.wait_until(lambda _c: server.num_clients() == len(datas), timeout=60)
+        first = server.round + warmup
+        cluster.wait_until(lambda _c: server.round >= first + rounds, timeout=60 + 10 * rounds)
+        stamps = [at for (r, at) in leader.round_times if first <= r <= first + rounds]
+        per_node_mb = (rss_mb() - before) / len(datas)
+    return [b - a for a, b in itertools.pairwise(stamps)], per_node_mb
+
+
+def node_process_startup(url: str, data: str) -> tuple[float, float]:
+    """Start one ``mycelium join`` process: seconds until it leads a group, and its RSS in MB."""
+    from mycelium_p2p.registry_client import RegistryClient
+
+    started = time.monotonic()
+    process = subprocess.Popen(
+        mycelium_command(
+            "join", "--bootstrap", url, "--preset", "test", "--data", data, "--log-level", "WARNING"
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with RegistryClient(url) as client:
+            deadline = started + 120
+            while time.monotonic() < deadline:
+                if any(g["leader"] for g in client.groups()):
+                    break
+                time.sleep(0.05)
+        ready = time.monotonic() - started
+        memory = rss_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return ready, memory
+
+
+@bench.command("rounds")
+@click.option("--nodes", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--rounds", type=click.IntRange(2, 500), default=20, show_default=True)
+@click.option("--data", default="digits:iid", show_default=True, help="Data spec of the nodes.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
+def bench_rounds(nodes: int, rounds: int, data: str, json_path: str | None) -> None:
+    """Median seconds per round: plain Flower against a Mycelium group, same nodes and data."""
+    from bootstrap.server import RegistryServer
+    from mycelium_p2p.learning import flower
+    from mycelium_p2p.learning.data import load_node_data
+    from mycelium_p2p.learning.models import model_spec
+    from mycelium_p2p.learning.train import limit_threads
+
+    limit_threads()
+    console = Console()
+    datas = [load_node_data(data, i, nodes, seed=0) for i in range(nodes)]
+    spec = model_spec("mlp", datas[0].input_shape, datas[0].classes)
+    console.print(f"plain Flower: {nodes} clients, {rounds} rounds ...")
+    plain = flower.plain_flower_rounds(datas, spec, rounds + 2)[2:]  # the first pay warm-up
+    console.print(f"Mycelium group: {nodes} nodes, {rounds} rounds ...")
+    ours, per_node_mb = mycelium_seconds_per_round(datas, rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = RegistryServer(Path(tmp) / "bench.db")
+        url = registry.start()
+        try:
+            startup_s, process_mb = node_process_startup(url, data)
+        finally:
+            registry.stop()
+    plain_median = statistics.median(plain)
+    ours_median = statistics.median(ours)
+    result = {
+        "nodes": nodes,
+        "rounds": rounds,
+        "data": data,
+        "plain_flower_s_per_round": round(plain_median, 4),
+        "mycelium_s_per_round": round(ours_median, 4),
+        "ratio": round(ours_median / plain_median, 3),
+        "plain_flower_rounds_s": [round(x, 4) for x in plain],
+        "mycelium_rounds_s": [round(x, 4) for x in ours],
+        "node_process_rss_mb": round(process_mb, 1),
+        "node_process_startup_s": round(startup_s, 2),
+        "in_process_node_mb": round(per_node_mb, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    table = Table(title=f"seconds per round, {nodes} nodes, {data}, median of {rounds}")
+    for column in ("", "plain Flower", "Mycelium group", "ratio"):
+        table.add_column(column, justify="right")
+    table.add_row("s/round", f"{plain_median:.4f}", f"{ours_median:.4f}", f"{result['ratio']:.2f}")
+    console.print(table)
+    extra = Table(title="node footprint")
+    extra.add_column("measure")
+    extra.add_column("value", justify="right")
+    extra.add_row("one node process: start-up to leading a group (s)", f"{startup_s:.2f}")
+    extra.add_row("one node process: resident memory (MB)", f"{process_mb:.0f}")
+    extra.add_row("one more node inside a shared process (MB)", f"{per_node_mb:.1f}")
+    console.print(extra)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {json_path}")

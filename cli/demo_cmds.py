@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -139,6 +138,7 @@ def demo(
                 env={"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"},
             )
         console.print(f"{nodes} nodes started on {spec}; logs in {children.log_dir}")
+        _wait_for_first_node(url, children)
         if no_viz:
             _live_table(url, duration, console)
         else:
@@ -160,22 +160,25 @@ def _live_table(url: str, duration: float, console: Console) -> None:
             live.update(status_table(url))
 
 
-def _viewer(url: str, duration: float, record: Path, headless: bool, console: Console) -> None:
-    # The first node needs a moment to register before the observer asks for peers.
+def _wait_for_first_node(url: str, children: ProcessGroup, timeout: float = 90.0) -> None:
+    """Block until a node has registered; fail with its log if the nodes die first."""
     from mycelium_p2p.registry_client import RegistryClient
+
+    deadline = time.monotonic() + timeout
+    with RegistryClient(url, timeout=2.0) as client:
+        while not client.peers(limit=1):
+            dead = [p for p in children.processes if p.poll() is not None]
+            if len(dead) == len(children.processes) or time.monotonic() > deadline:
+                raise click.ClickException(
+                    "the nodes did not start; last lines of a node log:\n" + children.log_tail(0)
+                )
+            time.sleep(0.5)
+
+
+def _viewer(url: str, duration: float, record: Path, headless: bool, console: Console) -> None:
     from viz.app import run_viewer
     from viz.sources import GossipSource
 
-    with RegistryClient(url, timeout=2.0) as client:
-        deadline = time.monotonic() + 60
-        while not client.peers(limit=1) and time.monotonic() < deadline:
-            time.sleep(0.5)
     record.parent.mkdir(parents=True, exist_ok=True)
-    result = run_viewer(
-        GossipSource([], url),
-        duration=duration,
-        record=record,
-        headless=headless,
-        stop_event=threading.Event(),
-    )
+    result = run_viewer(GossipSource([], url), duration=duration, record=record, headless=headless)
     console.print(f"viewer: {result.frames} frames; GIF {result.gif}; PNG {result.png}")

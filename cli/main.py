@@ -23,12 +23,15 @@ from cli import (  # noqa: E402, F401
     byzantine_cmds,
     demo_cmds,
     experiment_cmds,
+    gossip_cmds,
     node_cmds,
     registry_cmds,
     viz_cmds,
 )
 
-from cli import gossip_cmds  # noqa: E402,F401
-
 if __name__ == "__main__":
-    main()
+    # Under ``python -m cli.main`` this module is ``__main__``; the command modules registered
+    # themselves on the imported ``cli.main``, so run that group, not this module's empty copy.
+    from cli.main import main as registered_main
+
+    registered_main()

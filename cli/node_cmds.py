@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 import click
@@ -90,7 +91,28 @@ def join(config_file: str | None, preset: str | None, log_level: str, **flags: A
     signal.signal(signal.SIGTERM, on_signal)
     node.start()
     click.echo(f"node {node.name} ({node.id}) gossip at {node.gossip.address}", err=True)
+    started = time.monotonic()
     while not done.wait(0.5):
         if node.phase.value == "stopped":
             raise SystemExit(1)
+        if time.monotonic() - started > PEER_WAIT and _stranded(node):
+            # Only --peer was given, nobody answered and no registry was learned: nothing
+            # would ever change, so say so instead of waiting forever.
+            node.stop()
+            raise click.ClickException(
+                f"no peer answered at {', '.join(config.peers)} within {PEER_WAIT:.0f}s "
+                "and no registry is known; check the address or give --bootstrap URL"
+            )
     node.stop()
+
+
+PEER_WAIT = 10.0  # seconds a node started with only --peer waits for any peer to answer
+
+
+def _stranded(node: Any) -> bool:
+    """True if the node knows no other live peer and no registry URL."""
+    from mycelium_p2p import view
+
+    if node.config.registry_url or node.gossip.registry_url:
+        return False
+    return not (view.live_ids(node.gossip.members()) - {node.id})

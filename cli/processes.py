@@ -13,7 +13,7 @@ from pathlib import Path
 
 def mycelium_command(*args: str) -> list[str]:
     """The command line that runs ``mycelium ARGS`` with this interpreter (no PATH lookup)."""
-    return [sys.executable, "-m", "cli.main", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 class ProcessGroup:
@@ -26,6 +26,7 @@ class ProcessGroup:
     def __init__(self, log_dir: Path | None = None) -> None:
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
         self._logs: list[object] = []
 
     def start(
@@ -46,7 +47,16 @@ class ProcessGroup:
             start_new_session=True,
         )
         self.processes.append(process)
+        self.names.append(name)
         return process
+
+    def log_tail(self, index: int, lines: int = 15) -> str:
+        """The last lines that process ``index`` wrote (empty without a log folder)."""
+        if self.log_dir is None or index >= len(self.names):
+            return ""
+        path = self.log_dir / f"{self.names[index]}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.processes if p.poll() is None]

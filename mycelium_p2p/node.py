@@ -27,6 +27,7 @@ from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.learning import models, train
 from mycelium_p2p.learning.data import NodeData, load_node_data
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
+from mycelium_p2p.learning.tls import TlsMaterial
 from mycelium_p2p.lifecycle import Lifecycle, Phase
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.policy import Candidate, Decision, Observation, PolicyParams, decide
@@ -86,6 +87,10 @@ class Node:
         self.rng = rng or random.Random(self.id)
         self.clock = clock
         self.lifecycle = Lifecycle()
+        # With a network secret, Flower runs over TLS with a certificate from the secret's CA.
+        self._server_tls = (
+            TlsMaterial.for_server(config.token, config.advertised_host()) if config.token else None
+        )
         self.params = PolicyParams(
             switch_threshold=config.switch_threshold,
             switch_samples=config.switch_samples,
@@ -113,6 +118,7 @@ class Node:
             batch_size=config.batch_size,
             lr=config.learning_rate,
             seed=config.seed + config.node_index,
+            tls=TlsMaterial.for_member(config.token) if config.token else None,
         )
         self.gossip = GossipNode(
             self.id,
@@ -350,9 +356,10 @@ class Node:
         return members, self.gossip.groups(), alive
 
     def _candidates(self, evaluate_models: bool) -> list[Candidate]:
-        _, groups, alive = self._gossip_state()
+        members, groups, _ = self._gossip_state()
+        occupied = view.occupied_groups(members)
         out: list[Candidate] = []
-        for record in view.compatible_groups(groups.values(), self.spec, alive):
+        for record in view.compatible_groups(groups.values(), self.spec, occupied):
             size = len(record.members)
             is_current = record.id == self.group_id
             if evaluate_models:
@@ -451,6 +458,7 @@ class Node:
         decision = decide(self._observation(candidates), self.params)
         self._just_moved = False
         self._act(decision, first=False)
+        self.gossip.update_meta(**self._meta())  # fresh accuracy for observers and the viewer
 
     def _act(self, decision: Decision, *, first: bool) -> None:
         self.decisions.append(decision)
@@ -568,6 +576,7 @@ class Node:
             pause=self.config.round_pause,
             on_round=lambda result: self._events.put(lambda: self._on_round(result)),
             start_round=start_round,
+            tls=self._server_tls,
         )
         port = server.start().rsplit(":", 1)[1]
         return server, f"{self.config.advertised_host()}:{port}"

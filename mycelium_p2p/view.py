@@ -39,22 +39,29 @@ def members_of(group_id: str, members: Iterable[MemberLike]) -> list[str]:
     )
 
 
-def is_live_group(record: RecordLike, alive: set[str]) -> bool:
-    """A group is live while it is not dissolved and its leader or one member is alive.
+def occupied_groups(members: Iterable[MemberLike]) -> set[str]:
+    """Ids of the groups that at least one live node says, in its own metadata, it is in."""
+    return {
+        str(m.meta.get("group"))
+        for m in members
+        if m.status in LIVE_STATUSES and m.meta.get("group")
+    }
 
-    A group whose every node is gone is a zombie: nobody will ever publish its tombstone, so
-    readers must ignore it.
+
+def is_live_group(record: RecordLike, occupied: set[str]) -> bool:
+    """A group is live while it is not dissolved and some live node says it is in it.
+
+    Nodes own the truth of where they are; a record whose nodes have all died or moved on is a
+    zombie that nobody will ever publish a tombstone for, so readers must ignore it.
     """
-    if record.dissolved:
-        return False
-    return (record.leader in alive) or any(m in alive for m in record.members)
+    return not record.dissolved and record.id in occupied
 
 
 def compatible_groups(
-    records: Iterable[RecordLike], model: str, alive: set[str]
+    records: Iterable[RecordLike], model: str, occupied: set[str]
 ) -> list[RecordLike]:
     """Live groups that train ``model`` (only compatible nodes ever meet)."""
-    return [r for r in records if r.model == model and is_live_group(r, alive)]
+    return [r for r in records if r.model == model and is_live_group(r, occupied)]
 
 
 def successor(group_id: str, members: Iterable[MemberLike], departed: str | None) -> str | None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+from mycelium_p2p.view import occupied_groups
 from viz.scene import GroupInfo, NetworkView, NodeInfo, ViewEvent, diff_views, stable_unit
 
 Clock = Callable[[], float]
@@ -201,12 +202,16 @@ def view_from_gossip(
 ) -> NetworkView:
     """Build a view from ``GossipNode.members()`` and ``.groups()`` (see docs/architecture.md).
 
-    A member's group comes from its metadata, else from the group records' member lists.
+    A member's group comes from its metadata, else from the group records' member lists. A
+    group that no live node claims to be in is a zombie (its nodes died or moved on) and is left
+    out (see ``mycelium_p2p.view.occupied_groups``).
     """
+    members = list(members)
+    occupied = occupied_groups(members)
     infos: list[GroupInfo] = []
     member_of: dict[str, str] = {}
     for gid, rec in groups.items():
-        if getattr(rec, "dissolved", False):
+        if getattr(rec, "dissolved", False) or gid not in occupied:
             continue
         members_t = tuple(sorted(getattr(rec, "members", ()) or ()))
         for m in members_t:
@@ -234,7 +239,9 @@ def view_from_gossip(
                 id=node_id,
                 name=_str_or_none(meta.get("name")) or node_id,
                 status=str(getattr(m, "status", "alive")),
-                group=_str_or_none(meta.get("group")) or member_of.get(node_id),
+                group=(
+                    _str_or_none(meta.get("group")) if "group" in meta else member_of.get(node_id)
+                ),
                 accuracy=_float_or_none(meta.get("accuracy")),
                 role=_str_or_none(meta.get("role")) or "node",
             )

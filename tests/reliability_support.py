@@ -1,0 +1,264 @@
+"""Helpers of the reliability tests: registry and node processes, an observer, a partition.
+
+Everything here drives the real parts: ``mycelium bootstrap`` and ``mycelium join`` as child
+processes (so that SIGKILL is a real crash), a gossip observer over ZeroMQ, the registry over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cli.processes import mycelium_command
+from mycelium_p2p import view
+from mycelium_p2p.config import GossipConfig
+from mycelium_p2p.gossip import GossipNode
+from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
+from tests.helpers import wait_for
+
+URL_LINE = re.compile(r"registry listening on (http://\S+)")
+# Child processes must find the project and stay quiet and offline.
+CHILD_ENV = {
+    "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def read_text(path: Path) -> str:
+    """The file's text so far ('' while it does not exist)."""
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+@dataclass
+class Child:
+    """One child process with its log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no handler runs, no graceful leave, sockets just vanish."""
+        if self.alive():
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def terminate(self, grace: float = 10.0) -> None:
+        """SIGTERM (graceful leave), SIGKILL after ``grace`` seconds."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return read_text(self.log)
+
+
+@dataclass
+class Processes:
+    """Children started by one test, every one of them stopped at the end (SIGKILL if need be)."""
+
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+    prefix: Sequence[str] = ()
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
+        log = self.log_dir / f"{name}-{len(self.children)}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [*self.prefix, *mycelium_command(*args)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **CHILD_ENV, **(env or {})},
+                start_new_session=True,
+            )
+        child = Child(name, process, log)
+        self.children.append(child)
+        return child
+
+    def stop_all(self) -> None:
+        for child in self.children:
+            if child.alive():
+                child.process.send_signal(signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.process.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def start_registry(
+    procs: Processes,
+    db: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    dead_after: float = 4.0,
+    timeout: float = 30.0,
+) -> tuple[Child, str]:
+    """Run ``mycelium bootstrap`` and return it with its URL (read from its first line)."""
+    args = ["bootstrap", "--host", host, "--port", str(port), "--db", str(db)]
+    args += ["--suspect-after", str(dead_after / 2), "--dead-after", str(dead_after)]
+    args += ["--sweep-interval", "0.5"]
+    if token:
+        args += ["--token", token]
+    child = procs.start("registry", *args)
+
+    def url() -> str | None:
+        if not child.alive():
+            raise AssertionError(f"registry exited:\n{child.output()[-2000:]}")
+        match = URL_LINE.search(child.output())
+        return match.group(1) if match else None
+
+    return child, wait_for(url, timeout, what="the registry's URL")
+
+
+def start_node(
+    procs: Processes,
+    url: str,
+    index: int,
+    num: int,
+    *,
+    data: str = "digits:iid",
+    capacity: int = 5,
+    extra: Sequence[str] = (),
+) -> Child:
+    """Run ``mycelium join`` with the test preset for shard ``index`` of ``num``."""
+    args = ["join", "--bootstrap", url, "--preset", "test", "--data", data]
+    args += ["--node-index", str(index), "--num-nodes", str(num), "--name", f"p{index}"]
+    args += ["--capacity", str(capacity), *extra]
+    return procs.start(f"node{index}", *args)
+
+
+def registry_groups(url: str, token: str | None = None) -> dict[str, dict]:
+    """The registry's live groups by id (empty while it cannot be reached)."""
+    try:
+        with RegistryClient(url, token=token, retries=0, timeout=3.0) as client:
+            return {g["id"]: g for g in client.groups()}
+    except (RegistryUnavailable, RegistryError):
+        return {}
+
+
+def registry_nodes(url: str) -> dict[str, dict]:
+    """The registry's nodes by id (empty while it cannot be reached)."""
+    try:
+        with RegistryClient(url, retries=0, timeout=3.0) as client:
+            return {n["id"]: n for n in client.nodes()}
+    except (RegistryUnavailable, RegistryError):
+        return {}
+
+
+class Observer:
+    """A gossip observer (belongs to no group) that watches a network from the test process."""
+
+    def __init__(self, seeds: Iterable[str], secret: str | None = None) -> None:
+        self.node = GossipNode(
+            f"obs-{uuid.uuid4().hex[:6]}",
+            GossipConfig.test(),
+            meta={"name": "observer", "role": "observer"},
+            observer=True,
+            secret=secret,
+        )
+        self.node.start()
+        seeds = list(seeds)
+        wait_for(lambda: self.node.join(seeds, timeout=2.0), 30, what=f"gossip answer from {seeds}")
+
+    def groups(self) -> dict[str, GroupRecord]:
+        return self.node.groups()
+
+    def live(self) -> set[str]:
+        """Ids of live nodes (observers left out)."""
+        return {
+            m.id
+            for m in self.node.members()
+            if m.status in view.LIVE_STATUSES and m.meta.get("role") != "observer"
+        }
+
+    def members_of(self, group_id: str) -> set[str]:
+        return set(self.node.group_members(group_id))
+
+    def id_of(self, name: str) -> str | None:
+        """Node id of the member whose metadata name is ``name``."""
+        return next((m.id for m in self.node.members() if m.meta.get("name") == name), None)
+
+    def close(self) -> None:
+        self.node.stop()
+
+
+def resources() -> tuple[int, int]:
+    """(open file descriptors, live threads) of this process."""
+    return len(os.listdir("/proc/self/fd")), threading.active_count()
+
+
+def wait_settled(probe: Callable[[], int], timeout: float, rounds: int = 3) -> int:
+    """Poll ``probe`` until it returns the same value ``rounds`` times running; return it."""
+    deadline = time.monotonic() + timeout
+    last, same = probe(), 0
+    while time.monotonic() < deadline and same < rounds:
+        time.sleep(0.5)
+        value = probe()
+        same = same + 1 if value == last else 0
+        last = value
+    return last
+
+
+class Partition:
+    """Cut gossip between two sets of in-process nodes at the transport, then heal it.
+
+    Each gossip node's transport ``send`` is wrapped: frames to an address on the other side
+    are dropped (and counted), as a broken switch would. Both directions are cut because both
+    sides wrap their own sends.
+    """
+
+    def __init__(self) -> None:
+        self.blocked: dict[str, set[str]] = {}  # own gossip address -> unreachable addresses
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def install(self, gossip: GossipNode) -> None:
+        transport = gossip._transport  # the hook point: the one place every frame goes out
+        assert transport is not None and gossip.address is not None
+        send = transport.send
+        own = gossip.address
+
+        def filtered(dest: str, frame: bytes, now: float = 0.0) -> bool:
+            with self._lock:
+                if dest in self.blocked.get(own, ()):
+                    self.dropped += 1
+                    return False
+            return send(dest, frame, now)
+
+        transport.send = filtered  # type: ignore[method-assign]
+
+    def cut(self, side_a: Iterable[str], side_b: Iterable[str]) -> None:
+        """No gossip between the addresses of ``side_a`` and those of ``side_b``."""
+        a, b = set(side_a), set(side_b)
+        with self._lock:
+            for address in a:
+                self.blocked[address] = set(b)
+            for address in b:
+                self.blocked[address] = set(a)
+
+    def heal(self) -> None:
+        with self._lock:
+            self.blocked.clear()

@@ -3,14 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,62 +10,10 @@ from click.testing import CliRunner
 
 from cli.main import main
 from mycelium_p2p.registry_client import RegistryClient
+from tests.helpers import RegistryProcess as Registry
 
 MODEL = "mlp:1x8x8:10"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Registry:
-    """A `mycelium bootstrap --port 0` process; learns its URL from its first output line."""
-
-    def __init__(self, db: Path, port: int = 0, token: str | None = None) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("MYCELIUM_TOKEN", None)
-        if token:
-            env["MYCELIUM_TOKEN"] = token
-        cmd = [sys.executable, "-c", "from cli.main import main; main()", "bootstrap"]
-        cmd += ["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.url = self.wait_for(r"listening on (http://\S+)")
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            self.output.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match.group(1)
-        self.proc.kill()
-        raise AssertionError(f"registry did not print {pattern!r}: {''.join(self.output)}")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.mark.slow

@@ -30,34 +30,6 @@ def data_spec(scenario: str, nodes: int) -> str:
     }[scenario]
 
 
-def status_table(url: str) -> Table:
-    """Groups and nodes as the registry sees them (the seed's "basic demo" view)."""
-    from mycelium_p2p.registry_client import RegistryClient, RegistryUnavailable
-
-    table = Table(title=f"Mycelium network at {url}", expand=False)
-    for column in ("group", "leader", "term", "round", "accuracy", "members"):
-        table.add_column(column)
-    try:
-        with RegistryClient(url, timeout=2.0, retries=0) as client:
-            network = client.network(events=0)
-    except RegistryUnavailable as exc:
-        table.add_row("registry unreachable", str(exc), "", "", "", "")
-        return table
-    names = {n["id"]: n["name"] for n in network.get("nodes", [])}
-    for group in network.get("groups", []):
-        metrics = group.get("metrics") or {}
-        accuracy = metrics.get("accuracy")
-        table.add_row(
-            group["name"],
-            names.get(group.get("leader"), str(group.get("leader"))),
-            str(group.get("term")),
-            str(metrics.get("round") or 0),
-            "-" if accuracy is None else f"{accuracy:.3f}",
-            ", ".join(names.get(m, m) for m in group.get("members", [])),
-        )
-    return table
-
-
 @main.command()
 @click.option("--nodes", type=click.IntRange(1, 32), default=4, show_default=True)
 @click.option("--scenario", type=click.Choice(SCENARIOS), default="label-shift", show_default=True)
@@ -153,11 +125,20 @@ def demo(
 
 
 def _live_table(url: str, duration: float, console: Console) -> None:
+    """The seed's "basic demo": the registry's groups, refreshed every second."""
+    from cli.registry_cmds import groups_table, registry_snapshot
+
+    def table() -> Table:
+        try:
+            return groups_table(registry_snapshot(url)["groups"])
+        except click.ClickException as exc:
+            return Table(title=exc.message)
+
     deadline = time.monotonic() + duration
-    with Live(status_table(url), console=console, refresh_per_second=1) as live:
+    with Live(table(), console=console, refresh_per_second=1) as live:
         while time.monotonic() < deadline:
             time.sleep(1.0)
-            live.update(status_table(url))
+            live.update(table())
 
 
 def _wait_for_first_node(url: str, children: ProcessGroup, timeout: float = 90.0) -> None:

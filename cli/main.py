@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import click
 
 
@@ -11,7 +14,29 @@ def main() -> None:
     """Mycelium: a peer-to-peer network of federated-learning groups."""
 
 
-@main.group()
+class LazyGroup(click.Group):
+    """A group whose listed ``lazy`` commands are imported only when invoked (fast --help)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, name)
+
+
+@main.group(
+    cls=LazyGroup,
+    # The in-process simulation of group-choice rules (no network), for quick comparisons.
+    lazy={"policy": "mycelium_p2p.experiment.simulate:command"},
+)
 def bench() -> None:
     """Benchmarks that print a table and write JSON."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -102,18 +103,67 @@ def bootstrap(
     envvar="MYCELIUM_BOOTSTRAP",
     help="Registry URL.",
 )
-def status(url: str) -> None:
-    """Print the registry's groups and nodes as tables."""
+@click.option(
+    "--peer", metavar="HOST:PORT", help="Read the gossip view of this node instead (as observer)."
+)
+@click.option("--token", envvar="MYCELIUM_TOKEN", help="Network secret (or MYCELIUM_TOKEN).")
+def status(url: str, peer: str | None, token: str | None) -> None:
+    """Print groups and nodes as tables: the registry's, or a node's gossip view (--peer)."""
+    snapshot = gossip_snapshot(peer, token) if peer else registry_snapshot(url)
+    console = Console()
+    console.print(groups_table(snapshot["groups"]))
+    console.print(nodes_table(snapshot["nodes"]))
+
+
+def registry_snapshot(url: str) -> dict[str, Any]:
+    """The registry's ``GET /network`` (groups and nodes), or a one-line error."""
     from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 
     try:
         with RegistryClient(url, retries=1, timeout=5.0) as client:
-            snapshot = client.network(events=0)
+            return client.network(events=0)
     except (RegistryError, RegistryUnavailable) as exc:
         raise click.ClickException(f"cannot read {url}: {exc}") from exc
-    console = Console()
-    console.print(groups_table(snapshot["groups"]))
-    console.print(nodes_table(snapshot["nodes"]))
+
+
+def gossip_snapshot(peer: str, token: str | None) -> dict[str, Any]:
+    """Groups and nodes as the node at ``peer`` knows them: one push-pull as an observer."""
+    from mycelium_p2p.config import GossipConfig
+    from mycelium_p2p.gossip import GossipNode
+
+    observer = GossipNode(
+        f"status-{uuid.uuid4().hex[:6]}", GossipConfig.local(), observer=True, secret=token
+    )
+    observer.start()
+    try:
+        if not observer.join([peer], timeout=5.0):
+            raise click.ClickException(f"no answer from {peer} (wrong address or secret?)")
+        groups = [
+            {
+                "id": r.id,
+                "name": r.name,
+                "leader": r.leader,
+                "term": r.term,
+                "metrics": {"round": r.round, "accuracy": r.accuracy if r.round else None},
+                "members": list(r.members),
+                "capacity": r.capacity,
+                "status": "gossip",
+            }
+            for r in observer.groups().values()
+        ]
+        nodes = [
+            {
+                "id": m.id,
+                "name": m.meta.get("name", m.id),
+                "status": m.status,
+                "group": m.meta.get("group") or None,
+            }
+            for m in observer.members()
+            if m.id != observer.node_id and m.meta.get("role") != "observer"
+        ]
+    finally:
+        observer.stop()
+    return {"groups": groups, "nodes": nodes}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -262,3 +262,12 @@ class Partition:
     def heal(self) -> None:
         with self._lock:
             self.blocked.clear()
+
+
+def describe(nodes: Iterable[object], url: str) -> str:
+    """The registry's groups and each node's phase, group and gossip view (for failure messages)."""
+    lines = [f"registry: { {g: sorted(r['members']) for g, r in registry_groups(url).items()} }"]
+    for node in nodes:
+        seen = {g: (sorted(r.members), r.leader, r.term) for g, r in node.gossip.groups().items()}  # type: ignore[attr-defined]
+        lines.append(f"  {node.id} {node.phase} {node.group_id} term {node.term}: {seen}")  # type: ignore[attr-defined]
+    return "\n".join(lines)

@@ -91,6 +91,8 @@ def test_leader_failover_resumes_from_the_last_model() -> None:
             group = client.group(gid)
         assert group["leader"] == new_leader.id
         assert group["term"] == old.term + 1
+        # Both survivors may have claimed; the registry's compare-and-set let exactly one win.
+        assert [n for n in survivors if n.phase is Phase.LEADER] == [new_leader]
         wait_for(
             lambda: (
                 new_leader.latest_round is not None

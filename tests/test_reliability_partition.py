@@ -18,7 +18,7 @@ from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.node import Node
 from mycelium_p2p.node_config import NodeConfig
 from tests.helpers import wait_for
-from tests.reliability_support import Partition, registry_groups
+from tests.reliability_support import Partition, describe, registry_groups
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,10 @@ def test_partition_then_heal_converges_to_one_leader_per_group() -> None:
                 {g: set(r.members) for g, r in n.gossip.groups().items()} == truth for n in nodes
             )
 
-        wait_for(agreed, 90, interval=0.5, what="groups formed and views agreeing")
+        try:
+            wait_for(agreed, 90, interval=0.5, what="groups formed and views agreeing")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{describe(nodes, cluster.url)}") from None
         partition = Partition()
         for node in nodes:
             partition.install(node.gossip)
@@ -104,7 +107,10 @@ def test_partition_then_heal_converges_to_one_leader_per_group() -> None:
                 and all(n.term == groups[n.group_id]["term"] for n in nodes)
             )
 
-        wait_for(converged, 90, interval=0.5, what="one leader per group and agreeing views")
+        try:
+            wait_for(converged, 90, interval=0.5, what="one leader per group and agreeing views")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{describe(nodes, cluster.url)}") from None
         t_heal = time.monotonic() - healed_at
         groups = registry_groups(cluster.url)
         members = [m for g in groups.values() for m in g["members"]]

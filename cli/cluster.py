@@ -49,11 +49,14 @@ class LocalCluster:
         self._tmp = tempfile.TemporaryDirectory(prefix="mycelium-cluster-")
         self.db_path = db_path or Path(self._tmp.name) / "registry.db"
         self.names = list(names or [f"node-{i:02d}" for i in range(len(self.datas))])
+        # Dozens of nodes share two cores here: allow for late heartbeats before calling a node
+        # suspect (5 missed) or dead (10 missed, and never under 15 s).
         hb = self.config.heartbeat_interval
         self.registry = RegistryServer(
             self.db_path,
             token=self.config.token,
-            liveness=liveness or LivenessConfig(suspect_after=3 * hb, dead_after=6 * hb),
+            liveness=liveness
+            or LivenessConfig(suspect_after=max(5.0, 5 * hb), dead_after=max(15.0, 10 * hb)),
         )
         self.url = ""
         self.nodes: list[Node] = []

@@ -37,6 +37,7 @@ log = logging.getLogger("mycelium.node")
 
 TICK = 0.2  # seconds between control-loop passes when nothing wakes it sooner
 PEER_LOOKUP_INTERVAL = 2.0  # seconds between registry look-ups while a node knows no peer
+ISLAND_CHECK_INTERVAL = 10.0  # seconds between look-ups for gossip islands once joined
 
 
 @dataclass
@@ -141,7 +142,7 @@ class Node:
         self._looked_twice = False
         self._leader_gone_at: float | None = None
         self._published_members: tuple[str, ...] = ()
-        self._next_heartbeat = 0.0
+        self._membership_epoch = 0  # bumped on every change of group, to spot stale answers
         self._next_evaluation = 0.0
         self._next_choice = 0.0
         self._next_peer_lookup = 0.0
@@ -167,6 +168,7 @@ class Node:
         )
         self._thread.daemon = True
         self._thread.start()
+        threading.Thread(target=self._heartbeat_loop, name=f"hb-{self.name}", daemon=True).start()
 
     def stop(self) -> None:
         """Leave gracefully: out of the group, deregistered, leave announced on gossip."""
@@ -222,14 +224,22 @@ class Node:
         self._next_choice = self.clock() + self.rng.uniform(0.0, 1.0)
 
     def _find_peers(self) -> None:
-        """Alone in gossip (first node, or cut off)? Ask the registry for live peers and join."""
-        self._next_peer_lookup = self.clock() + PEER_LOOKUP_INTERVAL
-        others = view.live_ids(self.gossip.members()) - {self.id}
+        """Ask the registry for live peers and join those gossip does not know.
+
+        Alone (first node, or cut off) every ``PEER_LOOKUP_INTERVAL``; otherwise every
+        ``ISLAND_CHECK_INTERVAL``, because nodes that start together can form separate gossip
+        islands (each found only the other's first node alone) that nothing else would merge.
+        """
+        members = self.gossip.members()
+        others = view.live_ids(members) - {self.id}
+        interval = ISLAND_CHECK_INTERVAL if others else PEER_LOOKUP_INTERVAL
+        self._next_peer_lookup = self.clock() + interval
         registry = self._registry_client()
-        if others or registry is None:
+        if registry is None:
             return
+        known = {m.address for m in members if m.id in others} | {self.gossip.address}
         try:
-            seeds = [s for s in registry.peers(limit=5) if s != self.gossip.address]
+            seeds = [s for s in registry.peers(limit=5) if s not in known]
         except (RegistryUnavailable, RegistryError):
             return
         if seeds:
@@ -237,8 +247,6 @@ class Node:
 
     def _step(self) -> None:
         now = self.clock()
-        if now >= self._next_heartbeat:
-            self._heartbeat()
         if now >= self._next_peer_lookup:
             self._find_peers()
         if self.group_id is None:
@@ -294,37 +302,54 @@ class Node:
         self._registered()
         return True
 
-    def _heartbeat(self) -> None:
-        self._next_heartbeat = self.clock() + self.config.heartbeat_interval
-        registry = self._registry_client()
-        if registry is None:
-            return
+    def _heartbeat_loop(self) -> None:
+        """Heartbeats on a thread of their own, so that slow training or probing in the control
+        loop never makes the registry think this node is dead."""
+        client: RegistryClient | None = None
+        while not self._stop.is_set():
+            url = self.config.registry_url or self.gossip.registry_url
+            if url and (client is None or client.base_url != url):
+                client = RegistryClient(url, token=self.config.token, timeout=3.0, retries=0)
+            if client is not None:
+                self._heartbeat(client)
+            self._stop.wait(self.config.heartbeat_interval)
+        if client is not None:
+            client.close()
+
+    def _heartbeat(self, registry: RegistryClient) -> None:
+        epoch, group_id = self._membership_epoch, self.group_id
         metrics = self.metrics()
         try:
             answer = registry.heartbeat(
-                self.id,
-                accuracy=metrics["accuracy"],
-                loss=metrics["loss"],
-                round=metrics["round"],
+                self.id, accuracy=metrics["accuracy"], loss=metrics["loss"], round=metrics["round"]
             )
         except RegistryUnavailable:
             return
         except RegistryError as exc:
-            if exc.status == 404:  # the registry forgot us (expired, or a new file): re-register
-                log.warning("%s: registry does not know this node; registering again", self.name)
-                if self._register() and self.group_id is not None:
-                    self._rejoin_registry()
+            if exc.status == 404:  # the registry forgot us (expired, or a new file)
+                self._events.put(self._reregister)
             return
-        # Reconcile: the registry is authoritative for membership.
+        # The registry is authoritative for membership; the control loop reconciles, unless the
+        # node changed groups while this heartbeat was on its way.
         registry_group = answer.get("group") if isinstance(answer, dict) else None
-        if self.group_id is not None and registry_group != self.group_id:
-            log.warning(
-                "%s: registry places this node in %s, not %s; reconciling",
-                self.name,
-                registry_group,
-                self.group_id,
-            )
+        if group_id is not None and registry_group != group_id:
+            self._events.put(lambda: self._reconcile(epoch, registry_group))
+
+    def _reregister(self) -> None:
+        log.warning("%s: registry does not know this node; registering again", self.name)
+        if self._register() and self.group_id is not None:
             self._rejoin_registry()
+
+    def _reconcile(self, epoch: int, registry_group: str | None) -> None:
+        if epoch != self._membership_epoch or self.group_id is None:
+            return
+        log.warning(
+            "%s: registry places this node in %s, not %s; reconciling",
+            self.name,
+            registry_group,
+            self.group_id,
+        )
+        self._rejoin_registry()
 
     def _rejoin_registry(self) -> None:
         """Put this node back into its group at the registry after the registry lost it."""
@@ -503,6 +528,7 @@ class Node:
         self._registered()
         self._leave_leadership(handing_over=True)
         self.group_id = group_id
+        self._membership_epoch += 1
         self.term = record.term
         self.gossip.update_meta(**self._meta())
         self.client.switch(record.flower_address)
@@ -539,6 +565,7 @@ class Node:
         self._leave_leadership(handing_over=True)
         self.server, self.server_address = server, address
         self.group_id = str(created.get("id", group_id))
+        self._membership_epoch += 1
         self.term = int(created.get("term", 1))
         self.version = 0
         self.latest_round = None
@@ -602,6 +629,7 @@ class Node:
         self._leave_leadership(handing_over=False)
         self.client.disconnect()
         self.group_id = None
+        self._membership_epoch += 1
         self.term = 0
         self.gossip.update_meta(**self._meta())
         if self.phase is not Phase.DISCOVERING:
@@ -744,8 +772,11 @@ class Node:
             log.warning("%s: leader %s of %s is gone", self.name, record.leader, record.id)
         order = view.members_of(record.id, members)
         rank = order.index(self.id) if self.id in order else len(order)
-        step = self.config.gossip.probe_interval
-        if now - self._leader_gone_at >= step * (2 + 3 * rank):
+        # The grace lets a wrongly declared death be refuted (at the latest by the next push-pull)
+        # before anyone deposes a working leader.
+        gossip = self.config.gossip
+        grace = min(gossip.push_pull_interval, 10 * gossip.probe_interval)
+        if now - self._leader_gone_at >= grace + 3 * rank * gossip.probe_interval:
             self._claim(record)
 
     def _claim(self, record: GroupRecord) -> None:
@@ -790,6 +821,7 @@ class Node:
             except (RegistryError, RegistryUnavailable) as exc:
                 log.warning("%s: registry leave incomplete: %s", self.name, exc)
         self.group_id = None
+        self._membership_epoch += 1
         try:
             self.gossip.update_meta(**self._meta())
             self.gossip.leave(timeout=min(2.0, self.config.leave_timeout))

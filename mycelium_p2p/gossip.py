@@ -248,7 +248,7 @@ class GossipCore:
         out = self._encode_all(intents, now)
         if now >= self._next_gossip_at:
             self._next_gossip_at = max(self._next_gossip_at + self.config.gossip_interval, now)
-            out += self._gossip()
+            out += self._gossip(now)
         if now >= self._next_push_pull_at:
             n = self.membership.num_live()
             self._next_push_pull_at = now + push_pull_period(self.config.push_pull_interval, n)
@@ -405,14 +405,26 @@ class GossipCore:
             out.append(self._encode(dest, body))
         return out
 
-    def _gossip(self) -> Outbound:
+    def _gossip(self, now: float | None = None) -> Outbound:
         if not len(self.queue):
             return []
-        live = self.membership.live()
+        # Members declared dead recently stay gossip targets (memberlist's "gossip to the
+        # dead"): one wrongly declared dead hears of it and refutes within a few ticks instead of
+        # waiting for the next push-pull.
+        recently_dead = (
+            []
+            if now is None
+            else [
+                m
+                for m in self.membership.members.values()
+                if m.status == Status.DEAD and now - m.since < self.config.dead_ttl / 2
+            ]
+        )
+        targets = self.membership.live() + recently_dead
         n = self.membership.num_live()
         out: Outbound = []
         budget = self.config.max_frame_bytes - _FRAME_SLACK
-        for peer in self.rng.sample(live, min(self.config.fanout, len(live))):
+        for peer in self.rng.sample(targets, min(self.config.fanout, len(targets))):
             updates = self.queue.get(budget, n)
             if not updates:
                 break

@@ -251,3 +251,21 @@ def test_fuzz_mutated_frames_never_raise(frame: bytes, data: st.DataObject) -> N
     assert isinstance(out, list)
     decoded = sum(v for k, v in stats.items() if k.startswith("in_"))
     assert decoded + sum(stats["drops"].values()) == 1
+
+
+def test_recently_dead_members_still_get_gossip_so_they_can_refute() -> None:
+    core = _core()
+    core.membership.add_known(member("p0"), 0.0)
+    dead_address = member("p0").address
+    # p1 tells us p0 is dead; that update is queued for retransmission.
+    frame = Codec(60_000, 10**6, 512).encode(
+        Message(Kind.GOSSIP, "p1", "10.0.0.2:7946", Gossip((member("p0", Status.DEAD, 0, "p1"),)))
+    )
+    core.handle("10.0.0.2:7946", frame, 1.0)
+    assert [v.status for v in core.members() if v.id == "p0"] == ["dead"]
+    # p0 is no live peer any more, yet the next gossip tick still reaches it.
+    sent = core.tick(1.0 + CFG.gossip_interval)
+    assert dead_address in [dest for dest, _ in sent]
+    # Once it has been dead for a while, it is left alone.
+    later = core.tick(1.0 + CFG.dead_ttl)
+    assert dead_address not in [dest for dest, _ in later]

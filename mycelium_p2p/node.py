@@ -25,7 +25,7 @@ from mycelium_p2p import view
 from mycelium_p2p.gossip import GossipNode
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.learning import models, train
-from mycelium_p2p.learning.data import NodeData, load_node_data
+from mycelium_p2p.learning.data import NodeData, Split, load_node_data
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
 from mycelium_p2p.learning.tls import TlsMaterial
 from mycelium_p2p.lifecycle import Lifecycle, Phase
@@ -38,6 +38,7 @@ log = logging.getLogger("mycelium.node")
 TICK = 0.2  # seconds between control-loop passes when nothing wakes it sooner
 PEER_LOOKUP_INTERVAL = 2.0  # seconds between registry look-ups while a node knows no peer
 ISLAND_CHECK_INTERVAL = 10.0  # seconds between look-ups for gossip islands once joined
+MAX_LOST_CLAIMS = 3  # lost leadership claims in a row before a member gives its group up
 
 
 @dataclass
@@ -141,6 +142,7 @@ class Node:
         self._just_moved = False
         self._looked_twice = False
         self._leader_gone_at: float | None = None
+        self._lost_claims = 0  # claims lost in a row while the winner stays out of sight
         self._published_members: tuple[str, ...] = ()
         self._membership_epoch = 0  # bumped on every change of group, to spot stale answers
         self._next_evaluation = 0.0
@@ -385,6 +387,8 @@ class Node:
         occupied = view.occupied_groups(members)
         out: list[Candidate] = []
         for record in view.compatible_groups(groups.values(), self.spec, occupied):
+            if record.leader == self.id and self.server is None:
+                continue  # our own record from before we stepped down: never follow ourselves
             size = len(record.members)
             is_current = record.id == self.group_id
             if evaluate_models:
@@ -415,23 +419,33 @@ class Node:
             return None
         round_, payload = answer
         try:
-            weights = models.weights_from_bytes(payload)
-            model = models.build_model(self.spec)
-            models.set_weights(model, weights)
+            accuracy = self._score(models.weights_from_bytes(payload), self.data.val)
         except ValueError as exc:
             log.warning("%s: rejected model probed from %s: %s", self.name, record.id, exc)
             return None
-        accuracy = train.evaluate(model, self.data.val).accuracy
         self._probe_cache.put(record.id, round_, accuracy)
         return accuracy
+
+    def _score(self, weights: list[np.ndarray], split: Split) -> float:
+        """Accuracy of a model with ``weights`` on one of this node's splits.
+
+        Raises
+        ------
+        ValueError
+            When the weights do not fit this node's model spec (or are not finite).
+        """
+        reason = models.check_update(weights, models.get_weights(self.local_model), math.inf)
+        if reason is not None:
+            raise ValueError(reason)
+        model = models.build_model(self.spec)
+        models.set_weights(model, weights)
+        return train.evaluate(model, split).accuracy
 
     def _current_accuracy(self) -> float | None:
         weights = self._current_weights()
         if weights is None:
             return None
-        model = models.build_model(self.spec)
-        models.set_weights(model, weights)
-        self.accuracy = train.evaluate(model, self.data.val).accuracy
+        self.accuracy = self._score(weights, self.data.val)
         return self.accuracy
 
     def _current_weights(self) -> list[np.ndarray] | None:
@@ -762,6 +776,7 @@ class Node:
                 self.term = record.term
                 self.client.switch(record.flower_address)
             self._leader_gone_at = None
+            self._lost_claims = 0
             return
         # The leader is dead, left, or moved to another group. After a grace period (gossip may
         # simply be late), the lowest live member claims at the registry with term + 1; the
@@ -796,7 +811,14 @@ class Node:
             log.info("%s: claim on %s lost: %s", self.name, record.id, exc.detail)
             server.stop()
             self._leader_gone_at = self.clock()  # wait for the winner's record
+            self._lost_claims += 1
+            if self._lost_claims >= MAX_LOST_CLAIMS:
+                # The winner's record never reached us (a partition): this side of the group
+                # cannot train with it, so choose again here rather than claim forever.
+                self._lost_claims = 0
+                self._drop_group(f"lost {MAX_LOST_CLAIMS} claims on {record.id}, winner unseen")
             return
+        self._lost_claims = 0
         self.server, self.server_address = server, address
         self.latest_round = None
         self.term = record.term + 1
@@ -886,8 +908,4 @@ class Node:
     def test_accuracy(self) -> float | None:
         """Accuracy of the node's current group model on its own held-out test split."""
         weights = self._current_weights()
-        if weights is None:
-            return None
-        model = models.build_model(self.spec)
-        models.set_weights(model, weights)
-        return train.evaluate(model, self.data.test).accuracy
+        return None if weights is None else self._score(weights, self.data.test)

@@ -19,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``pred`` until it holds or ``timeout`` seconds pass; the caller asserts the result."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return bool(pred())
+
+
 def wait_for(
     probe: Callable[[], T], timeout: float, interval: float = 0.1, what: str = "condition"
 ) -> T:

@@ -6,6 +6,7 @@ processes (so that SIGKILL is a real crash), a gossip observer over ZeroMQ, the 
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -206,7 +207,12 @@ class Observer:
 
 
 def resources() -> tuple[int, int]:
-    """(open file descriptors, live threads) of this process."""
+    """(open file descriptors, live threads) of this process, after a garbage collection.
+
+    The collection matters: an unreachable gRPC server keeps its worker threads until its
+    thread pool is collected, which the cyclic collector may not have done yet.
+    """
+    gc.collect()
     return len(os.listdir("/proc/self/fd")), threading.active_count()
 
 

@@ -7,26 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipEvent, GossipNode
 from mycelium_p2p.groups import GroupRecord
+from tests.helpers import wait_until
 
 CFG = GossipConfig.test()
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    """Poll ``pred`` until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 @pytest.fixture

@@ -21,17 +21,14 @@ from mycelium_p2p.learning.flower import (
     plain_flower_rounds,
 )
 from mycelium_p2p.learning.models import build_model, get_weights
+from tests.helpers import wait_for
 
 SPEC = "mlp:1x8x8:10"
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
     """Poll ``pred`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    wait_for(pred, timeout, interval=0.02, what=what)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,17 +10,9 @@ from bootstrap.schemas import CreateGroupBody, HeartbeatBody, LeaderBody, Regist
 from bootstrap.server import RegistryServer
 from bootstrap.store import LivenessConfig, RegistryStore
 from mycelium_p2p.registry_client import RegistryClient
+from tests.helpers import wait_until
 
 MODEL = "mlp:1x8x8:10"
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 class FakeClock:

@@ -35,7 +35,8 @@ def rounds_led_by(side: list[Node]) -> dict[str, int]:
     return out
 
 
-def test_partition_then_heal_converges_to_one_leader_per_group() -> None:
+@pytest.mark.parametrize("cut", ["between-groups", "through-groups"])
+def test_partition_then_heal_converges_to_one_leader_per_group(cut: str) -> None:
     config = replace(NodeConfig.test(), group_capacity=3)
     datas = [load_node_data("digits:iid", i, NODES, seed=0) for i in range(NODES)]
     with LocalCluster(datas, config) as cluster:
@@ -54,11 +55,14 @@ def test_partition_then_heal_converges_to_one_leader_per_group() -> None:
         partition = Partition()
         for node in nodes:
             partition.install(node.gossip)
-        # The cut runs between the groups (as a broken switch between two rooms would): each
-        # half holds whole groups. A cut through a group is a known open case (docs/reliability.md).
         first = nodes[0].group_id
-        side_a = [n for n in nodes if n.group_id == first]
-        side_b = [n for n in nodes if n.group_id != first]
+        if cut == "between-groups":  # each half holds whole groups
+            side_a = [n for n in nodes if n.group_id == first]
+        else:  # each group loses a member to the other half: (leader, member) | (member)
+            one = sorted((n for n in nodes if n.group_id == first), key=lambda n: n.phase.value)
+            two = sorted((n for n in nodes if n.group_id != first), key=lambda n: n.phase.value)
+            side_a = [*one[:2], two[-1]]
+        side_b = [n for n in nodes if n not in side_a]
         spanning = [
             gid
             for gid, g in registry_groups(cluster.url).items()
@@ -123,7 +127,7 @@ def test_partition_then_heal_converges_to_one_leader_per_group() -> None:
         members = [m for g in groups.values() for m in g["members"]]
         assert sorted(members) == sorted(n.id for n in nodes)  # no phantom, none twice
         print(
-            f"partition {len(side_a)}|{len(side_b)} ({len(spanning)} group(s) across the cut): "
+            f"partition {cut} {len(side_a)}|{len(side_b)} ({len(spanning)} group(s) across): "
             f"halves apart in "
             f"{t_detect:.1f}s, two rounds on each side by {t_train:.1f}s, {dropped} frames "
             f"dropped; after healing one leader per group and equal views in {t_heal:.1f}s "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_until
 from viz.scene import NetworkView, Scene
 from viz.sources import (
     GossipSource,
@@ -19,16 +20,6 @@ from viz.sources import (
 )
 
 MODEL = "mlp:1x8x8:10"
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``pred`` until true or the deadline; the caller asserts the result."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 @pytest.fixture

@@ -35,6 +35,12 @@ class GossipConfig:
     suspicion_max_mult : int
         The suspicion timeout starts at ``suspicion_max_mult`` times the minimum and falls to the
         minimum as independent confirmations arrive (default: 6), Lifeguard style.
+    awareness_max : int
+        Ceiling of the local health score (default: 8), Lifeguard's "local health multiplier":
+        each failed probe or refutation of our own suspicion raises the score by one, each
+        successful probe lowers it, and probe interval and timeout are stretched by
+        ``1 + score``. A node starved of CPU or network then waits longer before accusing
+        others, instead of spreading false suspicions; 0 turns it off.
     retransmit_mult : int
         Each update is sent ``retransmit_mult * ceil(log10(N + 1))`` times (default: 4). Higher
         raises the chance every node hears it, at proportional bandwidth.
@@ -76,6 +82,7 @@ class GossipConfig:
     indirect_checks: int = 3
     suspicion_mult: int = 4
     suspicion_max_mult: int = 6
+    awareness_max: int = 8
     retransmit_mult: int = 4
     gossip_interval: float = 0.2
     fanout: int = 3

@@ -149,6 +149,7 @@ class Membership:
         self.broadcasts: list[MemberUpdate] = []
         self.events: list[tuple[str, MemberView]] = []
         self.refutations = 0
+        self.health = 0  # Lifeguard local health score: 0 is healthy (see GossipConfig)
         self._seq = 0
         self._probe: _Probe | None = None
         self._probe_order: list[str] = []
@@ -271,6 +272,7 @@ class Membership:
         # Someone thinks we are suspect/dead/left (or a stale twin claims our id): refute.
         self.incarnation = u.incarnation + 1
         self.refutations += 1
+        self._health(+1)  # others could not hear us in time: we are probably the slow one
         self.broadcasts.append(self.self_update())
         return True
 
@@ -334,20 +336,25 @@ class Membership:
         """Advance timers: probe stages, suspicion expiry, forgetting the dead."""
         out: list[Outbound] = []
         p = self._probe
-        if p is not None and not p.indirect_sent and now >= p.sent_at + self.config.probe_timeout:
+        stretch = 1 + self.health
+        timeout = self.config.probe_timeout * stretch
+        if p is not None and not p.indirect_sent and now >= p.sent_at + timeout:
             p.indirect_sent = True
             helpers = [m for m in self.live() if m.node_id != p.target_id]
             k = min(self.config.indirect_checks, len(helpers))
             for h in self.rng.sample(helpers, k):
                 out.append((h.address, PingReq(p.seq, p.target_id, p.target_address)))
-        if p is not None and now >= p.sent_at + self.config.probe_interval:
+        if p is not None and now >= p.sent_at + self.config.probe_interval * stretch:
             self._probe = None
+            self._health(+1)
             m = self.members.get(p.target_id)
             if m is not None and m.status <= Status.SUSPECT:
                 # A failed probe of a suspect is an independent confirmation (Lifeguard).
                 self._suspect(m, m.incarnation, self.node_id, now)
         if now >= self._next_probe_at:
-            self._next_probe_at = max(self._next_probe_at + self.config.probe_interval, now)
+            self._next_probe_at = max(
+                self._next_probe_at + self.config.probe_interval * stretch, now
+            )
             if self._probe is None and not self.leaving:
                 target = self._next_target()
                 if target is not None:
@@ -368,6 +375,9 @@ class Membership:
                 self._down.discard(node_id)
                 self.events.append(("member_removed", self.view(m)))
         return out
+
+    def _health(self, delta: int) -> None:
+        self.health = min(max(self.health + delta, 0), self.config.awareness_max)
 
     def _next_target(self) -> Member | None:
         # Round-robin over a shuffled list; reshuffle after each pass (SWIM's bounded detection).
@@ -401,6 +411,7 @@ class Membership:
         p = self._probe
         if p is not None and ack.seq == p.seq:
             self._probe = None
+            self._health(-1)
             return []
         fwd = self._forwards.pop(ack.seq, None)
         if fwd is not None:

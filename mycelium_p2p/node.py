@@ -191,6 +191,8 @@ class Node:
         self.client.close()
         self._stop_server()
         self.gossip.stop()
+        if self.registry is not None:
+            self.registry.close()  # its keep-alive connections would outlive the node
 
     def wait_until(self, predicate: Callable[[Node], bool], timeout: float) -> bool:
         """Block until ``predicate(self)`` holds (checked every 0.1 s) or ``timeout`` passes."""
@@ -849,6 +851,8 @@ class Node:
             self.gossip.leave(timeout=min(2.0, self.config.leave_timeout))
         finally:
             self.gossip.stop()
+            if self.registry is not None:
+                self.registry.close()  # its keep-alive connections would outlive the node
             self._enter(Phase.STOPPED, "left")
 
     # ------------------------------------------------------------------ what others see

@@ -6,6 +6,7 @@ import math
 import random
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,12 +16,14 @@ from mycelium_p2p.gossip import GossipCore
 from mycelium_p2p.groups import GroupRecord, GroupTable
 from mycelium_p2p.membership import Membership, suspicion_bounds
 from mycelium_p2p.wire import (
+    Ack,
     Codec,
     Gossip,
     Kind,
     MemberUpdate,
     Message,
     Ping,
+    PingReq,
     Status,
 )
 
@@ -269,3 +272,40 @@ def test_recently_dead_members_still_get_gossip_so_they_can_refute() -> None:
     # Once it has been dead for a while, it is left alone.
     later = core.tick(1.0 + CFG.dead_ttl)
     assert dead_address not in [dest for dest, _ in later]
+
+
+def _first_ping(m: Membership, t: float) -> tuple[Ping, float]:
+    while True:
+        pings = [b for _, b in m.tick(t) if isinstance(b, Ping)]
+        if pings:
+            return pings[0], t
+        t += 0.01
+
+
+def _indirect_delay(m: Membership, t: float) -> tuple[float, float]:
+    """(seconds from the next probe until its ping-reqs go out, when that was); no ack comes."""
+    _, sent = _first_ping(m, t)
+    t = sent
+    while not any(isinstance(b, PingReq) for _, b in m.tick(t)):
+        t += 0.01
+    return t - sent, t
+
+
+def test_local_health_stretches_probes_after_failures_and_heals_on_acks() -> None:
+    m = make(5)
+    assert m.health == 0
+    delay, t = _indirect_delay(m, 0.0)
+    assert delay == pytest.approx(CFG.probe_timeout, abs=0.02)
+    # That probe fails at the end of its period (we may be the slow one), and the next probe
+    # waits twice as long before asking others to help.
+    delay, t = _indirect_delay(m, t)
+    assert m.health == 1
+    assert delay == pytest.approx(2 * CFG.probe_timeout, abs=0.02)
+    # A successful probe lowers the score again.
+    ping, t = _first_ping(m, t)
+    level = m.health
+    m.on_ack(Ack(ping.seq))
+    assert m.health == level - 1
+    # A refutation of our own suspicion raises it.
+    m.apply(member("me", Status.SUSPECT, m.incarnation, by="p1"), t)
+    assert m.health == level

@@ -7,9 +7,11 @@ before the churn (beyond a small allowance for lazily created pools).
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +30,15 @@ pytestmark = pytest.mark.slow
 BASE = 3  # nodes that stay all along
 CHURN_SECONDS = 45.0
 MAX_CHURNERS = 3
+
+
+def fd_kind(fd: str) -> str:
+    """socket, pipe, anon_inode:[eventfd], or 'file' for an open descriptor of this process."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "gone"
+    return target.split(":")[0] if ":" in target else "file"
 
 
 def test_churn_leaks_no_slots_threads_or_descriptors(tmp_path: Path) -> None:
@@ -112,9 +123,11 @@ def test_churn_leaks_no_slots_threads_or_descriptors(tmp_path: Path) -> None:
             wait_for(back, 30, interval=0.5, what="descriptors and threads back at the baseline")
         except AssertionError as exc:
             extra = {t.name for t in threading.enumerate()} - names_before
+            kinds = Counter(fd_kind(f) for f in os.listdir("/proc/self/fd"))
             raise AssertionError(
                 f"{exc}: fds {fds_before}->{resources()[0]}, threads "
-                f"{threads_before}->{resources()[1]}, new threads {sorted(extra)}"
+                f"{threads_before}->{resources()[1]}, new threads {sorted(extra)}, "
+                f"fds by kind {dict(kinds)}"
             ) from None
         fds_after, threads_after = resources()
         print(

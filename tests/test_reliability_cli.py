@@ -42,18 +42,45 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_command_lines_fail_with_one_clear_line(name: str) -> None:
-    args, deadline, phrase = CASES[name]
+@pytest.fixture(scope="module")
+def outcomes() -> dict[str, subprocess.CompletedProcess[str]]:
+    """Run every case at once (each mostly waits), with a deadline each."""
     env = {**os.environ, **CHILD_ENV}
     env.pop("MYCELIUM_TOKEN", None)
-    done = subprocess.run(
-        mycelium_command(*args), capture_output=True, text=True, timeout=deadline, env=env
-    )
+    running = {
+        name: subprocess.Popen(
+            mycelium_command(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        for name, (args, _, _) in CASES.items()
+    }
+    done: dict[str, subprocess.CompletedProcess[str]] = {}
+    for name, process in running.items():
+        try:
+            out, err = process.communicate(timeout=CASES[name][1])
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            err += "\n(test: killed after its deadline: the command hung)"
+        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return done
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_command_lines_fail_with_one_clear_line(
+    name: str, outcomes: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    done = outcomes[name]
+    phrase = CASES[name][2]
     stderr = done.stderr
     errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
     print(f"{name}: exit {done.returncode}: {errors[-1] if errors else stderr[-200:]}")
     assert done.returncode != 0
+    assert "hung" not in stderr
     assert "Traceback" not in stderr + done.stdout
     assert len(errors) == 1, stderr
     assert phrase in errors[0]

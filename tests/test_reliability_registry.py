@@ -21,7 +21,13 @@ from mycelium_p2p.node import Node
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.registry_client import RegistryClient
 from tests.helpers import wait_for
-from tests.reliability_support import Processes, registry_groups, registry_nodes, start_registry
+from tests.reliability_support import (
+    Processes,
+    registry_groups,
+    registry_nodes,
+    start_registry,
+    stop_nodes,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +45,7 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
 def nodes() -> Iterator[list[Node]]:
     started: list[Node] = []
     yield started
-    for node in started:
-        node.stop()
+    stop_nodes(started)
 
 
 def events(url: str) -> list[dict]:

@@ -47,6 +47,7 @@ def mycelium_seconds_per_round(
     config = replace(
         NodeConfig.test(),
         group_capacity=len(datas),
+        strategy="fedavg",  # the same aggregation as the plain Flower run
         round_pause=0.0,
         group_evaluation_interval=3600.0,  # no re-evaluation in the middle of the measurement
     )

@@ -145,6 +145,8 @@ class Node:
         self._lost_claims = 0  # claims lost in a row while the winner stays out of sight
         self._published_members: tuple[str, ...] = ()
         self._membership_epoch = 0  # bumped on every change of group, to spot stale answers
+        self._unreported: RoundResult | None = None  # the latest round not yet sent to the registry
+        self._next_report = 0.0
         self._next_evaluation = 0.0
         self._next_choice = 0.0
         self._next_peer_lookup = 0.0
@@ -617,7 +619,7 @@ class Node:
             port=self.config.flower_port,
             round_timeout=self.config.round_timeout,
             pause=self.config.round_pause,
-            on_round=lambda result: self._events.put(lambda: self._on_round(result)),
+            on_round=self._round_done,
             start_round=start_round,
             tls=self._server_tls,
         )
@@ -654,14 +656,18 @@ class Node:
 
     # ------------------------------------------------------------------ leading
 
+    def _round_done(self, result: RoundResult) -> None:
+        """On the Flower server's thread: note the time, hand the result to the control loop."""
+        self.round_times.append((result.round, time.monotonic()))
+        del self.round_times[:-1000]
+        self._events.put(lambda: self._on_round(result))
+
     def _on_round(self, result: RoundResult) -> None:
         if self.server is None or self.phase is not Phase.LEADER:
             return
         if not (math.isfinite(result.accuracy) and math.isfinite(result.loss)):
             return  # no client evaluated this round: nothing to report
         self.latest_round = result
-        self.round_times.append((result.round, time.monotonic()))
-        del self.round_times[:-1000]
         log.info(
             "%s: group %s round %d accuracy %.3f loss %.3f clients %d",
             self.name,
@@ -674,12 +680,23 @@ class Node:
         self.rounds_logged = result.round
         self._model_bytes = None
         self._publish(force=True)
-        self._report_performance(result)
+        self._unreported = result
+        self._report_performance()
 
-    def _report_performance(self, result: RoundResult) -> None:
+    def _report_performance(self) -> None:
+        """Send the latest round's metrics to the registry, at most once per heartbeat interval.
+
+        Rounds of a small model take a fraction of a second; the registry needs the latest
+        figures, not every one, so its traffic stays proportional to groups, not rounds.
+        """
+        result = self._unreported
         registry = self._registry_client()
-        if registry is None or self.group_id is None:
+        if result is None or registry is None or self.group_id is None:
             return
+        if self.clock() < self._next_report:
+            return
+        self._next_report = self.clock() + self.config.heartbeat_interval
+        self._unreported = None
         try:
             registry.report_performance(
                 self.group_id,
@@ -734,6 +751,7 @@ class Node:
         self._published_members = current
 
     def _lead(self) -> None:
+        self._report_performance()
         record = self.gossip.groups().get(self.group_id or "")
         if record is not None and record.term > self.term and record.leader != self.id:
             self._step_down(f"{record.leader} leads term {record.term}")

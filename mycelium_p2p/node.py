@@ -172,7 +172,6 @@ class Node:
         )
         self._thread.daemon = True
         self._thread.start()
-        threading.Thread(target=self._heartbeat_loop, name=f"hb-{self.name}", daemon=True).start()
 
     def stop(self) -> None:
         """Leave gracefully: out of the group, deregistered, leave announced on gossip."""
@@ -225,6 +224,8 @@ class Node:
         if seeds and not self.gossip.join(seeds, timeout=5.0):
             log.warning("%s: no seed answered (%s)", self.name, ", ".join(seeds))
         self._register()
+        # Heartbeats start once registered (else the first one meets a 404 and re-registers).
+        threading.Thread(target=self._heartbeat_loop, name=f"hb-{self.name}", daemon=True).start()
         self._find_peers()
         # A short random delay spreads the first choices of nodes started together.
         self._next_choice = self.clock() + self.rng.uniform(0.0, 1.0)

@@ -35,7 +35,7 @@ from tests.reliability_support import (
 pytestmark = pytest.mark.slow
 
 BASE = 3  # nodes that stay all along
-CHURN_SECONDS = 40.0
+CHURN_SECONDS = 20.0
 MAX_CHURNERS = 3
 
 

@@ -115,6 +115,7 @@ def demo(
             _live_table(url, duration, console)
         else:
             _viewer(url, duration, record, headless, console)
+        _summary(url, console)
     except KeyboardInterrupt:
         console.print("interrupted: stopping")
     finally:
@@ -139,6 +140,17 @@ def _live_table(url: str, duration: float, console: Console) -> None:
         while time.monotonic() < deadline:
             time.sleep(1.0)
             live.update(table())
+
+
+def _summary(url: str, console: Console) -> None:
+    """One line on how the network ended, read from the registry before everything stops."""
+    from cli.registry_cmds import registry_snapshot
+
+    network = registry_snapshot(url)
+    groups = [g for g in network["groups"] if g["members"]]
+    alive = [n for n in network["nodes"] if n["status"] == "alive"]
+    sizes = ", ".join(str(len(g["members"])) for g in groups)
+    console.print(f"final: {len(groups)} groups ({sizes} members), {len(alive)} nodes alive")
 
 
 def _wait_for_first_node(url: str, children: ProcessGroup, timeout: float = 90.0) -> None:

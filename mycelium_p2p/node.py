@@ -811,7 +811,7 @@ class Node:
         # The grace lets a wrongly declared death be refuted (at the latest by the next push-pull)
         # before anyone deposes a working leader.
         gossip = self.config.gossip
-        grace = min(gossip.push_pull_interval, 10 * gossip.probe_interval)
+        grace = min(gossip.push_pull_interval, 5 * gossip.probe_interval)
         if now - self._leader_gone_at >= grace + 3 * rank * gossip.probe_interval:
             self._claim(record)
 

@@ -1,34 +1,53 @@
-"""``mycelium experiment`` on the real system: a small label-shifted network sorts itself."""
+"""``mycelium experiment`` on the real system: a small network of user shards sorts itself."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cli.main import main
+from mycelium_p2p.learning.data import load_node_data
 
 pytestmark = pytest.mark.slow
 
 
-def test_six_nodes_two_concepts_end_in_pure_groups(tmp_path: Path) -> None:
+def write_shards(folder: Path, nodes: int, concepts: int) -> None:
+    """One ``.npz`` per node (``x``, ``y``, ``concept``): label-shifted digits, as a user would."""
+    folder.mkdir()
+    for index in range(nodes):
+        data = load_node_data(f"digits:label-shift:{concepts}", index, nodes, seed=0)
+        parts = (data.train, data.val, data.test)
+        np.savez(
+            folder / f"site-{index}.npz",
+            x=np.concatenate([p.x for p in parts]),
+            y=np.concatenate([p.y for p in parts]),
+            concept=np.int64(data.concept),
+        )
+
+
+def test_six_user_shards_of_two_concepts_end_in_pure_groups(tmp_path: Path) -> None:
+    write_shards(tmp_path / "shards", nodes=6, concepts=2)
     out = tmp_path / "results.json"
     result = CliRunner().invoke(
         main,
         [
             "experiment",
-            *("--scenario", "label-shift", "--nodes", "6", "--concepts", "2"),
-            *("--capacity", "5", "--duration", "45", "--no-baselines", "--json", str(out)),
+            *("--shards", str(tmp_path / "shards"), "--capacity", "5", "--duration", "45"),
+            *("--no-baselines", "--json", str(out)),
         ],
     )
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
-    for key in ("nodes", "mean_accuracy", "purity", "groups", "migrations", "rounds"):
+    for key in ("nodes", "mean_accuracy", "purity", "groups", "migrations", "rounds", "policy"):
         assert key in results
-    assert {"name", "shard", "concept", "group", "accuracy"} <= set(results["nodes"][0])
-    assert all(row["group"] for row in results["nodes"])
+    rows = results["nodes"]
+    assert {"name", "shard", "concept", "group", "accuracy"} <= set(rows[0])
+    assert sorted(r["shard"] for r in rows) == [f"site-{i}.npz" for i in range(6)]
+    assert all(row["group"] for row in rows)
     assert results["purity"] == 1.0
     assert results["groups"] >= 2
     # Each node's group model serves its own held-out data (chance is 0.1).

@@ -157,6 +157,8 @@ def gossip_snapshot(peer: str, token: str | None) -> dict[str, Any]:
                 "name": m.meta.get("name", m.id),
                 "status": m.status,
                 "group": m.meta.get("group") or None,
+                "gossip_address": m.address,
+                "metrics": {"accuracy": m.meta.get("accuracy")},
             }
             for m in observer.members()
             if m.id != observer.node_id and m.meta.get("role") != "observer"

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from click.testing import CliRunner
 
 from cli.cluster import LocalCluster
+from cli.main import main
 from mycelium_p2p.learning.data import load_node_data
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.node_config import NodeConfig
@@ -56,6 +58,12 @@ def test_nodes_form_groups_train_and_agree_with_the_registry() -> None:
             return all(node.group_id in truth for node in cluster.nodes)
 
         wait_for(views_agree, timeout=30, what="gossip views equal to the registry's groups")
+        # `mycelium status --peer` shows a node's gossip view: the same groups and nodes.
+        shown = CliRunner().invoke(main, ["status", "--peer", cluster.nodes[0].gossip.address])
+        assert shown.exit_code == 0, shown.output
+        assert "Groups (" in shown.output and "Nodes (4)" in shown.output
+        for node in cluster.nodes:
+            assert node.name in shown.output
         leaders = [n for n in cluster.nodes if n.phase is Phase.LEADER]
         assert len(leaders) == len(registry_groups(cluster.url))
 

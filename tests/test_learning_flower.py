@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,14 +34,6 @@ def wait_until(pred: Callable[[], bool], timeout: float = 30.0, what: str = "con
 @pytest.fixture(scope="module")
 def datas() -> list[NodeData]:
     return [load_node_data("digits:iid", i, 4, seed=0) for i in range(4)]
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        thing.close() if isinstance(thing, MemberClient) else thing.stop()
 
 
 def _server(cleanup: list[Any], **kwargs: Any) -> tuple[GroupServer, list[RoundResult]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -72,14 +71,6 @@ def test_server_refuses_member_material() -> None:
 @pytest.fixture(scope="module")
 def datas() -> list[NodeData]:
     return [load_node_data("digits:iid", i, 3, seed=0) for i in range(3)]
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        thing.close() if isinstance(thing, MemberClient) else thing.stop()
 
 
 def _tls_server(cleanup: list[Any], **kwargs: Any) -> tuple[GroupServer, list[RoundResult]]:

@@ -195,15 +195,6 @@ class Node:
         if self.registry is not None:
             self.registry.close()  # its keep-alive connections would outlive the node
 
-    def wait_until(self, predicate: Callable[[Node], bool], timeout: float) -> bool:
-        """Block until ``predicate(self)`` holds (checked every 0.1 s) or ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self):
-                return True
-            time.sleep(0.1)
-        return predicate(self)
-
     # ------------------------------------------------------------------ control loop
 
     def _run(self, seeds: list[str]) -> None:
@@ -912,20 +903,6 @@ class Node:
             "train": len(self.data.train.y),
             "val": len(self.data.val.y),
             "concept": self.data.concept,
-        }
-
-    def status(self) -> dict[str, Any]:
-        """A snapshot for logs, tests and the experiment harness."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "phase": str(self.phase),
-            "group": self.group_id,
-            "term": self.term,
-            "leader": self.phase is Phase.LEADER,
-            "gossip_address": self.gossip.address,
-            "flower_address": self.server_address,
-            "migrations": self.migrations,
         }
 
     def test_accuracy(self) -> float | None:

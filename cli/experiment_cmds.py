@@ -144,43 +144,18 @@ def run_experiment(
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
 @click.option("--no-baselines", is_flag=True, help="Skip the three baselines.")
 @click.option("--log-level", default="WARNING", type=click.Choice(["DEBUG", "INFO", "WARNING"]))
-def experiment(
-    scenario: str,
-    nodes: int,
-    concepts: int,
-    policy: str,
-    capacity: int,
-    seed: int,
-    duration: float | None,
-    rounds: int | None,
-    shards: str | None,
-    json_path: str | None,
-    no_baselines: bool,
-    log_level: str,
-) -> None:
+def experiment(json_path: str | None, no_baselines: bool, log_level: str, **params: Any) -> None:
     """Run registry, gossip and Flower for real on partitioned data; score the grouping."""
     from mycelium_p2p.learning.data import DataSpecError
 
-    if duration is not None and rounds is not None:
+    if params["duration"] is not None and params["rounds"] is not None:
         raise click.UsageError("give --duration or --rounds, not both")
-    if duration is None and rounds is None:
-        duration = 120.0
+    if params["duration"] is None and params["rounds"] is None:
+        params["duration"] = 120.0
     configure_logging(log_level)
     console = Console()
     try:
-        results = run_experiment(
-            scenario=scenario,
-            nodes=nodes,
-            concepts=concepts,
-            policy=policy,
-            capacity=capacity,
-            seed=seed,
-            duration=duration,
-            rounds=rounds,
-            shards=shards,
-            baselines=not no_baselines,
-            console=console,
-        )
+        results = run_experiment(**params, baselines=not no_baselines, console=console)
     except DataSpecError as exc:
         raise click.UsageError(str(exc)) from exc
     print_results(results, console)

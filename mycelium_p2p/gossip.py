@@ -285,7 +285,7 @@ class GossipCore:
         live = self.membership.live()
         peers = self.rng.sample(live, min(len(live), 2 * self.config.fanout))
         out = self._encode_all([(p.address, Leave(u.incarnation)) for p in peers], now)
-        return out + self._gossip()
+        return out + self._gossip(now)
 
     def update_meta(self, **fields: Any) -> None:
         """Merge ``fields`` into own metadata, bump incarnation, gossip it.
@@ -405,21 +405,17 @@ class GossipCore:
             out.append(self._encode(dest, body))
         return out
 
-    def _gossip(self, now: float | None = None) -> Outbound:
+    def _gossip(self, now: float) -> Outbound:
         if not len(self.queue):
             return []
         # Members declared dead recently stay gossip targets (memberlist's "gossip to the
         # dead"): one wrongly declared dead hears of it and refutes within a few ticks instead of
         # waiting for the next push-pull.
-        recently_dead = (
-            []
-            if now is None
-            else [
-                m
-                for m in self.membership.members.values()
-                if m.status == Status.DEAD and now - m.since < self.config.dead_ttl / 2
-            ]
-        )
+        recently_dead = [
+            m
+            for m in self.membership.members.values()
+            if m.status == Status.DEAD and now - m.since < self.config.dead_ttl / 2
+        ]
         targets = self.membership.live() + recently_dead
         n = self.membership.num_live()
         out: Outbound = []

@@ -107,9 +107,15 @@ def bootstrap(
     "--peer", metavar="HOST:PORT", help="Read the gossip view of this node instead (as observer)."
 )
 @click.option("--token", envvar="MYCELIUM_TOKEN", help="Network secret (or MYCELIUM_TOKEN).")
-def status(url: str, peer: str | None, token: str | None) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print {"groups": [...], "nodes": [...]} as JSON.'
+)
+def status(url: str, peer: str | None, token: str | None, as_json: bool) -> None:
     """Print groups and nodes as tables: the registry's, or a node's gossip view (--peer)."""
     snapshot = gossip_snapshot(peer, token) if peer else registry_snapshot(url)
+    if as_json:
+        click.echo(json.dumps({"groups": snapshot["groups"], "nodes": snapshot["nodes"]}))
+        return
     console = Console()
     console.print(groups_table(snapshot["groups"]))
     console.print(nodes_table(snapshot["nodes"]))
@@ -130,9 +136,14 @@ def gossip_snapshot(peer: str, token: str | None) -> dict[str, Any]:
     """Groups and nodes as the node at ``peer`` knows them: one push-pull as an observer."""
     from mycelium_p2p.config import GossipConfig
     from mycelium_p2p.gossip import GossipNode
+    from mycelium_p2p.netaddr import reachable_address
 
     observer = GossipNode(
-        f"status-{uuid.uuid4().hex[:6]}", GossipConfig.local(), observer=True, secret=token
+        f"status-{uuid.uuid4().hex[:6]}",
+        GossipConfig.local(),
+        host=reachable_address([peer]),  # the peer answers to this address, maybe on a LAN
+        observer=True,
+        secret=token,
     )
     observer.start()
     try:

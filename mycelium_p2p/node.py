@@ -79,7 +79,7 @@ class Node:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config = config
+        self.config = config = config.resolved()
         self.id = node_id or uuid.uuid4().hex[:12]
         self.name = config.name or f"node-{self.id[:6]}"
         self.data = data or load_node_data(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mycelium_p2p.config import GossipConfig
+from mycelium_p2p.netaddr import host_of, reachable_address
 
 PRESETS = ("lan", "local", "test")
 
@@ -39,7 +40,8 @@ class NodeConfig:
         ``host:port`` gossip addresses to join through (default: none: ask the registry).
     node_address
         Host (or ``host:port``) that other machines use to reach this node's gossip and Flower
-        endpoints (default: ``127.0.0.1``). On a LAN set it to this machine's LAN address.
+        endpoints (default: empty: a specific ``bind_host``, else the local address of the route
+        to the first peer or the registry, else ``127.0.0.1``; see :meth:`resolved`).
     bind_host
         Interface the node's sockets bind to (default: ``0.0.0.0``, every interface).
     gossip_port, flower_port
@@ -89,7 +91,7 @@ class NodeConfig:
 
     registry_url: str | None = None
     peers: tuple[str, ...] = ()
-    node_address: str = "127.0.0.1"
+    node_address: str = ""
     bind_host: str = "0.0.0.0"
     gossip_port: int = 0
     flower_port: int = 0
@@ -154,11 +156,16 @@ class NodeConfig:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return getattr(cls, name)()
 
+    def resolved(self) -> NodeConfig:
+        """This config with :attr:`node_address` filled in when it was left empty."""
+        if self.node_address:
+            return self
+        targets = [*self.peers, *([self.registry_url] if self.registry_url else [])]
+        return replace(self, node_address=reachable_address(targets, self.bind_host))
+
     def advertised_host(self) -> str:
-        """The host part of :attr:`node_address`."""
-        return (
-            self.node_address.rsplit(":", 1)[0] if ":" in self.node_address else self.node_address
-        )
+        """The host part of :attr:`node_address` (resolved as :meth:`resolved` does)."""
+        return host_of(self.resolved().node_address)
 
 
 _SCALAR_FIELDS = {f.name: f for f in fields(NodeConfig) if f.name != "gossip"}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from mycelium_p2p.netaddr import host_of, is_loopback, reachable_address, route_source
 from mycelium_p2p.node_config import ConfigError, NodeConfig, load_config
 
 
@@ -65,3 +67,29 @@ def test_missing_file_and_unknown_preset() -> None:
         load_config(toml_path="/nonexistent/node.toml", env={})
     with pytest.raises(ConfigError, match="unknown preset"):
         load_config(env={}, preset="fast")
+
+
+def test_the_advertised_address_is_the_one_peers_can_reach() -> None:
+    lan = NodeConfig.lan()  # binds every interface
+    assert lan.node_address == ""  # unset: resolved when the node starts
+    assert replace(lan, node_address="10.0.0.7").resolved().node_address == "10.0.0.7"
+    assert replace(lan, bind_host="10.0.0.8").resolved().node_address == "10.0.0.8"
+    # Every peer on this machine: loopback. A peer elsewhere: the route's source address.
+    local = replace(lan, peers=("127.0.0.1:7000",), registry_url="http://localhost:8000")
+    assert local.resolved().node_address == "127.0.0.1"
+    assert local.advertised_host() == "127.0.0.1"
+    assert replace(lan, peers=("192.0.2.1:7000",)).resolved().node_address == route_source(
+        "192.0.2.1"
+    )
+
+
+def test_address_helpers() -> None:
+    assert host_of("http://10.1.2.3:8000/groups") == "10.1.2.3"
+    assert host_of("10.1.2.3:7000") == "10.1.2.3"
+    assert host_of("node-7") == "node-7"
+    assert is_loopback("localhost") and is_loopback("127.0.0.2") and not is_loopback("10.0.0.1")
+    assert not is_loopback("node-7")
+    assert route_source("127.0.0.1") == "127.0.0.1"
+    assert route_source("no-such-host.invalid") == "127.0.0.1"  # no route: loopback
+    assert reachable_address([], "0.0.0.0") == "127.0.0.1"
+    assert reachable_address(["10.0.0.1:1"], "127.0.0.1") == "127.0.0.1"  # bound to loopback

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+from mycelium_p2p.netaddr import reachable_address
 from mycelium_p2p.view import occupied_groups
 from viz.scene import GroupInfo, NetworkView, NodeInfo, ViewEvent, diff_views, stable_unit
 
@@ -320,8 +321,9 @@ class GossipSource:
         Registry URL: one ``/network`` snapshot at start and, without ``peers``, ``/peers``.
     token : str or None
         Shared secret: bearer token for the registry and the gossip mesh's secret.
-    host : str
-        Interface the observer binds (default: ``127.0.0.1``).
+    host : str or None
+        Interface the observer binds and advertises (default: None: the local address of the
+        route to the first peer or the registry, so that peers on a LAN can answer).
     join_timeout : float
         Seconds to wait for a seed to answer the push-pull (default: 5.0).
     config : object or None
@@ -340,7 +342,7 @@ class GossipSource:
         bootstrap: str | None = None,
         *,
         token: str | None = None,
-        host: str = "127.0.0.1",
+        host: str | None = None,
         join_timeout: float = 5.0,
         config: Any = None,
         clock: Clock = time.time,
@@ -352,7 +354,7 @@ class GossipSource:
         self.peers = list(peers or [])
         self.bootstrap = bootstrap
         self.token = token
-        self.host = host
+        self.host = host or reachable_address([*self.peers, *([bootstrap] if bootstrap else [])])
         self.join_timeout = join_timeout
         self.config = config
         self._clock = clock

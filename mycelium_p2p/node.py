@@ -8,6 +8,7 @@ reason about, and a slow registry never stalls training.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import queue
@@ -39,6 +40,14 @@ TICK = 0.2  # seconds between control-loop passes when nothing wakes it sooner
 PEER_LOOKUP_INTERVAL = 2.0  # seconds between registry look-ups while a node knows no peer
 ISLAND_CHECK_INTERVAL = 10.0  # seconds between look-ups for gossip islands once joined
 MAX_LOST_CLAIMS = 3  # lost leadership claims in a row before a member gives its group up
+
+
+class Attempt(enum.Enum):
+    """How a join or a founding went."""
+
+    MOVED = "moved"
+    REFUSED = "refused"  # the registry said no: this node's view was stale
+    UNREACHABLE = "unreachable"  # no answer from the registry: back off
 
 
 @dataclass
@@ -143,6 +152,8 @@ class Node:
         self._looked_twice = False
         self._leader_gone_at: float | None = None
         self._lost_claims = 0  # claims lost in a row while the winner stays out of sight
+        # Groups whose join the registry refused, with the (term, members) their record had then.
+        self._refused: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._published_members: tuple[str, ...] = ()
         self._membership_epoch = 0  # bumped on every change of group, to spot stale answers
         self._unreported: RoundResult | None = None  # the latest round not yet sent to the registry
@@ -330,7 +341,7 @@ class Node:
         # The registry is authoritative for membership; the control loop reconciles, unless the
         # node changed groups while this heartbeat was on its way.
         registry_group = answer.get("group") if isinstance(answer, dict) else None
-        if group_id is not None and registry_group != group_id:
+        if registry_group != group_id:
             self._events.put(lambda: self._reconcile(epoch, registry_group))
 
     def _reregister(self) -> None:
@@ -339,7 +350,15 @@ class Node:
             self._rejoin_registry()
 
     def _reconcile(self, epoch: int, registry_group: str | None) -> None:
-        if epoch != self._membership_epoch or self.group_id is None:
+        if epoch != self._membership_epoch:
+            return
+        if self.group_id is None:
+            # A slot this node gave up (lost claims, deposed, registry away at the time):
+            # free it, or joiners are refused for a group that has room.
+            log.warning(
+                "%s: registry still places this node in %s; leaving", self.name, registry_group
+            )
+            self._leave_registry_group()
             return
         log.warning(
             "%s: registry places this node in %s, not %s; reconciling",
@@ -370,6 +389,16 @@ class Node:
         except RegistryUnavailable:
             pass
 
+    def _leave_registry_group(self) -> None:
+        """Free this node's slot at the registry (best effort: heartbeats reconcile later)."""
+        registry = self._registry_client()
+        if registry is None:
+            return
+        try:
+            registry.leave_group(node_id=self.id)
+        except (RegistryError, RegistryUnavailable) as exc:
+            log.info("%s: registry leave not done now: %s", self.name, exc)
+
     # ------------------------------------------------------------------ choosing
 
     def _gossip_state(self) -> tuple[list[Any], dict[str, GroupRecord], set[str]]:
@@ -381,10 +410,13 @@ class Node:
     def _candidates(self, evaluate_models: bool) -> list[Candidate]:
         members, groups, _ = self._gossip_state()
         occupied = view.occupied_groups(members)
+        self._refused = {g: seen for g, seen in self._refused.items() if g in groups}
         out: list[Candidate] = []
         for record in view.compatible_groups(groups.values(), self.spec, occupied):
             if record.leader == self.id and self.server is None:
                 continue  # our own record from before we stepped down: never follow ourselves
+            if self._refused.get(record.id) == (record.term, record.members):
+                continue  # the registry said no to this very record: wait for news of it
             size = len(record.members)
             is_current = record.id == self.group_id
             if evaluate_models:
@@ -507,34 +539,45 @@ class Node:
             decision.group_id or "",
             decision.reason,
         )
-        moved = False
+        outcome = Attempt.REFUSED
         if decision.action == "join" and decision.group_id:
-            moved = self._join(decision.group_id, decision.reason)
+            outcome = self._join(decision.group_id, decision.reason)
         elif decision.action == "found":
-            moved = self._found(decision.reason)
-        if moved:
+            outcome = self._found(decision.reason)
+        if outcome is Attempt.MOVED:
             self._just_moved = True
             if not first:
                 self.migrations += 1
+        elif outcome is Attempt.REFUSED:
+            # The registry answered: the view was stale, and the refused group is left out
+            # until its record changes. Look again soon rather than after a growing back-off.
+            self._next_choice = self.clock() + self.rng.uniform(0.2, 1.0)
         else:
             self._next_choice = self.clock() + self._backoff()
         self._next_evaluation = self.clock() + self.config.group_evaluation_interval
 
     # ------------------------------------------------------------------ joining and founding
 
-    def _join(self, group_id: str, reason: str) -> bool:
+    def _join(self, group_id: str, reason: str) -> Attempt:
         registry = self._registry_client()
         record = self.gossip.groups().get(group_id)
-        if registry is None or record is None:
-            return False
+        if registry is None:
+            return Attempt.UNREACHABLE
+        if record is None:
+            return Attempt.REFUSED
         if self.phase is not Phase.JOINING:
             self._enter(Phase.JOINING, f"joining {group_id}")
         try:
             registry.join_group(node_id=self.id, group_id=group_id, reason=reason)
-        except (RegistryError, RegistryUnavailable) as exc:
+        except RegistryError as exc:
             log.warning("%s: join %s refused: %s", self.name, group_id, exc)
+            self._refused[group_id] = (record.term, record.members)
             self._fallback_phase()
-            return False
+            return Attempt.REFUSED
+        except RegistryUnavailable as exc:
+            log.warning("%s: join %s not done: %s", self.name, group_id, exc)
+            self._fallback_phase()
+            return Attempt.UNREACHABLE
         self._registered()
         self._leave_leadership(handing_over=True)
         self.group_id = group_id
@@ -544,7 +587,7 @@ class Node:
         self.client.switch(record.flower_address)
         self._probe_cache = ProbeCache({})
         self._enter(Phase.MEMBER, f"member of {group_id}, leader {record.leader}")
-        return True
+        return Attempt.MOVED
 
     def _group_body(self, group_id: str, flower_address: str) -> dict[str, Any]:
         return {
@@ -556,10 +599,10 @@ class Node:
             "capacity": self.config.group_capacity,
         }
 
-    def _found(self, reason: str) -> bool:
+    def _found(self, reason: str) -> Attempt:
         registry = self._registry_client()
         if registry is None:
-            return False
+            return Attempt.UNREACHABLE
         if self.phase is not Phase.JOINING:
             self._enter(Phase.JOINING, "founding a group")
         group_id = f"g-{uuid.uuid4().hex[:8]}"
@@ -570,7 +613,7 @@ class Node:
             log.warning("%s: could not found a group: %s", self.name, exc)
             server.stop()
             self._fallback_phase()
-            return False
+            return Attempt.REFUSED if isinstance(exc, RegistryError) else Attempt.UNREACHABLE
         self._registered()
         self._leave_leadership(handing_over=True)
         self.server, self.server_address = server, address
@@ -580,7 +623,7 @@ class Node:
         self.version = 0
         self.latest_round = None
         self._become_leader("founded")
-        return True
+        return Attempt.MOVED
 
     def _fallback_phase(self) -> None:
         """After a refused join: back to where the node was."""
@@ -640,6 +683,7 @@ class Node:
         self.client.disconnect()
         self.group_id = None
         self._membership_epoch += 1
+        self._leave_registry_group()
         self.term = 0
         self.gossip.update_meta(**self._meta())
         if self.phase is not Phase.DISCOVERING:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -64,6 +65,10 @@ def test_nodes_form_groups_train_and_agree_with_the_registry() -> None:
         assert "Groups (" in shown.output and "Nodes (4)" in shown.output
         for node in cluster.nodes:
             assert node.name in shown.output
+        args = ["status", "--peer", cluster.nodes[1].gossip.address, "--json"]
+        snapshot = json.loads(CliRunner().invoke(main, args).output)
+        truth = registry_groups(cluster.url)
+        assert {g["id"]: set(g["members"]) for g in snapshot["groups"]} == truth
         leaders = [n for n in cluster.nodes if n.phase is Phase.LEADER]
         assert len(leaders) == len(registry_groups(cluster.url))
 

@@ -1,15 +1,25 @@
-"""Node pieces that need no network: scoring probed models, the life cycle rules."""
+"""Node pieces on their own: scoring probed models, the life cycle, a refused join."""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bootstrap.server import RegistryServer
+from mycelium_p2p.config import GossipConfig
+from mycelium_p2p.gossip import GossipNode
+from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.learning import models
 from mycelium_p2p.learning.data import load_node_data
 from mycelium_p2p.lifecycle import IllegalTransition, Lifecycle, Phase
 from mycelium_p2p.node import Node
 from mycelium_p2p.node_config import NodeConfig
+from mycelium_p2p.policy import Decision
+from mycelium_p2p.registry_client import RegistryClient
+from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +50,68 @@ def test_life_cycle_allows_only_its_transitions() -> None:
     cycle.move(Phase.STOPPED)
     with pytest.raises(IllegalTransition):
         cycle.move(Phase.DISCOVERING)
+
+
+def test_a_refused_join_is_not_retried_until_the_group_record_changes(tmp_path: Path) -> None:
+    """A stale view (a full group that looks roomy) costs one refused join, not a back-off."""
+    registry = RegistryServer(tmp_path / "r.db")
+    url = registry.start()
+    config = replace(NodeConfig.test(), registry_url=url)
+    node = Node(config, load_node_data("digits:iid", 1, 4, seed=0), node_id="newcomer")
+    node.gossip.start()  # the parts of start() this test needs, without the control loop
+    node._enter(Phase.DISCOVERING, "test")
+    # The group's leader, alive in gossip (a group nobody says it is in would be a zombie).
+    leader = GossipNode("full-leader", GossipConfig.test(), meta={"group": "g-1"})
+    leader.start()
+    try:
+        assert node.gossip.join([str(leader.address)], timeout=5.0)
+        with RegistryClient(url) as client:
+            client.register("full-leader", "L", "127.0.0.1:1", model=node.spec)
+            client.create_group("g", "full-leader", "127.0.0.1:2", node.spec, capacity=1, id="g-1")
+        assert node._register()
+        stale = GroupRecord(id="g-1", leader="full-leader", members=("full-leader",),
+                            model=node.spec, capacity=5, term=1, version=1)  # fmt: skip
+        leader.publish_group(stale)  # gossip says there is room; the registry knows better
+
+        def candidates() -> list[str | None]:
+            return [c.group_id for c in node._candidates(evaluate_models=False)]
+
+        wait_for(lambda: candidates() == ["g-1"], 10, what="the record reaching the newcomer")
+        node._registry_backoff = 16.0  # as if the registry had been away for a while
+        node._act(Decision("join", "g-1", "best"), first=True)
+        assert node.group_id is None and node.phase is Phase.DISCOVERING
+        assert node._next_choice - node.clock() <= 1.0  # soon: the registry is back and answered
+        assert candidates() == []  # that record was refused
+        # News of the group (a new term, other members) makes it a candidate again.
+        leader.publish_group(replace(stale, term=2, version=1))
+        wait_for(lambda: candidates() == ["g-1"], 10, what="the newer record")
+    finally:
+        node.gossip.stop()
+        leader.stop()
+        if node.registry is not None:
+            node.registry.close()
+        registry.stop()
+
+
+def test_a_node_in_no_group_frees_the_slot_the_registry_still_gives_it(tmp_path: Path) -> None:
+    """E.g. it gave its group up while the registry was out of reach: the heartbeat fixes it."""
+    registry = RegistryServer(tmp_path / "r.db")
+    url = registry.start()
+    node = Node(replace(NodeConfig.test(), registry_url=url), load_node_data("digits:iid", 1, 4))
+    node.gossip.start()
+    try:
+        assert node._register()
+        with RegistryClient(url) as client:
+            client.register("lead", "L", "127.0.0.1:1", model=node.spec)
+            client.create_group("g", "lead", "127.0.0.1:2", node.spec, capacity=2, id="g-1")
+            client.join_group(node_id=node.id, group_id="g-1")
+            assert node.group_id is None
+            node._heartbeat(node._registry_client())  # the answer says g-1: reconcile queued
+            node._drain_events()
+            groups = {n["id"]: n["group"] for n in client.nodes()}
+            assert groups == {"lead": "g-1", node.id: None}
+    finally:
+        node.gossip.stop()
+        if node.registry is not None:
+            node.registry.close()
+        registry.stop()

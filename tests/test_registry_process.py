@@ -68,6 +68,12 @@ def test_status_command_prints_tables(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert "g-first" in result.output and "Alpha" in result.output
         assert "alive" in result.output and "Groups (1)" in result.output
+        as_json = CliRunner().invoke(main, ["status", "--bootstrap", reg.url, "--json"])
+        snapshot = json.loads(as_json.output)
+        assert [(g["id"], g["leader"], g["members"]) for g in snapshot["groups"]] == [
+            ("g-first", "alpha", ["alpha"])
+        ]
+        assert [n["name"] for n in snapshot["nodes"]] == ["Alpha"]
     finally:
         reg.stop()
     result = CliRunner().invoke(main, ["status", "--bootstrap", reg.url])

@@ -30,7 +30,6 @@ from litestar.exceptions import (
 )
 from litestar.exceptions.responses import create_exception_response
 from litestar.handlers import BaseRouteHandler
-from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
@@ -424,9 +423,10 @@ def create_app(
             Exception: _on_unexpected,
         },
         request_max_body_size=MAX_BODY_BYTES,
-        logging_config=LoggingConfig(
-            configure_root_logger=False, log_exceptions="never", disable_stack_trace={404, 405}
-        ),
+        # No logging config: Litestar would apply it with dictConfig, which closes every handler
+        # of the process hosting the registry (a test's or an embedding program's log files).
+        # Errors are mapped to answers by the handlers above and logged by this module.
+        logging_config=None,
         debug=False,
     )
 

@@ -58,8 +58,15 @@ class RegistryServer:
         liveness: LivenessConfig | None = None,
     ) -> None:
         self.app: Litestar = create_app(db_path, token=token, liveness=liveness)
+        # log_config=None: uvicorn's dictConfig would close the log handlers of the host process.
         config = uvicorn.Config(
-            self.app, host=host, port=port, log_level="warning", lifespan="on", access_log=False
+            self.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            log_config=None,
+            lifespan="on",
+            access_log=False,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -154,3 +155,20 @@ def test_client_against_real_server(server: RegistryServer) -> None:
         with pytest.raises(RegistryError) as info:
             c.join_group("cli-a", g["id"])
         assert info.value.status in (404, 409)
+
+
+def test_an_embedded_registry_leaves_the_host_logging_alone(tmp_path: Path) -> None:
+    """Litestar's and uvicorn's logging set-up would close every handler of the host process."""
+    handler = logging.FileHandler(tmp_path / "host.log", mode="w")  # closed stays closed
+    host_log = logging.getLogger("host-program")
+    host_log.addHandler(handler)
+    host_log.setLevel(logging.INFO)
+    registry = RegistryServer(tmp_path / "r.db")
+    try:
+        registry.start()
+        host_log.info("still logging")
+    finally:
+        registry.stop()
+        host_log.removeHandler(handler)
+        handler.close()
+    assert "still logging" in (tmp_path / "host.log").read_text()

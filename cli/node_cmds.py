@@ -22,6 +22,7 @@ def configure_logging(level: str) -> None:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("flwr").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per heartbeat otherwise
 
 
 @main.command()

@@ -868,9 +868,15 @@ class Node:
             server.stop()
             self._leader_gone_at = self.clock()  # wait for the winner's record
             self._lost_claims += 1
-            if self._lost_claims >= MAX_LOST_CLAIMS:
-                # The winner's record never reached us (a partition): this side of the group
-                # cannot train with it, so choose again here rather than claim forever.
+            winner = self._registry_leader(record.id)
+            if winner is not None and winner not in self._gossip_state()[2]:
+                # The winner is dead to this node's gossip: a partition, most likely. This side
+                # of the group cannot train with it, so choose again here.
+                self._lost_claims = 0
+                self._drop_group(f"{winner} won {record.id} but is out of reach")
+            elif self._lost_claims >= MAX_LOST_CLAIMS:
+                # No winner's record ever came (nor could the registry name one): give up too
+                # rather than claim forever.
                 self._lost_claims = 0
                 self._drop_group(f"lost {MAX_LOST_CLAIMS} claims on {record.id}, winner unseen")
             return
@@ -881,6 +887,17 @@ class Node:
         self.version = 0
         self._leader_gone_at = None
         self._become_leader(f"claimed term {self.term}")
+
+    def _registry_leader(self, group_id: str) -> str | None:
+        """The leader the registry names for ``group_id`` (None if it names none or is away)."""
+        registry = self._registry_client()
+        if registry is None:
+            return None
+        try:
+            leader = registry.group(group_id).get("leader")
+        except (RegistryError, RegistryUnavailable):
+            return None
+        return str(leader) if leader else None
 
     # ------------------------------------------------------------------ leaving
 

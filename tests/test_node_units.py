@@ -115,3 +115,34 @@ def test_a_node_in_no_group_frees_the_slot_the_registry_still_gives_it(tmp_path:
         if node.registry is not None:
             node.registry.close()
         registry.stop()
+
+
+def test_a_lost_claim_whose_winner_is_out_of_reach_gives_the_group_up(tmp_path: Path) -> None:
+    """Across a partition the winner's record never comes: do not wait for it."""
+    registry = RegistryServer(tmp_path / "r.db")
+    url = registry.start()
+    node = Node(replace(NodeConfig.test(), registry_url=url), load_node_data("digits:iid", 1, 4))
+    node.gossip.start()
+    try:
+        assert node._register()
+        with RegistryClient(url) as client:
+            for other in ("old", "winner"):
+                client.register(other, other, "127.0.0.1:1", model=node.spec)
+            client.create_group("g", "old", "127.0.0.1:2", node.spec, capacity=3, id="g-1")
+            for member in ("winner", node.id):
+                client.join_group(node_id=member, group_id="g-1")
+            client.claim_leadership("g-1", node_id="winner", term=2, flower_address="h:3")
+            node.group_id, node.term = "g-1", 1
+            for phase in (Phase.DISCOVERING, Phase.JOINING, Phase.MEMBER):
+                node._enter(phase, "test")
+            seen = GroupRecord(id="g-1", leader="old", members=("old", "winner", node.id),
+                               model=node.spec, capacity=3, term=1, version=3)  # fmt: skip
+            node._claim(seen)  # term 2 is taken; "winner" is nowhere in this node's gossip
+            assert node.group_id is None and node.phase is Phase.DISCOVERING
+            assert client.node(node.id)["group"] is None  # and its slot is free
+    finally:
+        node.client.close()
+        node.gossip.stop()
+        if node.registry is not None:
+            node.registry.close()
+        registry.stop()

@@ -104,6 +104,37 @@ def test_partition_then_heal_converges_to_one_leader_per_group(cut: str) -> None
 
         wait_for(halves_apart, 60, what="each half seeing the other as gone")
         t_detect = time.monotonic() - cut_at
+
+        # A group the cut goes through loses its leader on one side: a member there claims the
+        # next term (the registry is reachable from both halves), which deposes the old leader
+        # on the other side. Wait for that to play out, so that healing meets the hard case.
+        terms = {gid: registry_groups(cluster.url)[gid]["term"] for gid in spanning}
+
+        def claimed() -> bool:
+            now = registry_groups(cluster.url)
+            return all(gid not in now or now[gid]["term"] > term for gid, term in terms.items())
+
+        # Then each half re-forms on its own: every node in a group led from its own half, the
+        # registry agreeing (the deposed leaders stepped down, the slots they held are free).
+        def settled() -> bool:
+            groups = registry_groups(cluster.url)
+            for side in (side_a, side_b):
+                ids = {n.id for n in side}
+                for node in side:
+                    group = groups.get(node.group_id or "")
+                    if group is None or group["leader"] not in ids:
+                        return False
+                    if not set(group["members"]) <= ids:
+                        return False
+            return True
+
+        try:
+            wait_for(claimed, 60, interval=0.5, what="a new term in every group cut through")
+            t_claimed = time.monotonic() - cut_at
+            wait_for(settled, 60, interval=0.5, what="each half in groups led from inside it")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{describe(nodes, cluster.url)}") from None
+        t_settled = time.monotonic() - cut_at
         start = {"a": rounds_led_by(side_a), "b": rounds_led_by(side_b)}
 
         def both_halves_train() -> bool:
@@ -153,7 +184,9 @@ def test_partition_then_heal_converges_to_one_leader_per_group(cut: str) -> None
         print(
             f"partition {cut} {len(side_a)}|{len(side_b)} ({len(spanning)} group(s) across): "
             f"halves apart in "
-            f"{t_detect:.1f}s, two rounds on each side by {t_train:.1f}s, {dropped} frames "
+            f"{t_detect:.1f}s, new terms by {t_claimed:.1f}s, each half in its own groups by "
+            f"{t_settled:.1f}s, two rounds on each side (after that) by {t_train:.1f}s, "
+            f"{dropped} frames "
             f"dropped; after healing one leader per group and equal views in {t_heal:.1f}s "
             f"({len(groups)} groups)"
         )

@@ -169,6 +169,7 @@ def gossip_snapshot(peer: str, token: str | None) -> dict[str, Any]:
                 "status": m.status,
                 "group": m.meta.get("group") or None,
                 "gossip_address": m.address,
+                "flower_address": m.meta.get("flower_address") or None,  # set while leading
                 "metrics": {"accuracy": m.meta.get("accuracy")},
             }
             for m in observer.members()

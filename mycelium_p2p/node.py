@@ -801,6 +801,7 @@ class Node:
         if record is not None and record.leader not in (None, self.id) and not record.dissolved:
             self.term = record.term
             self.client.switch(record.flower_address)
+            self.gossip.update_meta(**self._meta())  # no Flower address: not leading any more
             self._enter(Phase.MEMBER, f"following {record.leader} (term {record.term})")
         else:
             self._drop_group(why)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,23 +53,47 @@ def test_life_cycle_allows_only_its_transitions() -> None:
         cycle.move(Phase.DISCOVERING)
 
 
-def test_a_refused_join_is_not_retried_until_the_group_record_changes(tmp_path: Path) -> None:
-    """A stale view (a full group that looks roomy) costs one refused join, not a back-off."""
-    registry = RegistryServer(tmp_path / "r.db")
-    url = registry.start()
+@dataclass
+class Registered:
+    """A registry (served on a thread) and a node registered there, its control loop not running."""
+
+    node: Node
+    registry: RegistryClient
+
+
+@pytest.fixture
+def registered(tmp_path: Path) -> Iterator[Registered]:
+    server = RegistryServer(tmp_path / "r.db")
+    url = server.start()
     config = replace(NodeConfig.test(), registry_url=url)
-    node = Node(config, load_node_data("digits:iid", 1, 4, seed=0), node_id="newcomer")
-    node.gossip.start()  # the parts of start() this test needs, without the control loop
+    node = Node(config, load_node_data("digits:iid", 1, 4, seed=0), node_id="under-test")
+    node.gossip.start()  # the parts of start() these tests need, without the control loop
     node._enter(Phase.DISCOVERING, "test")
+    client = RegistryClient(url)
+    try:
+        assert node._register()
+        yield Registered(node, client)
+    finally:
+        client.close()
+        node.client.close()
+        node.gossip.stop()
+        if node.registry is not None:
+            node.registry.close()
+        server.stop()
+
+
+def test_a_refused_join_is_not_retried_until_the_group_record_changes(
+    registered: Registered,
+) -> None:
+    """A stale view (a full group that looks roomy) costs one refused join, not a back-off."""
+    node, client = registered.node, registered.registry
     # The group's leader, alive in gossip (a group nobody says it is in would be a zombie).
     leader = GossipNode("full-leader", GossipConfig.test(), meta={"group": "g-1"})
     leader.start()
     try:
         assert node.gossip.join([str(leader.address)], timeout=5.0)
-        with RegistryClient(url) as client:
-            client.register("full-leader", "L", "127.0.0.1:1", model=node.spec)
-            client.create_group("g", "full-leader", "127.0.0.1:2", node.spec, capacity=1, id="g-1")
-        assert node._register()
+        client.register("full-leader", "L", "127.0.0.1:1", model=node.spec)
+        client.create_group("g", "full-leader", "127.0.0.1:2", node.spec, capacity=1, id="g-1")
         stale = GroupRecord(id="g-1", leader="full-leader", members=("full-leader",),
                             model=node.spec, capacity=5, term=1, version=1)  # fmt: skip
         leader.publish_group(stale)  # gossip says there is room; the registry knows better
@@ -76,7 +101,7 @@ def test_a_refused_join_is_not_retried_until_the_group_record_changes(tmp_path: 
         def candidates() -> list[str | None]:
             return [c.group_id for c in node._candidates(evaluate_models=False)]
 
-        wait_for(lambda: candidates() == ["g-1"], 10, what="the record reaching the newcomer")
+        wait_for(lambda: candidates() == ["g-1"], 10, what="the record reaching the node")
         node._registry_backoff = 16.0  # as if the registry had been away for a while
         node._act(Decision("join", "g-1", "best"), first=True)
         assert node.group_id is None and node.phase is Phase.DISCOVERING
@@ -86,63 +111,39 @@ def test_a_refused_join_is_not_retried_until_the_group_record_changes(tmp_path: 
         leader.publish_group(replace(stale, term=2, version=1))
         wait_for(lambda: candidates() == ["g-1"], 10, what="the newer record")
     finally:
-        node.gossip.stop()
         leader.stop()
-        if node.registry is not None:
-            node.registry.close()
-        registry.stop()
 
 
-def test_a_node_in_no_group_frees_the_slot_the_registry_still_gives_it(tmp_path: Path) -> None:
+def test_a_node_in_no_group_frees_the_slot_the_registry_still_gives_it(
+    registered: Registered,
+) -> None:
     """E.g. it gave its group up while the registry was out of reach: the heartbeat fixes it."""
-    registry = RegistryServer(tmp_path / "r.db")
-    url = registry.start()
-    node = Node(replace(NodeConfig.test(), registry_url=url), load_node_data("digits:iid", 1, 4))
-    node.gossip.start()
-    try:
-        assert node._register()
-        with RegistryClient(url) as client:
-            client.register("lead", "L", "127.0.0.1:1", model=node.spec)
-            client.create_group("g", "lead", "127.0.0.1:2", node.spec, capacity=2, id="g-1")
-            client.join_group(node_id=node.id, group_id="g-1")
-            assert node.group_id is None
-            node._heartbeat(node._registry_client())  # the answer says g-1: reconcile queued
-            node._drain_events()
-            groups = {n["id"]: n["group"] for n in client.nodes()}
-            assert groups == {"lead": "g-1", node.id: None}
-    finally:
-        node.gossip.stop()
-        if node.registry is not None:
-            node.registry.close()
-        registry.stop()
+    node, client = registered.node, registered.registry
+    client.register("lead", "L", "127.0.0.1:1", model=node.spec)
+    client.create_group("g", "lead", "127.0.0.1:2", node.spec, capacity=2, id="g-1")
+    client.join_group(node_id=node.id, group_id="g-1")
+    assert node.group_id is None
+    node._heartbeat(node._registry_client())  # the answer says g-1: reconcile queued
+    node._drain_events()
+    assert {n["id"]: n["group"] for n in client.nodes()} == {"lead": "g-1", node.id: None}
 
 
-def test_a_lost_claim_whose_winner_is_out_of_reach_gives_the_group_up(tmp_path: Path) -> None:
+def test_a_lost_claim_whose_winner_is_out_of_reach_gives_the_group_up(
+    registered: Registered,
+) -> None:
     """Across a partition the winner's record never comes: do not wait for it."""
-    registry = RegistryServer(tmp_path / "r.db")
-    url = registry.start()
-    node = Node(replace(NodeConfig.test(), registry_url=url), load_node_data("digits:iid", 1, 4))
-    node.gossip.start()
-    try:
-        assert node._register()
-        with RegistryClient(url) as client:
-            for other in ("old", "winner"):
-                client.register(other, other, "127.0.0.1:1", model=node.spec)
-            client.create_group("g", "old", "127.0.0.1:2", node.spec, capacity=3, id="g-1")
-            for member in ("winner", node.id):
-                client.join_group(node_id=member, group_id="g-1")
-            client.claim_leadership("g-1", node_id="winner", term=2, flower_address="h:3")
-            node.group_id, node.term = "g-1", 1
-            for phase in (Phase.DISCOVERING, Phase.JOINING, Phase.MEMBER):
-                node._enter(phase, "test")
-            seen = GroupRecord(id="g-1", leader="old", members=("old", "winner", node.id),
-                               model=node.spec, capacity=3, term=1, version=3)  # fmt: skip
-            node._claim(seen)  # term 2 is taken; "winner" is nowhere in this node's gossip
-            assert node.group_id is None and node.phase is Phase.DISCOVERING
-            assert client.node(node.id)["group"] is None  # and its slot is free
-    finally:
-        node.client.close()
-        node.gossip.stop()
-        if node.registry is not None:
-            node.registry.close()
-        registry.stop()
+    node, client = registered.node, registered.registry
+    for other in ("old", "winner"):
+        client.register(other, other, "127.0.0.1:1", model=node.spec)
+    client.create_group("g", "old", "127.0.0.1:2", node.spec, capacity=3, id="g-1")
+    for member in ("winner", node.id):
+        client.join_group(node_id=member, group_id="g-1")
+    client.claim_leadership("g-1", node_id="winner", term=2, flower_address="h:3")
+    node.group_id, node.term = "g-1", 1
+    for phase in (Phase.JOINING, Phase.MEMBER):
+        node._enter(phase, "test")
+    seen = GroupRecord(id="g-1", leader="old", members=("old", "winner", node.id),
+                       model=node.spec, capacity=3, term=1, version=3)  # fmt: skip
+    node._claim(seen)  # term 2 is taken; "winner" is nowhere in this node's gossip
+    assert node.group_id is None and node.phase is Phase.DISCOVERING
+    assert client.node(node.id)["group"] is None  # and its slot is free

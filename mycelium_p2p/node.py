@@ -38,7 +38,8 @@ log = logging.getLogger("mycelium.node")
 
 TICK = 0.2  # seconds between control-loop passes when nothing wakes it sooner
 PEER_LOOKUP_INTERVAL = 2.0  # seconds between registry look-ups while a node knows no peer
-ISLAND_CHECK_INTERVAL = 10.0  # seconds between look-ups for gossip islands once joined
+ISLAND_CHECK_INTERVAL = 10.0  # seconds to the first look-up for gossip islands once joined
+ISLAND_CHECK_MAX = 160.0  # the interval doubles up to this while look-ups find nothing new
 MAX_LOST_CLAIMS = 3  # lost leadership claims in a row before a member gives its group up
 
 
@@ -161,6 +162,7 @@ class Node:
         self._next_evaluation = 0.0
         self._next_choice = 0.0
         self._next_peer_lookup = 0.0
+        self._island_interval = ISLAND_CHECK_INTERVAL
         self._registry_backoff = 1.0
 
     # ------------------------------------------------------------------ life cycle
@@ -235,13 +237,17 @@ class Node:
     def _find_peers(self) -> None:
         """Ask the registry for live peers and join those gossip does not know.
 
-        Alone (first node, or cut off) every ``PEER_LOOKUP_INTERVAL``; otherwise every
-        ``ISLAND_CHECK_INTERVAL``, because nodes that start together can form separate gossip
-        islands (each found only the other's first node alone) that nothing else would merge.
+        Alone (first node, or cut off) every ``PEER_LOOKUP_INTERVAL``; otherwise too, because
+        nodes that start together can form separate gossip islands (each found only the other's
+        first node alone) that nothing else would merge: after ``ISLAND_CHECK_INTERVAL``, then
+        twice as long after each look-up that finds nothing new (up to ``ISLAND_CHECK_MAX``), so
+        that a settled network costs the registry little.
         """
         members = self.gossip.members()
         others = view.live_ids(members) - {self.id}
-        interval = ISLAND_CHECK_INTERVAL if others else PEER_LOOKUP_INTERVAL
+        if not others:
+            self._island_interval = ISLAND_CHECK_INTERVAL
+        interval = self._island_interval if others else PEER_LOOKUP_INTERVAL
         self._next_peer_lookup = self.clock() + interval
         registry = self._registry_client()
         if registry is None:
@@ -253,6 +259,9 @@ class Node:
             return
         if seeds:
             self.gossip.join(seeds, timeout=2.0)
+            self._island_interval = ISLAND_CHECK_INTERVAL
+        elif others:
+            self._island_interval = min(2 * self._island_interval, ISLAND_CHECK_MAX)
 
     def _step(self) -> None:
         now = self.clock()

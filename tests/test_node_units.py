@@ -16,7 +16,7 @@ from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.learning import models
 from mycelium_p2p.learning.data import load_node_data
 from mycelium_p2p.lifecycle import IllegalTransition, Lifecycle, Phase
-from mycelium_p2p.node import Node
+from mycelium_p2p.node import ISLAND_CHECK_INTERVAL, Node
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.policy import Decision
 from mycelium_p2p.registry_client import RegistryClient
@@ -147,3 +147,23 @@ def test_a_lost_claim_whose_winner_is_out_of_reach_gives_the_group_up(
     node._claim(seen)  # term 2 is taken; "winner" is nowhere in this node's gossip
     assert node.group_id is None and node.phase is Phase.DISCOVERING
     assert client.node(node.id)["group"] is None  # and its slot is free
+
+
+def test_island_checks_slow_down_while_they_find_nothing_new(registered: Registered) -> None:
+    node, client = registered.node, registered.registry
+    peers = [GossipNode(f"peer-{i}", GossipConfig.test()) for i in range(2)]
+    for peer in peers:
+        peer.start()
+    try:
+        client.register("peer-0", "p0", str(peers[0].address), model=node.spec)
+        assert node.gossip.join([str(peers[0].address)], timeout=5.0)
+        node._find_peers()  # the registry knows nobody gossip does not
+        node._find_peers()
+        assert node._island_interval == 4 * ISLAND_CHECK_INTERVAL
+        client.register("peer-1", "p1", str(peers[1].address), model=node.spec)
+        node._find_peers()  # an island: joined, and checks are frequent again
+        assert node._island_interval == ISLAND_CHECK_INTERVAL
+        assert "peer-1" in {m.id for m in node.gossip.members() if m.status == "alive"}
+    finally:
+        for peer in peers:
+            peer.stop()

@@ -216,6 +216,14 @@ def resources() -> tuple[int, int]:
     return len(os.listdir("/proc/self/fd")), threading.active_count()
 
 
+def rss_mb() -> float:
+    """Resident memory of this process in MB (after a garbage collection)."""
+    gc.collect()
+    with open("/proc/self/status") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
 def wait_settled(probe: Callable[[], int], timeout: float, rounds: int = 3) -> int:
     """Poll ``probe`` until it returns the same value ``rounds`` times running; return it."""
     deadline = time.monotonic() + timeout

@@ -1,8 +1,10 @@
-"""Churn: nodes join and leave (gracefully or by crashing) continuously for most of a minute.
+"""Churn: nodes join and leave (gracefully or by crashing) continuously.
 
 In-process nodes over the real registry, gossip and Flower. Afterwards the registry holds no
 slot of a departed node, and this process has no more threads or file descriptors than it had
-before the churn (beyond a small allowance for lazily created pools).
+before the churn (beyond a small allowance for lazily created pools), and its memory has not
+grown by more than a few nodes' worth. CI churns for 20 s; ``MYCELIUM_CHURN_SECONDS=180`` churns
+for longer, on demand.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +30,7 @@ from tests.reliability_support import (
     describe,
     registry_groups,
     resources,
+    rss_mb,
     start_registry,
     stop_nodes,
     wait_settled,
@@ -35,7 +39,7 @@ from tests.reliability_support import (
 pytestmark = pytest.mark.slow
 
 BASE = 3  # nodes that stay all along
-CHURN_SECONDS = 20.0
+CHURN_SECONDS = float(os.environ.get("MYCELIUM_CHURN_SECONDS", "20"))
 MAX_CHURNERS = 3
 
 
@@ -67,7 +71,8 @@ def test_churn_leaks_no_slots_threads_or_descriptors(tmp_path: Path) -> None:
         node.start()
         return node
 
-    everyone: list[Node] = []
+    everyone: list[Node] = []  # nodes to stop if the test fails; departed ones are dropped
+
     try:
         # Warm-up: one group trains and leaves, creating the lazily built pools (gRPC, torch,
         # the ZeroMQ context) before the baseline is taken.
@@ -76,34 +81,53 @@ def test_churn_leaks_no_slots_threads_or_descriptors(tmp_path: Path) -> None:
         wait_for(lambda: all(n.group_id for n in warm), 60, what="the warm-up group")
         for node in warm:
             node.stop()
+        everyone.clear()  # holding on to departed nodes would look like a leak
         fds_before = wait_settled(lambda: resources()[0], 20)
         threads_before = wait_settled(lambda: resources()[1], 20)
+        rss_before = rss_mb()
         names_before = {t.name for t in threading.enumerate()}
 
         base = [newcomer("b") for _ in range(BASE)]
         everyone += base
         wait_for(lambda: all(n.group_id for n in base), 60, what="base nodes in groups")
         per_node = (resources()[0] - fds_before) / BASE  # descriptors one live node holds
-        churners: list[Node] = []
-        joins = leaves = crashes = 0
-        end = time.monotonic() + CHURN_SECONDS
-        while time.monotonic() < end:
-            if len(churners) < MAX_CHURNERS and (not churners or rng.random() < 0.6):
-                churners.append(newcomer())
-                everyone.append(churners[-1])
-                joins += 1
-            else:
-                gone = churners.pop(rng.randrange(len(churners)))
-                if rng.random() < 0.3:
-                    gone.crash()
-                    crashes += 1
+        rss_per_node = (rss_mb() - rss_before) / BASE
+        counts: Counter[str] = Counter()
+        departed: list[weakref.ref[Node]] = []
+
+        def churn(seconds: float) -> None:
+            """Nodes come and go for ``seconds``; at the end the churners leave."""
+            churners: list[Node] = []
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                if len(churners) < MAX_CHURNERS and (not churners or rng.random() < 0.6):
+                    churners.append(newcomer())
+                    everyone.append(churners[-1])
+                    counts["joins"] += 1
                 else:
-                    gone.stop()
-                    leaves += 1
-            time.sleep(rng.uniform(1.0, 3.0))  # pacing of the churn itself, not a wait
-        for node in churners:
-            node.stop()
-            leaves += 1
+                    gone = churners.pop(rng.randrange(len(churners)))
+                    everyone.remove(gone)
+                    departed.append(weakref.ref(gone))
+                    if rng.random() < 0.3:
+                        gone.crash()
+                        counts["crashes"] += 1
+                    else:
+                        gone.stop()
+                        counts["leaves"] += 1
+                time.sleep(rng.uniform(1.0, 3.0))  # pacing of the churn itself, not a wait
+            stop_nodes(churners)
+            for node in churners:
+                everyone.remove(node)
+                departed.append(weakref.ref(node))
+            counts["leaves"] += len(churners)
+
+        # A first quarter of the churn grows the pools and allocator arenas to their working
+        # size; memory is then compared between its end and the end of the rest.
+        churn(CHURN_SECONDS / 4)
+        early_joins, rss_early = counts["joins"], rss_mb()
+        churn(CHURN_SECONDS * 3 / 4)
+        late_joins, rss_late = counts["joins"] - early_joins, rss_mb()
+        joins, leaves, crashes = counts["joins"], counts["leaves"], counts["crashes"]
 
         # The registry forgets every departed node (crashed ones by expiry), leaking no slot.
         base_ids = sorted(n.id for n in base)
@@ -138,12 +162,18 @@ def test_churn_leaks_no_slots_threads_or_descriptors(tmp_path: Path) -> None:
                 f"fds by kind {dict(kinds)}"
             ) from None
         fds_after, threads_after = resources()
+        kept = [ref() for ref in departed if ref() is not None]
+        assert not kept, f"{len(kept)} of {len(departed)} departed nodes still referenced"
         print(
             f"churn {CHURN_SECONDS:.0f}s: {joins} joins, {leaves} leaves, {crashes} crashes; "
             f"registry kept only the {BASE} base nodes ({groups_left} group(s)); with all nodes "
             f"gone fds {fds_before}->{fds_after} (one live node holds {per_node:.0f}), "
-            f"threads {threads_before}->{threads_after}"
+            f"threads {threads_before}->{threads_after}; memory with the base nodes "
+            f"{rss_early:.0f} MB after the first {early_joins} joins, {rss_late:.0f} MB after "
+            f"{late_joins} more (one live node {rss_per_node:.1f} MB)"
         )
+        # A node's worth of memory kept per departed node would show as late_joins nodes.
+        assert rss_late - rss_early < max(late_joins * rss_per_node / 2, 8.0)
     finally:
         stop_nodes(everyone)
         procs.stop_all()

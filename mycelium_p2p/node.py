@@ -241,7 +241,9 @@ class Node:
         nodes that start together can form separate gossip islands (each found only the other's
         first node alone) that nothing else would merge: after ``ISLAND_CHECK_INTERVAL``, then
         twice as long after each look-up that finds nothing new (up to ``ISLAND_CHECK_MAX``), so
-        that a settled network costs the registry little.
+        that a settled network costs the registry little, and every ``PEER_LOOKUP_INTERVAL``
+        while the registry names live peers that gossip does not see (after a partition, once
+        gossip has stopped trying the members it declared dead).
         """
         members = self.gossip.members()
         others = view.live_ids(members) - {self.id}
@@ -257,9 +259,15 @@ class Node:
             seeds = [s for s in registry.peers(limit=5) if s not in known]
         except (RegistryUnavailable, RegistryError):
             return
-        if seeds:
-            self.gossip.join(seeds, timeout=2.0)
+        if seeds and not others:
+            self.gossip.join(seeds, timeout=2.0)  # alone: wait for the network's state
+        elif seeds:
+            # Peers the registry sees alive and gossip does not: an island, or the other side of
+            # a partition that may have healed. Push-pull without waiting (answers merge when
+            # they come) and look again soon, until gossip sees them.
+            self.gossip.join(seeds, timeout=0.0)
             self._island_interval = ISLAND_CHECK_INTERVAL
+            self._next_peer_lookup = self.clock() + PEER_LOOKUP_INTERVAL
         elif others:
             self._island_interval = min(2 * self._island_interval, ISLAND_CHECK_MAX)
 

@@ -16,7 +16,7 @@ from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.learning import models
 from mycelium_p2p.learning.data import load_node_data
 from mycelium_p2p.lifecycle import IllegalTransition, Lifecycle, Phase
-from mycelium_p2p.node import ISLAND_CHECK_INTERVAL, Node
+from mycelium_p2p.node import ISLAND_CHECK_INTERVAL, PEER_LOOKUP_INTERVAL, Node
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.policy import Decision
 from mycelium_p2p.registry_client import RegistryClient
@@ -161,9 +161,14 @@ def test_island_checks_slow_down_while_they_find_nothing_new(registered: Registe
         node._find_peers()
         assert node._island_interval == 4 * ISLAND_CHECK_INTERVAL
         client.register("peer-1", "p1", str(peers[1].address), model=node.spec)
-        node._find_peers()  # an island: joined, and checks are frequent again
+        node._find_peers()  # an island: joined, and looked at again soon
         assert node._island_interval == ISLAND_CHECK_INTERVAL
-        assert "peer-1" in {m.id for m in node.gossip.members() if m.status == "alive"}
+        assert node._next_peer_lookup - node.clock() <= PEER_LOOKUP_INTERVAL
+
+        def alive() -> set[str]:
+            return {m.id for m in node.gossip.members() if m.status == "alive"}
+
+        wait_for(lambda: "peer-1" in alive(), 5, what="the island merged")
     finally:
         for peer in peers:
             peer.stop()

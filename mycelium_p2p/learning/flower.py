@@ -135,7 +135,20 @@ def wait_for_server(
                 continue
     finally:
         future.cancel()
-        channel.close()
+        _close_after_polling(channel)
+
+
+def _close_after_polling(channel: grpc.Channel, limit: float = 0.5) -> None:
+    """Close ``channel`` once grpc's connectivity-polling thread has let go of it.
+
+    That thread re-checks for subscribers every 0.2 s; a channel closed under it makes it raise
+    "Cannot monitor channel state: Channel closed!" (harmless, but an exception in a thread).
+    """
+    state = getattr(channel, "_connectivity_state", None)  # grpc internals: absent, just close
+    deadline = time.monotonic() + limit
+    while getattr(state, "polling", False) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    channel.close()
 
 
 class _QuietBridgeClosed(logging.Filter):

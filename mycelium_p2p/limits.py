@@ -1,0 +1,16 @@
+"""Bounds on the numbers that cross a trust boundary: gossip frames, registry requests, Flower results.
+
+One value per kind of number, shared by every side, so that what one part accepts another can
+always store and answer: a term the gossip accepts is a term the registry accepts.
+"""
+
+from __future__ import annotations
+
+#: Largest counter anywhere: incarnations, versions, terms, rounds, example counts. 2**53 is the
+#: largest integer a JSON double holds exactly, and nothing legitimate comes near it (a node that
+#: refuted a suspicion every millisecond would need 285,000 years). A node never tries to go past
+#: it: an update that would force it to (say, a suspicion at the bound) is dropped as invalid.
+MAX_COUNTER = 2**53
+
+#: Largest loss a node reports or accepts (finite, non-negative).
+MAX_LOSS = 1e12

@@ -40,6 +40,7 @@ import zmq
 
 from mycelium_p2p.broadcast import BroadcastQueue, retransmit_limit
 from mycelium_p2p.config import GossipConfig
+from mycelium_p2p.containment import Containment
 from mycelium_p2p.groups import GroupRecord, GroupTable
 from mycelium_p2p.membership import Member, Membership, MemberView
 from mycelium_p2p.security import keys_for
@@ -71,6 +72,11 @@ log = logging.getLogger(__name__)
 
 Outbound = list[tuple[str, bytes]]
 ModelProvider = Callable[[str], tuple[int, bytes] | None]
+
+#: Destination of a frame that answers a request on the connection the request came in on (a
+#: model response): the requester's dedicated socket, never its gossip ROUTER. Unsolicited big
+#: frames therefore have nowhere to land (the ROUTER takes ``max_frame_bytes`` at most).
+REPLY = ""
 
 _KINDS: dict[type, Kind] = {
     Ping: Kind.PING,
@@ -171,7 +177,6 @@ class GossipCore:
         self.counters: Counter[str] = Counter()
         self.events: list[GossipEvent] = []
         self.model_provider: ModelProvider | None = None
-        self.model_responses: list[ModelResponse] = []
         self.registry_url = registry_url
         self.join_responses = 0
         self._req_id = 0
@@ -235,9 +240,9 @@ class GossipCore:
             u = MemberUpdate(msg.sender_id, src, Status.LEFT, body.incarnation, meta, msg.sender_id)
             m.apply(u, now)
         elif isinstance(body, ModelRequest):
-            intents.append((src, self._answer_model(body)))
+            intents.append((REPLY, self._answer_model(body)))
         elif isinstance(body, ModelResponse):
-            self.model_responses.append(body)
+            self.codec.drops["invalid"] += 1  # only ever expected on a request's own socket
         self._drain()
         return self._encode_all(intents, now)
 
@@ -311,11 +316,30 @@ class GossipCore:
             return False
         return self._apply_group(record, now)
 
-    def request_model(self, address: str, group_id: str, now: float) -> tuple[int, Outbound]:
-        """Build a MODEL_REQUEST; return its id and the frame to send."""
+    def request_model(self, address: str, group_id: str, now: float) -> tuple[int, bytes]:
+        """Build a MODEL_REQUEST for ``address``; return its id and the frame.
+
+        The caller sends it on a socket of its own and hands the answer to ``model_answer``.
+        """
         self._req_id += 1
         body = ModelRequest(self._req_id, check_id(group_id, "group id"))
-        return self._req_id, self._encode_all([(check_address(address), body)], now)
+        ((_, frame),) = self._encode_all([(check_address(address), body)], now)
+        return self._req_id, frame
+
+    def model_answer(self, req_id: int, group_id: str, frame: bytes) -> tuple[int, bytes] | None:
+        """Decode the answer to request ``req_id``: ``(round, payload)``, or None if the leader
+        has no such model or the frame is not a valid answer to that very request (counted)."""
+        msg = self.codec.decode(frame)
+        if msg is None:
+            return None
+        body = msg.body
+        if not isinstance(body, ModelResponse) or (body.req_id, body.group_id) != (
+            req_id,
+            group_id,
+        ):
+            self.codec.drops["invalid"] += 1
+            return None
+        return (body.round, body.payload) if body.found else None
 
     # ------------------------------------------------------------------ views
 
@@ -340,6 +364,7 @@ class GossipCore:
         for key in ("frames_in", "frames_out", "bytes_in", "bytes_out"):
             s.setdefault(key, 0)
         s["drops"] = dict(self.codec.drops)
+        s["drops"]["invalid"] += self.membership.invalid
         s["refutations"] = self.membership.refutations
         s["members_live"] = self.membership.num_live()
         s["members_known"] = 1 + len(self.membership.members)
@@ -380,9 +405,14 @@ class GossipCore:
 
     def _drain(self) -> None:
         m = self.membership
-        for u in m.broadcasts:
-            self.queue.queue(("m", u.node_id), u, encoded_size(update_to_wire(u)))
-        m.broadcasts.clear()
+        broadcasts, m.broadcasts = m.broadcasts, []
+        for u in broadcasts:
+            try:  # sized (so encoded) here: an update that cannot be sent never enters the queue
+                size = encoded_size(update_to_wire(u))
+            except (OverflowError, TypeError, ValueError):
+                self.codec.drops["invalid"] += 1
+                continue
+            self.queue.queue(("m", u.node_id), u, size)
         for kind, view in m.events:
             self.events.append(GossipEvent(kind, member=view))
         m.events.clear()
@@ -556,7 +586,8 @@ class SimCluster:
             if address in self.dead:
                 return
             core = self.cores[address]
-            self._send(address, core.handle(src, frame, self.net.now))
+            out = core.handle(src, frame, self.net.now)
+            self._send(address, [(src if dest == REPLY else dest, f) for dest, f in out])
 
         return receive
 
@@ -688,8 +719,9 @@ class GossipNode:
         os.set_blocking(self._wake_w, False)
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[GossipEvent], None]] = []
-        self._model_waits: dict[int, Future[tuple[int, bytes] | None]] = {}
         self._joined = threading.Condition()
+        self._failure: str | None = None
+        self.containment = Containment(log, f"gossip {node_id}")
 
     # ------------------------------------------------------------------ life cycle
 
@@ -829,25 +861,29 @@ class GossipNode:
     ) -> tuple[int, bytes] | None:
         """Ask ``address`` for its model of ``group_id``; ``(round, payload)`` or None.
 
-        Blocks the calling thread (never call it from a subscriber callback).
+        Runs on the calling thread over a socket of its own, which alone accepts frames up to
+        ``max_model_bytes`` (never call it from a subscriber callback).
         """
         if threading.current_thread() is self._thread:
             raise RuntimeError("request_model would block the gossip thread")
-        fut: Future[tuple[int, bytes] | None] = Future()
-
-        def send(core: GossipCore, now: float) -> int:
-            req_id, out = core.request_model(address, group_id, now)
-            self._model_waits[req_id] = fut
-            self._send(out)
-            return req_id
-
-        req_id = self._call(send)
-        try:
-            return fut.result(timeout=timeout)
-        except TimeoutError:
+        transport = self._transport
+        if transport is None:
             return None
-        finally:
-            self._model_waits.pop(req_id, None)
+        req_id, frame = self._call(lambda core, now: core.request_model(address, group_id, now))
+        answer = transport.request(address, frame, timeout)
+        if answer is None:
+            return None
+        return self._call(lambda core, now: core.model_answer(req_id, group_id, answer))
+
+    @property
+    def running(self) -> bool:
+        """True while the gossip thread runs (False before ``start`` and once it ended)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the gossip thread ended on its own, if it did (None while running or stopped)."""
+        return self._failure
 
     # ------------------------------------------------------------------ the thread
 
@@ -868,13 +904,16 @@ class GossipNode:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"x")
 
-    def _send(self, out: Outbound) -> None:
+    def _send(self, out: Outbound, reply_to: bytes | None = None) -> None:
         t = self._transport
         if t is None:
             return
         now = self._clock()
         for dest, frame in out:
-            if dest != self.address:
+            if dest == REPLY:
+                if reply_to is not None:
+                    t.reply(reply_to, frame)
+            elif dest != self.address:
                 t.send(dest, frame, now)
 
     def _run(self) -> None:
@@ -884,26 +923,32 @@ class GossipNode:
         poller.register(transport.router, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         next_idle = self._clock() + self.config.peer_idle
+        unit = self.containment.unit
         try:
             while not self._stopping.is_set():
                 now = self._clock()
                 wait = min(max(0.0, core.next_due(now) - now), 0.25)
                 ready = dict(poller.poll(wait * 1000))
                 if transport.router in ready:
-                    for frame in transport.recv_many():
-                        self._send(core.handle("", frame, self._clock()))
+                    for identity, frame in transport.recv_many():
+                        with unit("handling a frame"):
+                            out = core.handle("", frame, self._clock())
+                            self._send(out, reply_to=identity)
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError, OSError):
                         os.read(self._wake_r, 4096)
                 self._run_commands(core)
                 now = self._clock()
                 if now >= core.next_due(now):
-                    self._send(core.tick(now))
-                self._dispatch(core, transport)
+                    with unit("a timer tick"):
+                        self._send(core.tick(now))
+                with unit("dispatching events"):
+                    self._dispatch(core, transport)
                 if now >= next_idle:
                     next_idle = now + self.config.peer_idle / 2
                     transport.close_idle(now)
-        except Exception:
+        except BaseException as exc:  # outside any unit: the loop itself broke
+            self._failure = f"{type(exc).__name__}: {exc}"
             log.exception("gossip thread of %s crashed", self.node_id)
         finally:
             self._run_commands(core)
@@ -927,11 +972,6 @@ class GossipNode:
         if core.join_responses:
             with self._joined:
                 self._joined.notify_all()
-        for resp in core.model_responses:
-            fut = self._model_waits.pop(resp.req_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result((resp.round, resp.payload) if resp.found else None)
-        core.model_responses.clear()
         events = core.drain_events()
         if not events:
             return

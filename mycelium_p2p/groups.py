@@ -11,10 +11,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mycelium_p2p.limits import MAX_COUNTER, MAX_LOSS
+
 MAX_ID_LEN = 64
 MAX_TEXT_LEN = 256
 MAX_MEMBERS = 4096
-_MAX_INT = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,15 +125,17 @@ class GroupRecord:
             members=tuple(_text(m, "member", MAX_ID_LEN, empty=False) for m in members),
             model=_text(d.get("model", ""), "model", MAX_TEXT_LEN),
             capacity=_count(d.get("capacity", 0), "capacity"),
-            accuracy=_real(d.get("accuracy", 0.0), "accuracy"),
-            loss=_real(d.get("loss", 0.0), "loss"),
+            accuracy=_real(d.get("accuracy", 0.0), "accuracy", 1.0),
+            loss=_real(d.get("loss", 0.0), "loss", MAX_LOSS),
             round=_count(d.get("round", 0), "round"),
             examples=_count(d.get("examples", 0), "examples"),
-            term=_count(d.get("term", 0), "term"),
-            version=_count(d.get("version", 0), "version"),
+            # A term or version at the bound could never be superseded (a claim needs term + 1,
+            # a leader's next record version + 1): such a record would freeze the group.
+            term=_count(d.get("term", 0), "term", MAX_COUNTER - 1),
+            version=_count(d.get("version", 0), "version", MAX_COUNTER - 1),
             dissolved=_flag(d.get("dissolved", False), "dissolved"),
-            updated_at=_real(d.get("updated_at", 0.0), "updated_at"),
-            created_at=_real(d.get("created_at", 0.0), "created_at"),
+            updated_at=_time(d.get("updated_at", 0.0), "updated_at"),
+            created_at=_time(d.get("created_at", 0.0), "created_at"),
         )
 
 
@@ -145,19 +148,22 @@ def _text(v: Any, name: str, limit: int, *, empty: bool = True) -> str:
     return v
 
 
-def _count(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX_INT:
-        raise ValueError(f"{name} must be a non-negative integer")
+def _count(v: Any, name: str, limit: int = MAX_COUNTER) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= limit:
+        raise ValueError(f"{name} must be an integer in 0..{limit}")
     return v
 
 
-def _real(v: Any, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError(f"{name} must be a number")
-    v = float(v)
-    if math.isinf(v) and name in ("updated_at", "created_at"):
-        raise ValueError("updated_at must be finite")
-    return v
+def _real(v: Any, name: str, limit: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= limit:
+        raise ValueError(f"{name} must be a number in 0..{limit:g}")
+    return float(v)
+
+
+def _time(v: Any, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number")
+    return float(v)
 
 
 def _flag(v: Any, name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Bounds on the numbers that cross a trust boundary: gossip frames, registry requests, Flower results.
+"""Bounds on the numbers that cross a trust boundary: gossip, registry requests, Flower results.
 
 One value per kind of number, shared by every side, so that what one part accepts another can
 always store and answer: a term the gossip accepts is a term the registry accepts.

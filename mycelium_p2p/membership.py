@@ -19,6 +19,12 @@ Incarnations: a member told it is suspect or dead (at an incarnation >= its own)
 announcing itself alive with ``incarnation + 1``; only a member raises its own incarnation
 (also to publish new metadata). Dead and left members are remembered ``dead_ttl`` seconds so that
 stale alive gossip cannot resurrect them, then forgotten.
+
+Hostile updates (counted in ``invalid`` and dropped): an incarnation at ``limits.MAX_COUNTER``
+(nobody could refute it), and an accusation (suspect, dead, left) or a claim about this node that
+names an incarnation more than ``MAX_INCARNATION_STEP`` above the one known. An honest accuser
+only knows incarnations the member itself announced, so one forged frame cannot push a node's
+incarnation towards the bound, where it could no longer refute or publish metadata.
 """
 
 from __future__ import annotations
@@ -29,9 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mycelium_p2p.config import GossipConfig
+from mycelium_p2p.limits import MAX_COUNTER
 from mycelium_p2p.wire import Ack, MemberUpdate, Ping, PingReq, Status, check_meta
 
 Outbound = tuple[str, Ping | PingReq | Ack]
+
+#: Largest jump above the known incarnation that an accusation may name (see module docstring).
+#: Views lag by the updates a member missed (a partition of hours at a few per minute stays far
+#: below it); beyond it an accusation is forged, or at best stale news we check for ourselves.
+MAX_INCARNATION_STEP = 2**16
 
 
 @dataclass(slots=True)
@@ -149,6 +161,7 @@ class Membership:
         self.broadcasts: list[MemberUpdate] = []
         self.events: list[tuple[str, MemberView]] = []
         self.refutations = 0
+        self.invalid = 0  # hostile updates dropped (see the module docstring)
         self.health = 0  # Lifeguard local health score: 0 is healthy (see GossipConfig)
         self._seq = 0
         self._probe: _Probe | None = None
@@ -210,13 +223,13 @@ class Membership:
     def set_meta(self, meta: dict[str, Any]) -> None:
         """Replace own metadata, bump incarnation and gossip it (raises WireError if invalid)."""
         self.meta = check_meta(meta, self.config.max_meta_bytes)
-        self.incarnation += 1
+        self.incarnation = min(self.incarnation + 1, MAX_COUNTER - 1)
         self.broadcasts.append(self.self_update())
 
     def leave(self) -> MemberUpdate:
         """Announce a graceful leave: incarnation + 1 with status LEFT; stop probing."""
         self.leaving = True
-        self.incarnation += 1
+        self.incarnation = min(self.incarnation + 1, MAX_COUNTER - 1)
         self._probe = None
         u = self.self_update()
         self.broadcasts.append(u)
@@ -238,11 +251,20 @@ class Membership:
         ``from_state`` marks updates from a push-pull state: a remote *dead* about a member we
         think alive is only taken as a suspicion (we check for ourselves), as memberlist does.
         """
+        if u.incarnation >= MAX_COUNTER - 1:  # a refutation would need MAX_COUNTER
+            self.invalid += 1
+            return False
         if u.node_id == self.node_id:
+            if u.incarnation > self.incarnation + MAX_INCARNATION_STEP:
+                self.invalid += 1
+                return False
             return self._about_self(u)
         m = self.members.get(u.node_id)
         if u.status is Status.ALIVE:
             return self._alive(m, u, now)
+        if m is not None and u.incarnation > m.incarnation + MAX_INCARNATION_STEP:
+            self.invalid += 1
+            return False
         if m is None:
             if u.status in (Status.DEAD, Status.LEFT):
                 # Remember it so that stale alive gossip cannot introduce it; nothing to spread.

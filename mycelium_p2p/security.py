@@ -8,15 +8,24 @@ never reach the gossip code. Traffic between holders is encrypted and authentica
 
 Derivation: ``secret_key = blake2b(secret, key=b"mycelium-gossip", person=ROLE, digest_size=32)``
 and ``public = curve_public(z85(secret_key))``; the two roles use different ``person`` strings.
+
+Knowing the server's public key is not enough to be heard: libzmq alone accepts any client key
+pair once the client knows it. Every CURVE ROUTER is therefore admitted through a ZAP handler
+(``admit_only``) that accepts only the client keys it trusts, so a stranger's random key pair gets
+no answer and its frames never reach the gossip code.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 log = logging.getLogger(__name__)
@@ -62,3 +71,52 @@ def keys_for(secret: str | bytes | None) -> CurveKeys | None:
         log.warning("gossip is open (no secret): any peer that can reach this port can join")
         return None
     return derive_keys(secret)
+
+
+# ---------------------------------------------------------------------------- admission (ZAP)
+
+_authenticators: dict[int, ThreadAuthenticator] = {}
+_auth_lock = threading.Lock()
+_domains = itertools.count(1)
+
+
+class Admission:
+    """The client keys one CURVE ROUTER admits; asked by the context's ZAP handler thread.
+
+    The callback runs on that thread for every new connection: it is a set lookup, never I/O.
+    """
+
+    def __init__(self, auth: ThreadAuthenticator, domain: str, keys: Iterable[bytes]) -> None:
+        self._auth = auth
+        self.domain = domain
+        self._keys = frozenset(keys)
+
+    def callback(self, domain: str, client_key: bytes) -> bool:
+        return domain == self.domain and client_key in self._keys
+
+    def allow(self, keys: Iterable[bytes]) -> None:
+        """Replace the set of admitted client keys (Z85)."""
+        self._keys = frozenset(keys)
+
+    def close(self) -> None:
+        """Forget this ROUTER's domain (its connections are refused from now on)."""
+        self._auth.credentials_providers.pop(self.domain, None)
+
+
+def admit_only(ctx: zmq.Context, router: zmq.Socket, keys: Iterable[bytes]) -> Admission:
+    """Admit to ``router`` (a CURVE server, before it binds) only clients holding ``keys``.
+
+    A context has one ZAP handler; it is started on first use and serves every ROUTER of the
+    context, each under a ZAP domain of its own with its own set of keys.
+    """
+    with _auth_lock:
+        auth = _authenticators.get(id(ctx))
+        if auth is None:
+            auth = ThreadAuthenticator(ctx, log=logging.getLogger("mycelium.zap"))
+            auth.start()
+            _authenticators[id(ctx)] = auth
+    domain = f"mycelium-{next(_domains)}"
+    admission = Admission(auth, domain, keys)
+    auth.configure_curve_callback(domain=domain, credentials_provider=admission)
+    router.zap_domain = domain.encode()
+    return admission

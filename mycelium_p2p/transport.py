@@ -3,10 +3,14 @@
 Both send opaque frames to a ``host:port`` address; the sender's own address travels inside the
 frame (``wire.Message.sender_address``), never as a socket identity.
 
-``ZmqTransport`` binds one ROUTER (receive only) and keeps a bounded, least-recently-used set of
-outbound DEALERs, one per peer. Every socket has ``LINGER 0`` and high-water marks; sends never
-block (a frame that would block is dropped and counted). With a secret, every socket runs CURVE
-with key pairs derived from it (see ``security.py``).
+``ZmqTransport`` binds one ROUTER and keeps a bounded, least-recently-used set of outbound
+DEALERs, one per peer. Every socket has ``LINGER 0`` and high-water marks; sends never block (a
+frame that would block is dropped and counted). The ROUTER takes frames of at most
+``max_frame_bytes`` (libzmq drops a connection that announces a bigger one, before allocating
+it); the one exchange that carries bigger frames, a model request, runs on a DEALER of its own that
+the requester opens for that request and reads once (``request``), answered on the same
+connection (``reply``). With a secret, every socket runs CURVE with key pairs derived from it, and
+the ROUTER admits only the client keys it trusts (a ZAP handler, see ``security.py``).
 
 ``MemoryNetwork`` is a discrete-event network on a fake clock: a send schedules a delivery event
 (after a random latency, unless lost), so handlers never recurse and 1,000 nodes fit in one
@@ -26,7 +30,7 @@ from typing import Protocol
 import zmq
 
 from mycelium_p2p.config import GossipConfig
-from mycelium_p2p.security import CurveKeys
+from mycelium_p2p.security import Admission, CurveKeys, admit_only
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +90,21 @@ class ZmqTransport:
         self.router = self.ctx.socket(zmq.ROUTER)
         self._common(self.router)
         self.router.setsockopt(zmq.RCVHWM, config.recv_hwm)
-        self.router.setsockopt(zmq.MAXMSGSIZE, config.max_model_bytes + _ENVELOPE_SLACK)
+        self.router.setsockopt(zmq.MAXMSGSIZE, config.max_frame_bytes + _ENVELOPE_SLACK)
+        self._admission: Admission | None = None
         if keys is not None:
             self.router.curve_server = True
             self.router.curve_secretkey = keys.server_secret
             self.router.curve_publickey = keys.server_public
+            self._admission = admit_only(self.ctx, self.router, {keys.client_public})
         try:
             self.router.bind(f"tcp://{host}:{port or '*'}")
             endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
             bound = int(endpoint.rsplit(":", 1)[1])
         except zmq.ZMQError:
             self.router.close(0)
+            if self._admission is not None:
+                self._admission.close()
             raise
         self.port = bound
         self.address = f"{advertise_host or host}:{bound}"
@@ -109,9 +117,9 @@ class ZmqTransport:
         """The socket to register in a poller for incoming frames."""
         return self.router
 
-    def recv_many(self, limit: int = 256) -> list[bytes]:
-        """Up to ``limit`` received frames, without blocking."""
-        out: list[bytes] = []
+    def recv_many(self, limit: int = 256) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` received ``(connection identity, frame)`` pairs, without blocking."""
+        out: list[tuple[bytes, bytes]] = []
         for _ in range(limit):
             try:
                 parts = self.router.recv_multipart(zmq.NOBLOCK)
@@ -120,8 +128,46 @@ class ZmqTransport:
             if len(parts) != 2:
                 self.stats["recv_bad_parts"] += 1
                 continue
-            out.append(parts[1])
+            out.append((parts[0], parts[1]))
         return out
+
+    def reply(self, identity: bytes, frame: bytes) -> bool:
+        """Answer on the connection ``identity`` a request came in on; False if dropped."""
+        try:
+            self.router.send_multipart([identity, frame], zmq.NOBLOCK)
+        except zmq.ZMQError:  # the requester is gone (or its queue is full): nothing to do
+            self.stats["reply_dropped"] += 1
+            return False
+        return True
+
+    def request(self, dest: str, frame: bytes, timeout: float) -> bytes | None:
+        """Send ``frame`` to ``dest`` on a new connection and return its one answer (or None).
+
+        Thread-safe (its socket is its own): the node's control thread probes models with it
+        while the gossip thread owns the other sockets. Only this socket accepts frames of up to
+        ``max_model_bytes``, and only from the peer it asked.
+        """
+        sock = self.ctx.socket(zmq.DEALER)
+        try:
+            self._common(sock)
+            sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_model_bytes + _ENVELOPE_SLACK)
+            self._client_keys(sock)
+            sock.connect(f"tcp://{dest}")
+            sock.send(frame, zmq.NOBLOCK)
+            if not sock.poll(max(0.0, timeout) * 1000, zmq.POLLIN):
+                return None
+            return sock.recv(zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.debug("request to %s failed: %s", dest, exc)
+            return None
+        finally:
+            sock.close(0)
+
+    def _client_keys(self, sock: zmq.Socket) -> None:
+        if self.keys is not None:
+            sock.curve_serverkey = self.keys.server_public
+            sock.curve_publickey = self.keys.client_public
+            sock.curve_secretkey = self.keys.client_secret
 
     def _dealer(self, dest: str, now: float) -> zmq.Socket:
         entry = self._peers.get(dest)
@@ -138,10 +184,7 @@ class ZmqTransport:
         sock.setsockopt(zmq.SNDHWM, self.config.send_hwm)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        if self.keys is not None:
-            sock.curve_serverkey = self.keys.server_public
-            sock.curve_publickey = self.keys.client_public
-            sock.curve_secretkey = self.keys.client_secret
+        self._client_keys(sock)
         sock.connect(f"tcp://{dest}")
         self._peers[dest] = (sock, now)
         return sock
@@ -182,6 +225,8 @@ class ZmqTransport:
             sock.close(0)
         self._peers.clear()
         self.router.close(0)
+        if self._admission is not None:
+            self._admission.close()
 
 
 # ============================================================================ in memory

@@ -9,6 +9,7 @@ counted under its reason (``oversize``, ``malformed``, ``bad_version``, ``unknow
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -17,6 +18,7 @@ from typing import Any
 import msgpack
 
 from mycelium_p2p.groups import MAX_ID_LEN, GroupRecord
+from mycelium_p2p.limits import MAX_COUNTER
 
 PROTOCOL_VERSION = 1
 DROP_REASONS = ("malformed", "oversize", "unknown_kind", "bad_version", "invalid")
@@ -26,7 +28,6 @@ MAX_UPDATES = 4096
 MAX_META_KEYS = 32
 MAX_META_KEY_LEN = 32
 MAX_META_TEXT = 256
-_MAX_U64 = 2**64 - 1
 
 
 class Kind(IntEnum):
@@ -186,8 +187,9 @@ def check_address(v: Any, name: str = "address") -> str:
 
 
 def _uint(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX_U64:
-        raise WireError(f"{name} must be an unsigned integer")
+    """A counter: an integer in ``0..MAX_COUNTER`` (see ``limits.py``)."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_COUNTER:
+        raise WireError(f"{name} must be an integer in 0..{MAX_COUNTER}")
     return v
 
 
@@ -228,8 +230,10 @@ def check_meta(meta: Any, max_bytes: int) -> dict[str, Any]:
                 raise WireError(f"meta[{k!r}] is longer than {MAX_META_TEXT} characters")
         elif v is not None and not isinstance(v, bool | int | float):
             raise WireError(f"meta[{k!r}] must be None, bool, int, float or str")
-        elif isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_COUNTER:
             raise WireError(f"meta[{k!r}] is out of range")
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise WireError(f"meta[{k!r}] must be finite")
     if len(msgpack.packb(meta)) > max_bytes:
         raise WireError(f"meta is larger than {max_bytes} bytes")
     return dict(meta)

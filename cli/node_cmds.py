@@ -102,7 +102,7 @@ def join(config_file: str | None, preset: str | None, log_level: str, **flags: A
     started = time.monotonic()
     while not done.wait(0.5):
         if node.phase.value == "stopped":
-            raise SystemExit(1)
+            raise click.ClickException(f"node {node.name} stopped: {node.failure or 'see the log'}")
         if time.monotonic() - started > PEER_WAIT and _stranded(node):
             # Only --peer was given, nobody answered and no registry was learned: nothing
             # would ever change, so say so instead of waiting forever.

@@ -14,3 +14,20 @@ MAX_COUNTER = 2**53
 
 #: Largest loss a node reports or accepts (finite, non-negative).
 MAX_LOSS = 1e12
+
+
+def is_accuracy(value: object) -> bool:
+    """A real number in [0, 1] (NaN, infinities and booleans are not)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
+def is_loss(value: object) -> bool:
+    """A real number in [0, MAX_LOSS]."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= MAX_LOSS
+    )
+
+
+def is_counter(value: object) -> bool:
+    """An integer in [0, MAX_COUNTER]."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNTER

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from mycelium_p2p import view
+from mycelium_p2p import limits, view
+from mycelium_p2p.containment import Containment
 from mycelium_p2p.gossip import GossipNode
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.learning import models, train
@@ -41,6 +42,7 @@ PEER_LOOKUP_INTERVAL = 2.0  # seconds between registry look-ups while a node kno
 ISLAND_CHECK_INTERVAL = 10.0  # seconds to the first look-up for gossip islands once joined
 ISLAND_CHECK_MAX = 160.0  # the interval doubles up to this while look-ups find nothing new
 MAX_LOST_CLAIMS = 3  # lost leadership claims in a row before a member gives its group up
+WATCH_INTERVAL = 0.5  # seconds between two looks of the watchdog at the node's threads
 
 
 class Attempt(enum.Enum):
@@ -143,10 +145,13 @@ class Node:
             registry_url=config.registry_url,
         )
         self.decisions: list[Decision] = []
+        self.containment = Containment(log, self.name)
+        self.failure: str | None = None  # why the node stopped on its own (a thread died)
         self._events: queue.Queue[Callable[[], None]] = queue.Queue()
         self._stop = threading.Event()
         self._crashed = False
         self._thread: threading.Thread | None = None
+        self._heartbeats: threading.Thread | None = None
         self._probe_cache = ProbeCache({})
         self._model_bytes: tuple[int, bytes] | None = None
         self._just_moved = False
@@ -185,6 +190,7 @@ class Node:
         )
         self._thread.daemon = True
         self._thread.start()
+        threading.Thread(target=self._watch, name=f"watch-{self.name}", daemon=True).start()
 
     def stop(self) -> None:
         """Leave gracefully: out of the group, deregistered, leave announced on gossip."""
@@ -212,24 +218,62 @@ class Node:
 
     def _run(self, seeds: list[str]) -> None:
         try:
-            self._discover(seeds)
+            with self.containment.unit("discovery"):
+                self._discover(seeds)
             while not self._stop.is_set():
-                try:
+                errors = self.containment.total()
+                with self.containment.unit("a control step"):
                     self._drain_events()
                     self._step()
-                except Exception:  # a bug in one step must not kill the node: log, go on
-                    log.exception("%s: control step failed", self.name)
-                    self._stop.wait(1.0)
-                self._stop.wait(TICK)
+                # After a failed step, pause rather than fail again at once.
+                self._stop.wait(1.0 if self.containment.total() > errors else TICK)
         finally:
             self._leave()
+
+    def _watch(self) -> None:
+        """Watch every long-lived thread of the node; if one died, leave and stop.
+
+        A node with a dead gossip thread would otherwise go on heartbeating: alive for the
+        registry, unreachable for every peer. Failing loudly lets a supervisor restart it.
+        """
+        while not self._stop.wait(WATCH_INTERVAL):
+            dead = self._dead_thread()
+            if dead is not None and not self._stop.is_set():
+                self._fail(f"its {dead} died")
+                return
+
+    def _dead_thread(self) -> str | None:
+        if self._thread is not None and not self._thread.is_alive():
+            return "control thread"
+        if self._heartbeats is not None and not self._heartbeats.is_alive():
+            return "heartbeat thread"
+        if not self.gossip.running:
+            why = self.gossip.failure
+            return f"gossip thread ({why})" if why else "gossip thread"
+        server = self.server
+        if server is not None and not server.running:
+            return "Flower server thread"
+        if self.client.address is not None and not self.client.running:
+            return "Flower client thread"
+        return None
+
+    def _fail(self, why: str) -> None:
+        """Stop the node for good: one line, then the usual leave (registry, gossip)."""
+        self.failure = why
+        log.error("%s: %s; leaving the network and stopping", self.name, why)
+        self._stop.set()
+        if self._thread is None or not self._thread.is_alive():
+            self._leave()  # the control thread, which normally leaves, is gone
 
     def _discover(self, seeds: list[str]) -> None:
         if seeds and not self.gossip.join(seeds, timeout=5.0):
             log.warning("%s: no seed answered (%s)", self.name, ", ".join(seeds))
         self._register()
         # Heartbeats start once registered (else the first one meets a 404 and re-registers).
-        threading.Thread(target=self._heartbeat_loop, name=f"hb-{self.name}", daemon=True).start()
+        self._heartbeats = threading.Thread(
+            target=self._heartbeat_loop, name=f"hb-{self.name}", daemon=True
+        )
+        self._heartbeats.start()
         self._find_peers()
         # A short random delay spreads the first choices of nodes started together.
         self._next_choice = self.clock() + self.rng.uniform(0.0, 1.0)
@@ -322,7 +366,13 @@ class Node:
                 model=self.spec,
                 data=self.data_summary(),
             )
-        except (RegistryUnavailable, RegistryError) as exc:
+        except RegistryError as exc:
+            if exc.status == 401:  # a wrong token stays wrong: retrying cannot help
+                self._fail(f"the registry refused this node's token ({exc.detail})")
+            else:
+                log.warning("%s: registration refused: %s", self.name, exc)
+            return False
+        except RegistryUnavailable as exc:
             log.warning("%s: registration failed: %s", self.name, exc)
             return False
         self._registered()
@@ -337,23 +387,39 @@ class Node:
             if url and (client is None or client.base_url != url):
                 client = RegistryClient(url, token=self.config.token, timeout=3.0, retries=0)
             if client is not None:
-                self._heartbeat(client)
+                with self.containment.unit("a heartbeat"):
+                    self._heartbeat(client)
             self._stop.wait(self.config.heartbeat_interval)
         if client is not None:
             client.close()
 
     def _heartbeat(self, registry: RegistryClient) -> None:
         epoch, group_id = self._membership_epoch, self.group_id
-        metrics = self.metrics()
+        metrics = valid_metrics(self.metrics())
         try:
-            answer = registry.heartbeat(
-                self.id, accuracy=metrics["accuracy"], loss=metrics["loss"], round=metrics["round"]
-            )
+            try:
+                answer = registry.heartbeat(self.id, **metrics)
+            except RegistryError as exc:
+                if exc.status != 400 or not metrics:
+                    raise
+                # A metric the registry will not take must not cost this node its liveness:
+                # send the heartbeat again at once without the fields it named (or any).
+                refused = [f for f in exc.fields if f in metrics] or list(metrics)
+                log.warning(
+                    "%s: registry refused heartbeat metrics %s (%s); sending it without them",
+                    self.name,
+                    ", ".join(refused),
+                    exc.detail,
+                )
+                kept = {k: v for k, v in metrics.items() if k not in refused}
+                answer = registry.heartbeat(self.id, **kept)
         except RegistryUnavailable:
             return
         except RegistryError as exc:
             if exc.status == 404:  # the registry forgot us (expired, or a new file)
                 self._events.put(self._reregister)
+            else:
+                log.warning("%s: registry refused the heartbeat: %s", self.name, exc)
             return
         # The registry is authoritative for membership; the control loop reconciles, unless the
         # node changed groups while this heartbeat was on its way.
@@ -720,6 +786,18 @@ class Node:
             return
         if not (math.isfinite(result.accuracy) and math.isfinite(result.loss)):
             return  # no client evaluated this round: nothing to report
+        figures = {
+            "accuracy": result.accuracy,
+            "loss": result.loss,
+            "round": result.round,
+            "examples": result.examples,
+        }
+        if valid_metrics(figures) != figures:
+            # Never gossip or report what peers and the registry would refuse.
+            log.warning(
+                "%s: round %d has figures out of range: %s", self.name, result.round, figures
+            )
+            return
         self.latest_round = result
         log.info(
             "%s: group %s round %d accuracy %.3f loss %.3f clients %d",
@@ -765,6 +843,8 @@ class Node:
         except RegistryError as exc:
             if exc.status == 409:
                 self._step_down(f"registry refused the report: {exc.detail}")
+            else:
+                log.warning("%s: registry refused the round report: %s", self.name, exc)
 
     def _publish(self, *, force: bool = False, dissolved: bool = False) -> None:
         if self.group_id is None or self.server_address is None:
@@ -970,7 +1050,7 @@ class Node:
         return cached
 
     def metrics(self) -> dict[str, Any]:
-        """The node's latest view of its group's performance."""
+        """The node's latest view of its group's performance (values may be None)."""
         record = self.gossip.groups().get(self.group_id or "") if self.group_id else None
         if record is None or record.round == 0:
             return {"accuracy": None, "loss": None, "round": 0}
@@ -988,3 +1068,16 @@ class Node:
         """Accuracy of the node's current group model on its own held-out test split."""
         weights = self._current_weights()
         return None if weights is None else self._score(weights, self.data.test)
+
+
+_CHECKS: dict[str, Callable[[object], bool]] = {
+    "accuracy": limits.is_accuracy,
+    "loss": limits.is_loss,
+    "round": limits.is_counter,
+    "examples": limits.is_counter,
+}
+
+
+def valid_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``metrics`` that are set and within the shared bounds (``limits.py``)."""
+    return {k: v for k, v in metrics.items() if v is not None and _CHECKS[k](v)}

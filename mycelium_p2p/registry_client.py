@@ -20,12 +20,14 @@ import httpx
 
 
 class RegistryError(Exception):
-    """The registry refused the request (a 4xx answer)."""
+    """The registry refused the request (a 4xx answer); ``fields`` names the body fields a
+    validation error (400) was about, when the registry said."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, fields: tuple[str, ...] = ()) -> None:
         super().__init__(f"registry answered {status}: {detail}")
         self.status = status
         self.detail = detail
+        self.fields = fields
 
 
 class RegistryUnavailable(Exception):
@@ -105,7 +107,7 @@ class RegistryClient:
                 last = f"{response.status_code}: {_detail(response)}"
                 continue
             if response.status_code >= 400:
-                raise RegistryError(response.status_code, _detail(response))
+                raise RegistryError(response.status_code, _detail(response), _fields(response))
             try:
                 return response.json()
             except ValueError as exc:
@@ -279,3 +281,14 @@ def _detail(response: httpx.Response) -> str:
             detail = f"{detail} ({'; '.join(parts)})"
         return detail
     return str(body)[:200]
+
+
+def _fields(response: httpx.Response) -> tuple[str, ...]:
+    """The body fields a 400 answer's validation errors name (Litestar's ``extra`` list)."""
+    try:
+        extra = response.json().get("extra")
+    except (ValueError, AttributeError):
+        return ()
+    if not isinstance(extra, list):
+        return ()
+    return tuple(str(e["key"]) for e in extra if isinstance(e, dict) and e.get("key"))

@@ -863,6 +863,11 @@ class MemberClient(NumPyClient):
         with self._state:
             return self._target
 
+    @property
+    def running(self) -> bool:
+        """True while the connection thread runs (it does from the first `connect` to `close`)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def local_model(self) -> Any:
         """A copy of the client's torch model (the last weights it trained or evaluated)."""
         with self._model_lock:

@@ -102,7 +102,7 @@ def test_a_stranger_can_neither_gossip_nor_write_nor_train() -> None:
                 what="three more rounds while strangers knock",
             )
             assert all(c.sessions == 0 and c.fits == 0 and c.last_round == 0 for c in strangers)
-            assert leader.server is not None and leader.server.num_clients() == len(nodes)
+            assert leader.learning.server_clients() == len(nodes)
         finally:
             for client in strangers:
                 client.close()

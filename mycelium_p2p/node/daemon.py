@@ -1,0 +1,372 @@
+"""The node daemon: the controller on its control thread, wired to ZeroMQ, HTTP and Flower.
+
+Threads and what they may do:
+
+- **control**: the only one that runs the controller (every decision, all node state);
+- **heartbeat**: sends what the control thread published and posts the registry's answers;
+- **gossip** (in ``GossipNode``): answers model probes from what the control thread published;
+- **Flower server and client** (in the learner): post each finished round;
+- **watchdog**: if any of them died, the node says so in one line, leaves the registry and
+  gossip, and stops (``mycelium join`` then exits non-zero, so a supervisor restarts it).
+
+No other thread reads or writes the controller's state: they post events to its queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from typing import Any
+
+from mycelium_p2p.containment import Containment
+from mycelium_p2p.gossip import GossipNode
+from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.learning import models
+from mycelium_p2p.learning.data import NodeData, load_node_data
+from mycelium_p2p.lifecycle import Phase
+from mycelium_p2p.meta import NodeMeta
+from mycelium_p2p.node.controller import Controller, ControllerParams
+from mycelium_p2p.node.events import Event, RoundDone, ThreadDied
+from mycelium_p2p.node.flower_learning import FlowerLearning, FlowerSettings
+from mycelium_p2p.node.heartbeats import Heartbeats
+from mycelium_p2p.node.parts.choice import ChoiceParams
+from mycelium_p2p.node.parts.discovery import DiscoveryParams
+from mycelium_p2p.node.parts.leadership import LeadershipParams
+from mycelium_p2p.node.ports import MemberLike, RoundSummary
+from mycelium_p2p.node.registry_link import RegistryLink
+from mycelium_p2p.node.state import NodeState
+from mycelium_p2p.node_config import NodeConfig
+from mycelium_p2p.policy import Decision, PolicyParams
+
+log = logging.getLogger("mycelium.node")
+
+TICK = 0.2  # seconds between control steps when nothing wakes the loop sooner
+WATCH_INTERVAL = 0.5  # seconds between two looks of the watchdog at the node's threads
+
+
+class _Gossip:
+    """The gossip port over a ``GossipNode``."""
+
+    def __init__(self, node: GossipNode) -> None:
+        self.node = node
+
+    @property
+    def address(self) -> str:
+        return str(self.node.address)
+
+    @property
+    def registry_url(self) -> str | None:
+        return self.node.registry_url
+
+    def members(self) -> list[MemberLike]:
+        return self.node.members()  # type: ignore[return-value]
+
+    def groups(self) -> dict[str, GroupRecord]:
+        return self.node.groups()
+
+    def set_meta(self, meta: NodeMeta) -> None:
+        self.node.update_meta(**meta.to_map())
+
+    def publish_group(self, record: GroupRecord) -> bool:
+        return self.node.publish_group(record)
+
+    def join(self, seeds: list[str], timeout: float) -> bool:
+        return self.node.join(seeds, timeout)
+
+    def request_model(
+        self, address: str, group_id: str, timeout: float
+    ) -> tuple[int, bytes] | None:
+        return self.node.request_model(address, group_id, timeout)
+
+    def leave(self, timeout: float) -> None:
+        self.node.leave(timeout)
+
+
+def controller_params(config: NodeConfig) -> ControllerParams:
+    """Each part's section of the node's settings."""
+    gossip = config.gossip
+    return ControllerParams(
+        discovery=DiscoveryParams(),
+        choice=ChoiceParams(
+            policy=PolicyParams(
+                switch_threshold=config.switch_threshold,
+                switch_samples=config.switch_samples,
+                merge_samples=config.merge_samples,
+                found_samples=config.found_samples,
+                mode=config.policy,  # type: ignore[arg-type]
+            ),
+            evaluation_interval=config.group_evaluation_interval,
+        ),
+        leadership=LeadershipParams(
+            # The grace lets a wrongly declared death be refuted (at the latest by the next
+            # push-pull) before anyone deposes a working leader.
+            grace=min(gossip.push_pull_interval, 5 * gossip.probe_interval),
+            rank_delay=3 * gossip.probe_interval,
+        ),
+        capacity=config.group_capacity,
+        report_interval=config.heartbeat_interval,
+        leave_timeout=min(2.0, config.leave_timeout),
+    )
+
+
+class Node:
+    """A Mycelium node: private data, a model, and a place in one learning group.
+
+    Parameters
+    ----------
+    config
+        Settings (see :class:`~mycelium_p2p.node_config.NodeConfig`).
+    data
+        The node's data; loaded from ``config.data`` when omitted.
+    node_id
+        Stable id (default: 12 random hex digits).
+    rng
+        Random source for jitter and policy order (default: seeded from the node id).
+    clock
+        Monotonic seconds (default: ``time.monotonic``).
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        data: NodeData | None = None,
+        *,
+        node_id: str | None = None,
+        rng: random.Random | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.config = config = config.resolved()
+        self.id = node_id or uuid.uuid4().hex[:12]
+        self.name = config.name or f"node-{self.id[:6]}"
+        self.data = data or load_node_data(
+            config.data, config.node_index, config.num_nodes, config.seed
+        )
+        self.spec = models.model_spec(config.model, self.data.input_shape, self.data.classes)
+        self.rng = rng or random.Random(self.id)
+        self.clock = clock
+        self.failure: str | None = None
+        self.containment = Containment(log, self.name)
+        self._events: queue.Queue[Event | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._crashed = False
+        self._thread: threading.Thread | None = None
+        self._heartbeat_thread: threading.Thread | None = None
+        host = config.advertised_host()
+        self.learning = FlowerLearning(
+            self.data,
+            self.spec,
+            FlowerSettings(
+                strategy=config.strategy,
+                bind_host=config.bind_host,
+                port=config.flower_port,
+                advertised_host=host,
+                round_timeout=config.round_timeout,
+                round_pause=config.round_pause,
+                local_epochs=config.local_epochs,
+                batch_size=config.batch_size,
+                learning_rate=config.learning_rate,
+                seed=config.seed + config.node_index,
+                token=config.token,
+            ),
+            on_round=self._round_done,
+            rng=self.rng,
+        )
+        self.state = NodeState(self.id, self.name, self.spec)
+        self.gossip = GossipNode(
+            self.id,
+            config.gossip,
+            host=config.bind_host,
+            port=config.gossip_port,
+            advertise_host=host,
+            meta=NodeMeta(name=self.name, model=self.spec, **self.learning.sizes()).to_map(),
+            secret=config.token,
+            registry_url=config.registry_url,
+        )
+        url = self._registry_url
+        self.controller = Controller(
+            self.state,
+            controller_params(config),
+            gossip=_Gossip(self.gossip),
+            registry=RegistryLink(url, config.token, timeout=3.0, retries=1),
+            learning=self.learning,
+            clock=clock,
+            rng=self.rng,
+            on_fail=self._failed,
+        )
+        self.heartbeats = Heartbeats(
+            RegistryLink(url, config.token, timeout=3.0, retries=0),
+            self.id,
+            self.name,
+            lambda: self.controller.published,
+            self._events.put,
+        )
+
+    def _registry_url(self) -> str | None:
+        return self.config.registry_url or self.gossip.registry_url
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self, seeds: list[str] | None = None) -> None:
+        """Bind gossip, join the network and start the control loop (returns at once)."""
+        self.gossip.start()
+        self.gossip.set_model_provider(self.controller.answer_model)
+        self._thread = threading.Thread(
+            target=self._run, args=(list(seeds or self.config.peers),), name=f"node-{self.name}"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        threading.Thread(target=self._watch, name=f"watch-{self.name}", daemon=True).start()
+
+    def stop(self) -> None:
+        """Leave gracefully: out of the group, deregistered, leave announced on gossip."""
+        if self._stop.is_set() and self.phase in (Phase.STOPPED, Phase.LEAVING):
+            return
+        self._stop.set()
+        self._events.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=self.config.leave_timeout + 5)
+        if self._thread is None or not self._thread.is_alive():
+            self.controller.leave()  # a no-op when the control thread already left
+
+    def crash(self) -> None:
+        """Stop at once without leaving, as a killed process would (for fault tests)."""
+        self._crashed = True
+        self._stop.set()
+        self._events.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.controller.crash()
+        self.heartbeats.close()
+        self.gossip.stop()
+
+    # ------------------------------------------------------------------ threads
+
+    def _run(self, seeds: list[str]) -> None:
+        unit = self.containment.unit
+        try:
+            with unit("discovery"):
+                self.controller.start(seeds)
+            self._heartbeat_thread = threading.Thread(
+                target=self._heartbeat_loop, name=f"hb-{self.name}", daemon=True
+            )
+            self._heartbeat_thread.start()
+            while not self._stop.is_set():
+                errors = self.containment.total()
+                for event in self._next_events():
+                    with unit("an event"):
+                        self.controller.handle(event)
+                with unit("a control step"):
+                    self.controller.step()
+                if self.containment.total() > errors:
+                    self._stop.wait(1.0)  # after a failure, pause rather than fail again at once
+        finally:
+            if not self._crashed:
+                self.controller.leave()
+
+    def _next_events(self) -> list[Event]:
+        """Events that arrived, waiting up to a tick (or the next timer) for the first."""
+        wait = max(0.0, min(TICK, self.controller.next_due() - self.clock()))
+        events: list[Event] = []
+        try:
+            first = self._events.get(timeout=wait)
+            while True:
+                if first is not None:
+                    events.append(first)
+                first = self._events.get_nowait()
+        except queue.Empty:
+            return events
+
+    def _heartbeat_loop(self) -> None:
+        """Heartbeats on a thread of their own, so that slow training or probing in the control
+        loop never makes the registry think this node is dead."""
+        while not self._stop.is_set():
+            with self.containment.unit("a heartbeat"):
+                self.heartbeats.beat()
+            self._stop.wait(self.config.heartbeat_interval)
+        self.heartbeats.close()
+
+    def _round_done(self, result: RoundSummary) -> None:
+        self._events.put(RoundDone(result))
+
+    def _watch(self) -> None:
+        """Every long-lived thread of the node is watched (see the module docstring)."""
+        while not self._stop.wait(WATCH_INTERVAL):
+            dead = self._dead_thread()
+            if dead is None or self._stop.is_set():
+                continue
+            if self._thread is not None and self._thread.is_alive():
+                self._events.put(ThreadDied(dead))  # the control thread leaves
+            else:
+                self._failed(f"its {dead} died")
+                log.error("%s: %s; leaving the network and stopping", self.name, self.failure)
+                self.controller.leave()
+            return
+
+    def _dead_thread(self) -> str | None:
+        if self._thread is not None and not self._thread.is_alive():
+            return "control thread"
+        if self._heartbeat_thread is not None and not self._heartbeat_thread.is_alive():
+            return "heartbeat thread"
+        if not self.gossip.running:
+            why = self.gossip.failure
+            return f"gossip thread ({why})" if why else "gossip thread"
+        if self.controller.server_running() is False:
+            return "Flower server thread"
+        dead = self.learning.dead_threads()
+        return dead[0] if dead else None
+
+    def _failed(self, why: str) -> None:
+        self.failure = why
+        self._stop.set()
+        self._events.put(None)
+
+    # ------------------------------------------------------------------ what others read
+
+    @property
+    def phase(self) -> Phase:
+        return self.state.phase
+
+    @property
+    def group_id(self) -> str | None:
+        return self.state.group_id
+
+    @property
+    def term(self) -> int:
+        return self.state.term
+
+    @property
+    def server_address(self) -> str | None:
+        """The Flower address of the group this node leads (None while it leads none)."""
+        return self.state.server_address
+
+    @property
+    def migrations(self) -> int:
+        return self.state.migrations
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return self.state.decisions
+
+    @property
+    def latest_round(self) -> RoundSummary | None:
+        return self.state.latest_round
+
+    @property
+    def round_times(self) -> list[tuple[int, float]]:
+        return self.learning.round_times
+
+    def metrics(self) -> dict[str, Any]:
+        """The node's latest view of its group's performance."""
+        p = self.controller.published
+        return {"accuracy": p.accuracy, "loss": p.loss, "round": p.round or 0}
+
+    def data_summary(self) -> dict[str, Any]:
+        return self.learning.summary()
+
+    def test_accuracy(self) -> float | None:
+        """Accuracy of the node's current group model on its own held-out test split."""
+        return self.learning.test_accuracy()

@@ -1,0 +1,278 @@
+"""The learning port over a node's data, its PyTorch model and Flower (the daemon's learner).
+
+The local model trains on the node's own data for the policy's "alone" figure; a `MemberClient`
+trains with whichever group the node follows; a `GroupServer` runs the group the node leads.
+Round results arrive on the server's thread and are handed to ``on_round`` (the daemon turns
+them into events for the control thread).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mycelium_p2p.learning import models, train
+from mycelium_p2p.learning.data import NodeData, Split
+from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
+from mycelium_p2p.learning.tls import TlsMaterial
+from mycelium_p2p.node.ports import RoundSummary
+
+
+@dataclass(frozen=True)
+class FlowerSettings:
+    """How this node trains and serves.
+
+    Parameters
+    ----------
+    strategy : str
+        Aggregation of groups it leads (default: "median").
+    bind_host, port : str, int
+        Where its Flower server binds (defaults: "127.0.0.1", 0: any free port).
+    advertised_host : str
+        Host members use to reach the server (default: "127.0.0.1").
+    round_timeout, round_pause : float
+        Seconds a round waits for stragglers, and between rounds (defaults: 30, 1).
+    local_epochs, batch_size, learning_rate : int, int, float
+        Local training per round (defaults: 2, 32, 3e-3).
+    seed : int
+        Seed of local training (default: 0).
+    token : str | None
+        The network secret: Flower over TLS with certificates from it (default: None: clear).
+    """
+
+    strategy: str = "median"
+    bind_host: str = "127.0.0.1"
+    port: int = 0
+    advertised_host: str = "127.0.0.1"
+    round_timeout: float = 30.0
+    round_pause: float = 1.0
+    local_epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    seed: int = 0
+    token: str | None = None
+
+
+class _Server:
+    """A `GroupServer` with its advertised address and a serialized model cached by round."""
+
+    def __init__(
+        self, server: GroupServer, address: str, on_stop: Callable[[_Server], None]
+    ) -> None:
+        self._server = server
+        self.address = address
+        self._on_stop = on_stop
+        self._lock = threading.Lock()
+        self._payload: tuple[int, bytes] | None = None
+
+    def payload(self) -> tuple[int, bytes]:
+        with self._lock:
+            round_ = self._server.round
+            if self._payload is None or self._payload[0] != round_:
+                self._payload = (round_, models.weights_to_bytes(self._server.latest_weights()))
+            return self._payload
+
+    def weights(self) -> list[np.ndarray]:
+        return self._server.latest_weights()
+
+    def running(self) -> bool:
+        return self._server.running
+
+    def num_clients(self) -> int:
+        return self._server.num_clients()
+
+    def stop(self) -> None:
+        self._server.stop()
+        self._on_stop(self)
+
+
+class FlowerLearning:
+    """The learning port of a node (see ``ports.LearningPort``).
+
+    Parameters
+    ----------
+    data : NodeData
+        The node's private data.
+    spec : str
+        Its model spec.
+    settings : FlowerSettings
+        Training and serving settings.
+    on_round : callable
+        Called with each round's summary of a group this node leads (on the server's thread).
+    rng : random.Random
+        Seeds of local training.
+    """
+
+    def __init__(
+        self,
+        data: NodeData,
+        spec: str,
+        settings: FlowerSettings,
+        on_round: Callable[[RoundSummary], None],
+        rng: random.Random,
+    ) -> None:
+        self.data = data
+        self._spec = spec
+        self.settings = settings
+        self._on_round = on_round
+        self._rng = rng
+        self.local_model = models.build_model(spec)
+        self._servers: list[_Server] = []  # running, the newest last
+        self._servers_lock = threading.Lock()
+        token = settings.token
+        self._server_tls = (
+            TlsMaterial.for_server(token, settings.advertised_host) if token else None
+        )
+        self.client = MemberClient(
+            data,
+            spec,
+            local_epochs=settings.local_epochs,
+            batch_size=settings.batch_size,
+            lr=settings.learning_rate,
+            seed=settings.seed,
+            tls=TlsMaterial.for_member(token) if token else None,
+        )
+        self.round_times: list[tuple[int, float]] = []  # (round, monotonic time) while leading
+
+    # -- what the node is ------------------------------------------------------------------
+
+    @property
+    def spec(self) -> str:
+        return self._spec
+
+    @property
+    def val_size(self) -> int:
+        return len(self.data.val.y)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "description": self.data.description,
+            "train": len(self.data.train.y),
+            "val": len(self.data.val.y),
+            "concept": self.data.concept,
+        }
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.data.train.y), "val": len(self.data.val.y)}
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def train_local(self) -> float:
+        s = self.settings
+        train.train(
+            self.local_model,
+            self.data.train,
+            epochs=s.local_epochs,
+            batch_size=s.batch_size,
+            lr=s.learning_rate,
+            seed=self._rng.randrange(2**31),
+        )
+        return train.evaluate(self.local_model, self.data.val).accuracy
+
+    def score(self, payload: bytes) -> float:
+        return self.score_weights(models.weights_from_bytes(payload), self.data.val)
+
+    def score_weights(self, weights: list[np.ndarray], split: Split) -> float:
+        """Accuracy of a model with ``weights`` on one of this node's splits.
+
+        Raises
+        ------
+        ValueError
+            When the weights do not fit this node's model spec (or are not finite).
+        """
+        reason = models.check_update(weights, models.get_weights(self.local_model), math.inf)
+        if reason is not None:
+            raise ValueError(reason)
+        model = models.build_model(self._spec)
+        models.set_weights(model, weights)
+        return train.evaluate(model, split).accuracy
+
+    def group_weights(self) -> list[np.ndarray] | None:
+        """The latest model of the node's group: its own server's, else the last received."""
+        with self._servers_lock:
+            server = self._servers[-1] if self._servers else None
+        if server is not None:
+            return server.weights()
+        return self.client.last_global_weights
+
+    def server_clients(self) -> int | None:
+        """Flower clients connected to the server this node runs (None: it runs none)."""
+        with self._servers_lock:
+            server = self._servers[-1] if self._servers else None
+        return None if server is None else server.num_clients()
+
+    def group_accuracy(self) -> float | None:
+        weights = self.group_weights()
+        return None if weights is None else self.score_weights(weights, self.data.val)
+
+    def test_accuracy(self) -> float | None:
+        """Accuracy of the group's model on the node's held-out test split."""
+        weights = self.group_weights()
+        return None if weights is None else self.score_weights(weights, self.data.test)
+
+    # -- Flower ----------------------------------------------------------------------------
+
+    def start_server(self, start_round: int, *, from_group: bool) -> _Server:
+        s = self.settings
+        weights = (self.client.last_global_weights if from_group else None) or models.get_weights(
+            self.local_model
+        )
+        server = GroupServer(
+            weights,
+            strategy=s.strategy,
+            host=s.bind_host,
+            port=s.port,
+            round_timeout=s.round_timeout,
+            pause=s.round_pause,
+            on_round=self._round_done,
+            start_round=start_round,
+            tls=self._server_tls,
+        )
+        port = server.start().rsplit(":", 1)[1]
+        handle = _Server(server, f"{s.advertised_host}:{port}", self._stopped)
+        with self._servers_lock:
+            self._servers.append(handle)
+        return handle
+
+    def _stopped(self, handle: _Server) -> None:
+        with self._servers_lock:
+            if handle in self._servers:
+                self._servers.remove(handle)
+
+    def _round_done(self, result: RoundResult) -> None:
+        self.round_times.append((result.round, time.monotonic()))
+        del self.round_times[:-1000]
+        self._on_round(
+            RoundSummary(
+                round=result.round,
+                accuracy=result.accuracy,
+                loss=result.loss,
+                examples=result.examples,
+                clients=result.clients,
+            )
+        )
+
+    def follow(self, address: str) -> None:
+        self.client.switch(address)
+
+    def unfollow(self) -> None:
+        self.client.disconnect()
+
+    def last_round(self) -> int:
+        return self.client.last_round
+
+    def dead_threads(self) -> list[str]:
+        dead = []
+        if self.client.address is not None and not self.client.running:
+            dead.append("Flower client thread")
+        return dead
+
+    def close(self) -> None:
+        self.client.close()

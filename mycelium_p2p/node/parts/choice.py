@@ -1,0 +1,202 @@
+"""Group choice: probe the candidate groups, ask the policy, and act on its decision.
+
+Every ``evaluation_interval`` (and whenever the node is in no group) the node trains its own
+model one more step, probes each compatible group with room (fetches the leader's latest model
+over gossip, cached by round, checked for shape and NaN/inf, scored on its own validation
+split), scores its current group's model, and lets ``policy.decide`` say stay, join or found.
+The first "found" of a node waits a random 0.5-3 s and looks again, so that nodes starting
+together do not all found singletons. A join the registry refuses (the view was stale) leaves
+that group out until its record changes, and the next choice comes within a second; only an
+unreachable registry makes the node back off.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from dataclasses import dataclass, field
+
+from mycelium_p2p import view as views
+from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.node.events import Announce, Command, FoundGroup, JoinGroup
+from mycelium_p2p.node.ports import GossipPort, LearningPort
+from mycelium_p2p.node.scheduler import Scheduler, Timer
+from mycelium_p2p.node.state import GossipView, NodeState
+from mycelium_p2p.policy import Candidate, Decision, Observation, PolicyParams, decide
+
+log = logging.getLogger("mycelium.node")
+
+PROBE_TIMEOUT = 2.0  # seconds to wait for a leader's model
+
+
+class Attempt(enum.Enum):
+    """How a join or a founding went."""
+
+    MOVED = "moved"
+    REFUSED = "refused"  # the registry said no: this node's view was stale
+    UNREACHABLE = "unreachable"  # no answer from the registry: back off
+
+
+@dataclass(frozen=True)
+class ChoiceParams:
+    """The policy's thresholds and how often the choice is made again.
+
+    Parameters
+    ----------
+    policy : PolicyParams
+        Thresholds and mode of ``policy.decide`` (default: ``PolicyParams()``).
+    evaluation_interval : float
+        Seconds between two re-evaluations while in a group (default: 60).
+    """
+
+    policy: PolicyParams = field(default_factory=PolicyParams)
+    evaluation_interval: float = 60.0
+
+
+def choose(
+    state: NodeState,
+    view: GossipView,
+    params: ChoiceParams,
+    gossip: GossipPort,
+    learning: LearningPort,
+    rng: random.Random,
+    timers: Scheduler,
+    now: float,
+    *,
+    first: bool,
+) -> list[Command]:
+    """Make the choice: ``first`` while the node is in no group, else a re-evaluation."""
+    state.local_accuracy = learning.train_local()
+    probing = params.policy.mode == "probe"
+    candidates = _candidates(state, view, gossip, learning, probing)
+    others = [m for m in view.members_of(state.group_id or "") if m != state.id]
+    decision = decide(
+        Observation(
+            current_group=state.group_id,
+            local_accuracy=state.local_accuracy,
+            val_size=learning.val_size,
+            candidates=tuple(candidates),
+            just_moved=state.just_moved,
+            has_other_members=bool(others),
+        ),
+        params.policy,
+    )
+    if first and decision.action == "found" and not state.looked_twice:
+        # Nodes that start together would all found singletons: look again after a random
+        # pause, by when the first founder's record has had time to spread.
+        state.looked_twice = True
+        timers.at(Timer.CHOOSE, now + rng.uniform(0.5, 3.0))
+        return []
+    if not first:
+        state.just_moved = False
+        timers.at(Timer.EVALUATE, now + params.evaluation_interval)
+    state.decisions.append(decision)
+    # A re-evaluation measured the group's model afresh: observers and the viewer get it.
+    return _act(state, decision, first) + ([] if first else [Announce()])
+
+
+def _act(state: NodeState, decision: Decision, first: bool) -> list[Command]:
+    if decision.action == "stay":
+        log.info("%s: stays in %s: %s", state.name, state.group_id, decision.reason)
+        return []
+    log.info(
+        "%s: decides to %s %s: %s",
+        state.name,
+        decision.action,
+        decision.group_id or "",
+        decision.reason,
+    )
+    if decision.action == "join" and decision.group_id:
+        return [JoinGroup(decision.group_id, decision.reason, first)]
+    return [FoundGroup(decision.reason, first)]
+
+
+def on_attempt(
+    state: NodeState,
+    outcome: Attempt,
+    params: ChoiceParams,
+    rng: random.Random,
+    timers: Scheduler,
+    now: float,
+    *,
+    first: bool,
+) -> None:
+    """The controller tried a join or a founding; set when to choose next."""
+    if outcome is Attempt.MOVED:
+        state.just_moved = True
+        if not first:
+            state.migrations += 1
+        state.registry_answered()
+        timers.cancel(Timer.CHOOSE)
+    elif outcome is Attempt.REFUSED:
+        # The registry answered: the view was stale, and the refused group is left out until
+        # its record changes. Look again soon rather than after a growing back-off.
+        state.registry_answered()
+        timers.at(Timer.CHOOSE, now + rng.uniform(0.2, 1.0))
+    else:
+        timers.at(Timer.CHOOSE, now + state.registry_backoff_delay(rng))
+    timers.at(Timer.EVALUATE, now + params.evaluation_interval)
+
+
+def refused(state: NodeState, record: GroupRecord) -> None:
+    """The registry refused a join of ``record``'s group: skip it until the record changes."""
+    state.refused[record.id] = (record.term, record.members)
+
+
+def _candidates(
+    state: NodeState,
+    view: GossipView,
+    gossip: GossipPort,
+    learning: LearningPort,
+    probing: bool,
+) -> list[Candidate]:
+    groups = view.groups
+    state.refused = {g: seen for g, seen in state.refused.items() if g in groups}
+    out: list[Candidate] = []
+    for record in views.compatible_groups(groups.values(), learning.spec, view.occupied()):
+        if record.leader == state.id and not state.leading:
+            continue  # our own record from before we stepped down: never follow ourselves
+        if state.refused.get(record.id) == (record.term, record.members):
+            continue  # the registry said no to this very record: wait for news of it
+        is_current = record.id == state.group_id
+        accuracy: float | None
+        if not probing:  # reported: a group that has not finished a round has no accuracy yet
+            accuracy = record.accuracy if record.round > 0 else None
+        elif is_current:
+            accuracy = state.accuracy = learning.group_accuracy()
+        else:
+            accuracy = _probe(state, record, gossip, learning)
+        out.append(
+            Candidate(
+                group_id=record.id,
+                size=len(record.members),
+                capacity=record.capacity,
+                created_at=record.created_at,
+                accuracy=accuracy,
+                is_current=is_current,
+            )
+        )
+    return out
+
+
+def _probe(
+    state: NodeState, record: GroupRecord, gossip: GossipPort, learning: LearningPort
+) -> float | None:
+    """Accuracy of ``record``'s latest model on this node's validation split (cached by round)."""
+    hit = state.probes.get(record.id)
+    if hit is not None and hit[0] == record.round:
+        return hit[1]
+    if not record.leader_address:
+        return None
+    answer = gossip.request_model(record.leader_address, record.id, PROBE_TIMEOUT)
+    if answer is None:
+        return None
+    round_, payload = answer
+    try:
+        accuracy = learning.score(payload)
+    except ValueError as exc:
+        log.warning("%s: rejected model probed from %s: %s", state.name, record.id, exc)
+        return None
+    state.probes[record.id] = (round_, accuracy)
+    return accuracy

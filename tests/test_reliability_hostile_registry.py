@@ -87,7 +87,8 @@ def test_deep_or_large_maps_are_refused_naming_the_field(registry: RegistryServe
     answers = {}
     for i, (name, data) in enumerate(cases.items()):
         r = register_raw(base, f"n{i}", data)
-        answers[name] = (r.status_code, r.json().get("detail", "")[:120])
+        # (A stored map comes back as deep as it went in: this process could not decode it.)
+        answers[name] = (r.status_code, "stored" if r.is_success else r.json()["detail"][:120])
     for name, (status, detail) in answers.items():
         print(f"{name}: {status} {detail}")
     for name, (status, detail) in answers.items():
@@ -219,13 +220,11 @@ def test_the_concurrency_limit_answers_503_and_recovers(tmp_path: Path) -> None:
             # uvicorn counts the idle connections: beyond the limit it answers 503 at once.
             assert wait_until(lambda: len(server._server.server_state.connections) >= 25)
             busy = httpx.get(f"{base}/health", timeout=10)
-            assert wait_until(lambda: all(closed_by_server(s) for s in held), timeout=20)
+            print(f"/health with 25 idle connections and a limit of 20: {busy.status_code}")
+            closed = wait_until(lambda: all(closed_by_server(s) for s in held), timeout=20)
             again = httpx.get(f"{base}/health", timeout=10)
-            print(
-                f"/health with 25 idle connections and a limit of 20: {busy.status_code}; "
-                f"once the header timeout closed them: {again.status_code}"
-            )
-            assert (busy.status_code, again.status_code) == (503, 200)
+            print(f"idle connections closed: {closed}; then /health: {again.status_code}")
+            assert (busy.status_code, closed, again.status_code) == (503, True, 200)
         finally:
             for sock in held:
                 sock.close()

@@ -82,7 +82,9 @@ class TooLargeException(HTTPException):
 
 
 class DatabaseBusyException(HTTPException):
-    """503: the database stayed locked past SQLite's busy timeout; retry (``Retry-After``)."""
+    """503: the database stayed locked past SQLite's busy timeout; retry (``Retry-After``).
+
+    Answered by the handler of peewee's OperationalError; declared so the schema lists it."""
 
     status_code = 503
 

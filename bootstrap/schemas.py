@@ -45,8 +45,9 @@ EventKind = Literal[
 
 # ---- free-form maps -------------------------------------------------------------------------
 # The one definition of every free-form map the API takes (a node's ``data``; a later ``meta``
-# or ``metrics`` map uses FlatMap too): flat, scalar values, small. Nesting is what made a deep
-# ``data`` crash the JSON encoder, and a big map is paid for by every listing.
+# or ``metrics`` map uses FlatMap too): flat, scalar values, small. A nested ``data`` reached
+# the JSON decoder's recursion limit (a 500, on every later read too), and a big map is paid
+# for by every listing.
 
 #: Most keys in a free-form map.
 MAP_MAX_KEYS = 32

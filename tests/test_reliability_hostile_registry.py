@@ -210,6 +210,23 @@ def test_a_stalled_body_is_cut_after_the_body_timeout(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_an_idle_kept_alive_connection_is_closed(tmp_path: Path) -> None:
+    limits = ServerLimits(keep_alive=1.0)
+    with RegistryServer(tmp_path / "r.db", limits=limits) as server:
+        host, port = url(server).removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: registry\r\n\r\n")
+            started = time.monotonic()
+            # The first reads return the answer; then the connection idles until it is closed.
+            closed = wait_until(lambda: closed_by_server(sock), timeout=20, interval=0.1)
+            print(
+                f"kept-alive idle connection: {'closed' if closed else 'still open'} after "
+                f"{time.monotonic() - started:.1f} s (keep-alive {limits.keep_alive} s)"
+            )
+            assert closed
+
+
+@pytest.mark.slow
 def test_the_concurrency_limit_answers_503_and_recovers(tmp_path: Path) -> None:
     limits = ServerLimits(header_timeout=1.0, max_concurrency=20)
     with RegistryServer(tmp_path / "r.db", limits=limits) as server:
@@ -306,6 +323,10 @@ def test_numbers_are_bounded_and_error_answers_documented(tmp_path: Path) -> Non
         print(f"operations lacking documented errors: {undocumented}")
         assert unbounded == [] and undocumented == []
         assert [loss["maximum"] for loss in losses] == [MAX_LOSS, MAX_LOSS]
+        heartbeat = spec["paths"]["/nodes/{node_id}/heartbeat"]["post"]["requestBody"]
+        assert heartbeat["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/HeartbeatBody"
+        }
 
         # Past the bounds over HTTP: refused, never stored.
         node = {"id": "a", "name": "a", "gossip_address": "127.0.0.1:1", "model": MODEL}

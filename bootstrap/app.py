@@ -37,7 +37,9 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from bootstrap.docs import assets_router, render_plugins
-from bootstrap.schemas import (
+from bootstrap.store import LivenessConfig, RegistryStore, StoreError
+from mycelium_p2p.limits import MAX_COUNTER
+from mycelium_p2p.registry_api import (
     CreateGroupBody,
     EventOut,
     GroupOut,
@@ -54,8 +56,6 @@ from bootstrap.schemas import (
     parse_heartbeat,
     too_deep_field,
 )
-from bootstrap.store import LivenessConfig, RegistryStore, StoreError
-from mycelium_p2p.limits import MAX_COUNTER
 
 log = logging.getLogger("mycelium.registry")
 

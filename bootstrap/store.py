@@ -21,7 +21,7 @@ from typing import Any
 import peewee as pw
 
 from bootstrap.db import DatabaseLock, Models, build_models, ensure_schema, open_database
-from bootstrap.schemas import (
+from mycelium_p2p.registry_api import (
     CreateGroupBody,
     EventOut,
     GroupMetrics,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.schemas import RegisterBody
 from bootstrap.store import LivenessConfig, RegistryStore
 from cli.processes import mycelium_command
+from mycelium_p2p.registry_api import RegisterBody
 from tests.helpers import RegistryProcess, wait_for
 from tests.reliability_support import CHILD_ENV, URL_LINE, Processes
 

@@ -20,15 +20,15 @@ from typing import Any
 import httpx
 import pytest
 
-from bootstrap.schemas import (
+from bootstrap.server import RegistryServer, ServerLimits
+from bootstrap.store import LivenessConfig
+from mycelium_p2p.limits import MAX_COUNTER, MAX_LOSS
+from mycelium_p2p.registry_api import (
     MAP_MAX_BYTES,
     MAP_MAX_KEY_LENGTH,
     MAP_MAX_KEYS,
     MAP_MAX_STRING_LENGTH,
 )
-from bootstrap.server import RegistryServer, ServerLimits
-from bootstrap.store import LivenessConfig
-from mycelium_p2p.limits import MAX_COUNTER, MAX_LOSS
 from tests.helpers import wait_until
 
 TOKEN = "s3cret"

@@ -1,5 +1,9 @@
 """Request and response shapes of the registry API (msgspec Structs with constraints).
 
+Shared by both ends: the registry (``bootstrap/``) validates requests and builds answers with
+them, and the registry client decodes answers into them, so a node reads ``group.leader``, not
+``answer.get("leader")``.
+
 Constraints bound every number (``mycelium_p2p.limits``: counters, losses) and every string to a
 sane length, and keep free-form maps flat and small, so that bad input is rejected as a 400
 before it reaches the database.

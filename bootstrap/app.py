@@ -2,8 +2,8 @@
 
 Handlers are synchronous (peewee is) and run on worker threads. Errors are JSON with a
 human-readable ``detail``: validation 400, missing token 401, join policy 403, unknown id 404,
-conflicts (full group, stale term, duplicate id) 409, oversize body 413. An unexpected error is
-logged and answered with a JSON 500, but the fuzz test shows none occur.
+conflicts (full group, stale term, duplicate id) 409, oversize body 413, database busy 503. An
+unexpected error is logged and answered with a JSON 500, but the fuzz test shows none occur.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import peewee as pw
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
@@ -36,7 +37,9 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from bootstrap.docs import assets_router, render_plugins
-from bootstrap.schemas import (
+from bootstrap.store import LivenessConfig, RegistryStore, StoreError
+from mycelium_p2p.limits import MAX_COUNTER
+from mycelium_p2p.registry_api import (
     CreateGroupBody,
     EventOut,
     GroupOut,
@@ -50,8 +53,9 @@ from bootstrap.schemas import (
     NodeOut,
     PerformanceBody,
     RegisterBody,
+    parse_heartbeat,
+    too_deep_field,
 )
-from bootstrap.store import LivenessConfig, RegistryStore, StoreError
 
 log = logging.getLogger("mycelium.registry")
 
@@ -77,15 +81,40 @@ class TooLargeException(HTTPException):
     status_code = 413
 
 
-# Documented error answers (OpenAPI) of reads and writes.
-_READ_ERRORS: list[type[HTTPException]] = [ValidationException]
+class DatabaseBusyException(HTTPException):
+    """503: the database stayed locked past SQLite's busy timeout; retry (``Retry-After``).
+
+    Answered by the handler of peewee's OperationalError; declared so the schema lists it."""
+
+    status_code = 503
+
+
+# Documented error answers (OpenAPI) of reads and writes: every answer but 200/201 that a
+# handler can give (the fuzz test checks each answer against this list).
+_READ_ERRORS: list[type[HTTPException]] = [ValidationException, DatabaseBusyException]
+_ONE_ERRORS: list[type[HTTPException]] = [*_READ_ERRORS, NotFoundException]
 _WRITE_ERRORS: list[type[HTTPException]] = [
     ValidationException,
     NotAuthorizedException,
     NotFoundException,
     ConflictException,
     TooLargeException,
+    DatabaseBusyException,
 ]
+
+
+class RegistryRequest(Request[Any, Any, Any]):
+    """A request whose JSON body nests past the decoder's recursion limit is a 400 naming the
+    field (the decoder raises RecursionError, which would otherwise be a 500)."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            field = too_deep_field(await self.body())
+            raise ValidationException(
+                detail=f"{field}: nested too deeply (free-form maps are flat)"
+            ) from None
 
 
 def _store(state: State) -> RegistryStore:
@@ -125,10 +154,31 @@ def register_node(state: State, data: RegisterBody) -> NodeOut:
     return _store(state).register(data)
 
 
-@post("/nodes/{node_id:str}/heartbeat", status_code=HTTP_200_OK, operation_id="heartbeat", **_write)
-def heartbeat(state: State, node_id: PathId, data: HeartbeatBody) -> NodeOut:
-    """Liveness plus the node's current metrics."""
-    return _store(state).heartbeat(node_id, data)
+def _heartbeat_schema(data: HeartbeatBody) -> None:
+    """Never called: Litestar documents a handler's request body from a dependency's ``data``,
+    so the heartbeat's schema comes from HeartbeatBody while its handler reads raw bytes."""
+
+
+@post(
+    "/nodes/{node_id:str}/heartbeat",
+    status_code=HTTP_200_OK,
+    operation_id="heartbeat",
+    dependencies={"heartbeat_schema": Provide(_heartbeat_schema, sync_to_thread=False)},
+    **_write,
+)
+def heartbeat(state: State, node_id: PathId, body: bytes) -> NodeOut:
+    """Liveness plus the node's current metrics. Liveness does not depend on the metrics: with
+    a refused field the heartbeat is still recorded, with the valid fields, and answered 400."""
+    metrics, problems = parse_heartbeat(body)
+    node = _store(state).heartbeat(node_id, metrics)
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f" (and {len(problems) - 5} more)" if problems[5:] else ""
+        )
+        raise ValidationException(
+            detail=f"refused {shown}; liveness was recorded, with the valid fields"
+        )
+    return node
 
 
 # An explicit summary where a path has two methods: Litestar would name the wrapped sync
@@ -151,12 +201,7 @@ def list_nodes(state: State) -> list[NodeOut]:
     return _store(state).nodes()
 
 
-@get(
-    "/nodes/{node_id:str}",
-    operation_id="getNode",
-    sync_to_thread=True,
-    raises=[ValidationException, NotFoundException],
-)
+@get("/nodes/{node_id:str}", operation_id="getNode", sync_to_thread=True, raises=_ONE_ERRORS)
 def get_node(state: State, node_id: PathId) -> NodeOut:
     """One node."""
     return _store(state).node(node_id)
@@ -188,12 +233,7 @@ def list_groups(
     return _store(state).groups(include_dissolved=include_all)
 
 
-@get(
-    "/groups/{group_id:str}",
-    operation_id="getGroup",
-    sync_to_thread=True,
-    raises=[ValidationException, NotFoundException],
-)
+@get("/groups/{group_id:str}", operation_id="getGroup", sync_to_thread=True, raises=_ONE_ERRORS)
 def get_group(state: State, group_id: PathId) -> GroupOut:
     """One group, dissolved ones included."""
     return _store(state).group(group_id)
@@ -261,7 +301,7 @@ def network(
 @get("/events", operation_id="listEvents", **_read)
 def list_events(
     state: State,
-    after: Annotated[int, Parameter(ge=0, le=2**53, description="last event id seen")] = 0,
+    after: Annotated[int, Parameter(ge=0, le=MAX_COUNTER, description="last event id seen")] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000, description="page size")] = 1000,
 ) -> list[EventOut]:
     """The append-only event log, oldest first, after the given id."""
@@ -300,6 +340,15 @@ def _on_operational_error(
 
 
 def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        # Name the refused fields in ``detail`` itself, not only in ``extra``.
+        fields = "; ".join(
+            f"{e.get('key') or 'body'}: {e.get('message')}"
+            for e in exc.extra[:5]
+            if isinstance(e, dict)
+        )
+        if fields:
+            exc.detail = f"{exc.detail}: {fields}"
     return create_exception_response(request, exc)
 
 
@@ -325,7 +374,7 @@ class ExpiryThread(threading.Thread):
             try:
                 changed = self._store.sweep()
                 if changed:
-                    log.info("expiry: %d node(s) changed status", changed)
+                    log.info("expiry: %d node(s) changed status or were forgotten", changed)
             except Exception:  # keep sweeping: a busy database must not end expiry
                 log.exception("expiry sweep failed")
 
@@ -423,6 +472,7 @@ def create_app(
             Exception: _on_unexpected,
         },
         request_max_body_size=MAX_BODY_BYTES,
+        request_class=RegistryRequest,
         # No logging config: Litestar would apply it with dictConfig, which closes every handler
         # of the process hosting the registry (a test's or an embedding program's log files).
         # Errors are mapped to answers by the handlers above and logged by this module.

@@ -6,6 +6,8 @@ several registries can live in one process (tests, benchmarks) without sharing s
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -30,6 +32,52 @@ PRAGMAS = (
 
 class SchemaError(RuntimeError):
     """The database file has a schema this code cannot use (e.g. written by a newer release)."""
+
+
+class DatabaseInUse(RuntimeError):
+    """Another registry holds the database's lock."""
+
+
+class DatabaseLock:
+    """An exclusive lock on the sidecar file ``<db>.lock``, held while a registry uses ``<db>``.
+
+    Two registries on one file would each run expiry and contradict each other. ``flock`` is
+    dropped by the OS when the holder exits, SIGKILL included, so a crash leaves no stale lock;
+    the (empty) lock file itself stays.
+    """
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = Path(db_path)
+        self.path = Path(f"{db_path}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock (no-op if held).
+
+        Raises
+        ------
+        DatabaseInUse
+            If another registry (any process, this one included) holds it.
+        OSError
+            If the lock file cannot be created (e.g. its folder does not exist).
+        """
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DatabaseInUse(
+                f"database {self.db_path} is in use by another registry (it holds {self.path})"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (no-op if not held)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ Errors are :class:`StoreError` subclasses carrying the HTTP status the API layer
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import threading
@@ -19,8 +20,8 @@ from typing import Any
 
 import peewee as pw
 
-from bootstrap.db import Models, build_models, ensure_schema, open_database
-from bootstrap.schemas import (
+from bootstrap.db import DatabaseLock, Models, build_models, ensure_schema, open_database
+from mycelium_p2p.registry_api import (
     CreateGroupBody,
     EventOut,
     GroupMetrics,
@@ -32,7 +33,10 @@ from bootstrap.schemas import (
     NodeOut,
     PerformanceBody,
     RegisterBody,
+    flat_map_problem,
 )
+
+log = logging.getLogger("mycelium.registry")
 
 Clock = Callable[[], float]
 
@@ -83,25 +87,43 @@ class LivenessConfig:
         Shorter reacts faster to crashes but drops nodes on a slow network.
     sweep_interval : float
         Seconds between two expiry sweeps (default: 1). Expiry lags by up to this much.
+    retention : float
+        Seconds after which a dead or gone node is forgotten, counted from when it was last seen
+        (default: 86400, a day). Its row is deleted by the sweep; the event log keeps its history.
     """
 
     suspect_after: float = 45.0
     dead_after: float = 90.0
     sweep_interval: float = 1.0
+    retention: float = 86400.0
 
     def __post_init__(self) -> None:
         if not (0 < self.suspect_after <= self.dead_after):
             raise ValueError("need 0 < suspect_after <= dead_after")
         if self.sweep_interval <= 0:
             raise ValueError("sweep_interval must be > 0")
+        if not self.retention > 0:
+            raise ValueError("retention must be > 0")
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is None or math.isfinite(value) else None
+def _finite(value: Any) -> float | None:
+    """A stored metric, or None if it is not a finite number (NaN, or an older version's text)."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        return value
+    return None
+
+
+def _decoded(text: Any) -> Any:
+    """A JSON column's value, or None if it cannot be read (not text, not JSON, nested past the
+    decoder's recursion limit)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 class RegistryStore:
@@ -140,16 +162,33 @@ class RegistryStore:
         self.db = open_database(self.path)
         self.m: Models = build_models(self.db)
         self.schema_version = 0
+        self._lock = DatabaseLock(self.path)
+        self._warned: set[str] = set()  # rows already reported as unreadable
 
     # ---- life cycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Create or migrate the schema (idempotent)."""
-        self.schema_version = ensure_schema(self.db, self.m)
+        """Lock the database file, then create or migrate the schema (idempotent).
+
+        Raises
+        ------
+        DatabaseInUse
+            If another registry holds the file's lock.
+        OSError, peewee.DatabaseError, SchemaError
+            If the file cannot be opened or has an unusable schema.
+        """
+        self._lock.acquire()
+        try:
+            self.schema_version = ensure_schema(self.db, self.m)
+        except BaseException:
+            self.db.close_all()
+            self._lock.release()
+            raise
 
     def close(self) -> None:
-        """Close every connection (call once no request runs any more)."""
+        """Close every connection and drop the lock (call once no request runs any more)."""
         self.db.close_all()
+        self._lock.release()
 
     def _connected(self) -> None:
         """Make sure this thread has its (long-lived) connection."""
@@ -221,6 +260,30 @@ class RegistryStore:
         return group_id
 
     # ---- views --------------------------------------------------------------------------------
+    # A row that no write of this version can make (an older version's, or edited by hand) is
+    # shown with its unreadable column as empty, and logged once: a read never fails on it.
+
+    def _unreadable(self, where: str, problem: str) -> None:
+        if where not in self._warned:
+            self._warned.add(where)
+            log.warning("%s is unreadable (%s); shown as empty", where, problem[:200])
+
+    def _stored_map(self, text: Any, where: str) -> dict[str, Any]:
+        """A free-form map column (node data, event data); ``{}`` if it is not a valid one."""
+        value = _decoded(text)
+        problem = "not JSON, or nested too deeply" if value is None else flat_map_problem(value)
+        if problem is not None:
+            self._unreadable(where, problem)
+            return {}
+        return value  # type: ignore[no-any-return]
+
+    def _stored_ids(self, text: Any, where: str) -> list[str]:
+        """A JSON list of ids (a group's invitations); ``[]`` if it is not one."""
+        value = _decoded(text)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        self._unreadable(where, "not a list of ids")
+        return []
 
     def _node_out(self, n: Any) -> NodeOut:
         return NodeOut(
@@ -231,7 +294,7 @@ class RegistryStore:
             gossip_address=n.gossip_address,
             flower_address=n.flower_address,
             model=n.model,
-            data=json.loads(n.data),
+            data=self._stored_map(n.data, f"data of node {n.id!r}"),
             metrics=NodeMetrics(accuracy=_finite(n.accuracy), loss=_finite(n.loss), round=n.round),
             registered_at=n.registered_at,
             last_seen=n.last_seen,
@@ -249,7 +312,7 @@ class RegistryStore:
             capacity=g.capacity,
             model=g.model,
             join_policy=g.join_policy,
-            invited=json.loads(g.invited),
+            invited=self._stored_ids(g.invited, f"invitations of group {g.id!r}"),
             status=g.status,
             metrics=GroupMetrics(
                 accuracy=_finite(g.accuracy),
@@ -277,7 +340,12 @@ class RegistryStore:
         query = Event.select().where(Event.id > after).order_by(Event.id).limit(limit)
         return [
             EventOut(
-                id=e.id, ts=e.ts, kind=e.kind, node=e.node, group=e.group, data=json.loads(e.data)
+                id=e.id,
+                ts=e.ts,
+                kind=e.kind,
+                node=e.node,
+                group=e.group,
+                data=self._stored_map(e.data, f"data of event {e.id}"),
             )
             for e in query
         ]
@@ -453,7 +521,8 @@ class RegistryStore:
                 raise Conflict(
                     f"model spec mismatch: node has {node.model!r}, group has {group.model!r}"
                 )
-            if group.join_policy == "invite-only" and node_id not in json.loads(group.invited):
+            invited = self._stored_ids(group.invited, f"invitations of group {group_id!r}")
+            if group.join_policy == "invite-only" and node_id not in invited:
                 raise Forbidden(f"group {group_id!r} is invite-only and {node_id!r} is not invited")
             members = self._member_ids(group_id)
             if len(members) >= group.capacity:
@@ -529,7 +598,8 @@ class RegistryStore:
     # ---- liveness -----------------------------------------------------------------------------
 
     def sweep(self) -> int:
-        """Mark silent nodes suspect, then dead (leaving their groups). Returns how many changed.
+        """Mark silent nodes suspect, then dead (leaving their groups), and forget nodes dead or
+        gone for longer than ``retention``. Returns how many nodes changed or were forgotten.
 
         Called by the service's expiry thread every ``sweep_interval``; tests call it directly
         with a fake clock.
@@ -538,11 +608,21 @@ class RegistryStore:
         Node = self.m.Node
         suspect_before = now - self.liveness.suspect_after
         dead_before = now - self.liveness.dead_after
-        changed = 0
-        if self.started_at >= suspect_before:
-            return 0  # not up long enough to call anyone silent
         with self._write():
-            changed += (
+            # Dead and gone nodes are in no group; the event log keeps their history.
+            forgotten: int = (
+                Node.delete()
+                .where(
+                    Node.status.in_(("dead", "gone"))
+                    & (Node.last_seen < now - self.liveness.retention)
+                )
+                .execute()
+            )
+            if forgotten:
+                log.info("forgot %d node(s) dead or gone for longer than the retention", forgotten)
+            if self.started_at >= suspect_before:
+                return forgotten  # not up long enough to call anyone silent
+            changed = forgotten + (
                 Node.update(status="suspect")
                 .where((Node.status == "alive") & (Node.last_seen < suspect_before))
                 .execute()
@@ -557,8 +637,7 @@ class RegistryStore:
                 node.save()
                 self._event("expired", node.id, node.group_id, last_seen=node.last_seen)
                 self._detach(node, now, reason="expired")
-            changed += len(dying)
-        return changed
+            return changed + len(dying)
 
     def _random_hex(self) -> str:
         with self._rng_lock:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -18,8 +20,28 @@ from cli.main import bench, main
 log = logging.getLogger("mycelium.registry")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    """One line on stderr, then exit with ``status`` (no traceback)."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(status)
+
+
 @main.command()
-@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to bind.")
+@click.option(
+    "--host",
+    default=None,
+    help="Interface to bind  [default: 0.0.0.0 with a token, 127.0.0.1 without]",
+)
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free."
 )
@@ -29,13 +51,18 @@ log = logging.getLogger("mycelium.registry")
     default="mycelium_registry.db",
     show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite file (created on first start).",
+    help="SQLite file (created on first start; locked through <db>.lock while in use).",
 )
 @click.option(
     "--token",
     envvar="MYCELIUM_TOKEN",
     default=None,
     help="Bearer token required for writes (or MYCELIUM_TOKEN); reads stay open.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback --host without a token (anyone who reaches it can write).",
 )
 @click.option(
     "--suspect-after",
@@ -50,48 +77,100 @@ log = logging.getLogger("mycelium.registry")
     help="Seconds of silence before a node is dead.",
 )
 @click.option("--sweep-interval", default=1.0, show_default=True, help="Seconds between sweeps.")
+@click.option(
+    "--retention",
+    default=86400.0,
+    show_default=True,
+    help="Seconds after which a dead or gone node is forgotten (the event log keeps it).",
+)
+@click.option("--debug", is_flag=True, help="Debug logging, and tracebacks on errors.")
 def bootstrap(
-    host: str,
+    host: str | None,
     port: int,
     db_path: Path,
     token: str | None,
+    insecure: bool,
     suspect_after: float,
     dead_after: float,
     sweep_interval: float,
+    retention: float,
+    debug: bool,
 ) -> None:
     """Run the bootstrap registry (HTTP API, Swagger UI at /docs)."""
+    import signal
+
+    import peewee as pw
     import uvicorn
 
     from bootstrap.app import create_app
-    from bootstrap.server import bound_port, url_host
+    from bootstrap.db import DatabaseInUse, SchemaError
+    from bootstrap.server import bound_port, listen_socket, url_host, uvicorn_config
     from bootstrap.store import LivenessConfig
 
+    token = token or None
+    if host is None:
+        host = "0.0.0.0" if token else "127.0.0.1"
+    elif not token and not is_loopback(host) and not insecure:
+        _fail(
+            f"refusing to serve {host} without --token (anyone could write); "
+            "set --token, bind 127.0.0.1, or pass --insecure",
+            status=2,
+        )
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        liveness = LivenessConfig(suspect_after, dead_after, sweep_interval)
+        liveness = LivenessConfig(suspect_after, dead_after, sweep_interval, retention)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     app = create_app(db_path, token=token, liveness=liveness)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    store = app.state["store"]
+    try:
+        store.open()  # lock and schema now, so that a bad --db is one line, not a lifespan error
+    except DatabaseInUse as exc:
+        if debug:
+            raise
+        _fail(str(exc))
+    except (OSError, pw.DatabaseError, SchemaError) as exc:
+        if debug:
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        _fail(f"cannot open database {db_path}: {reason}")
+    try:
+        sock = listen_socket(host, port)
+    except OSError as exc:
+        store.close()
+        if debug:
+            raise
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    config = uvicorn_config(app, host, port, log_level="debug" if debug else "warning")
     server = uvicorn.Server(config)
 
     async def serve() -> None:
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
         if server.started:
             url = f"http://{url_host(host)}:{bound_port(server)}"
             if not token:
-                log.warning("registry open (no token): anyone can write")
+                log.warning("registry open (no token): anyone who reaches %s can write", url)
+                if not is_loopback(host):
+                    log.warning("--insecure: serving %s to the network without a token", host)
             click.echo(f"registry listening on {url} (bound {host}), database {db_path}")
             click.echo(f"docs: {url}/docs", nl=True)
         await task
 
-    asyncio.run(serve())
+    # uvicorn stops on SIGTERM or SIGINT and then raises the signal again, for the handler that
+    # was there before it: with this one, that ends in a normal exit (status 0), not 143.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        asyncio.run(serve())
+    finally:
+        store.close()
     if not server.started:
-        raise click.ClickException(f"registry could not start on {host}:{port}")
+        _fail(f"registry could not start on {host}:{port} (see the log above)")
 
 
 @main.command()

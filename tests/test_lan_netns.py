@@ -176,7 +176,7 @@ def test_groups_train_across_namespaces_and_survive_a_real_partition(
         registry_host = lan.addresses[0]
         registry = machines[0].start(
             "registry",
-            "bootstrap", "--host", registry_host, "--port", "0",
+            "bootstrap", "--host", registry_host, "--port", "0", "--insecure",
             "--db", str(tmp_path / "registry.db"),
             "--suspect-after", "3", "--dead-after", "6",
         )  # fmt: skip

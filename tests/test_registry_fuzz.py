@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bootstrap.app import create_app
-from bootstrap.schemas import CreateGroupBody, RegisterBody
+from mycelium_p2p.registry_api import CreateGroupBody, RegisterBody
 
 _tmp = tempfile.TemporaryDirectory(prefix="mycelium-fuzz-")
 app = create_app(Path(_tmp.name) / "fuzz.db", rng=random.Random(0), expiry=False)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.schemas import CreateGroupBody, HeartbeatBody, LeaderBody, RegisterBody
 from bootstrap.server import RegistryServer
 from bootstrap.store import LivenessConfig, RegistryStore
+from mycelium_p2p.registry_api import CreateGroupBody, HeartbeatBody, LeaderBody, RegisterBody
 from mycelium_p2p.registry_client import RegistryClient
 from tests.helpers import wait_until
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bootstrap.db import SCHEMA_VERSION, SchemaError
-from bootstrap.schemas import RegisterBody
 from bootstrap.store import RegistryStore
+from mycelium_p2p.registry_api import RegisterBody
 
 
 def test_schema_created_once_and_reopened(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def node_process_startup(url: str, data: str) -> tuple[float, float]:
         with RegistryClient(url) as client:
             deadline = started + 120
             while time.monotonic() < deadline:
-                if any(g["leader"] for g in client.groups()):
+                if any(g.leader for g in client.groups()):
                     break
                 time.sleep(0.05)
         ready = time.monotonic() - started

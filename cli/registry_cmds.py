@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -206,7 +207,7 @@ def registry_snapshot(url: str) -> dict[str, Any]:
 
     try:
         with RegistryClient(url, retries=1, timeout=5.0) as client:
-            return client.network(events=0)
+            return msgspec.to_builtins(client.network(events=0))  # type: ignore[no-any-return]
     except (RegistryError, RegistryUnavailable) as exc:
         raise click.ClickException(f"cannot read {url}: {exc}") from exc
 

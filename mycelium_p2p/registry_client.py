@@ -1,8 +1,10 @@
 """HTTP client of the bootstrap registry, with timeouts and retries with backoff.
 
-One method per endpoint; each returns the parsed JSON (dicts and lists). A 4xx answer raises
-:class:`RegistryError` at once (never retried); connection errors, timeouts and 5xx answers are
-retried ``retries`` times with exponential backoff, then raise :class:`RegistryUnavailable`.
+One method per endpoint; each returns the answer decoded into the registry's own shapes
+(``registry_api``: ``NodeOut``, ``GroupOut``, ...), checked on the way in, so callers read
+``group.leader``. A 4xx answer raises :class:`RegistryError` at once (never retried); connection
+errors, timeouts and 5xx answers are retried ``retries`` times with exponential backoff, then
+raise :class:`RegistryUnavailable`, as does an answer that does not fit its shape.
 
 Retrying a write after a timeout may apply it twice; every write of the registry is idempotent
 or fails cleanly the second time (a join to the same group is a no-op, a second create of the
@@ -17,6 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import msgspec
+
+from mycelium_p2p.registry_api import EventOut, GroupOut, HealthOut, NetworkOut, NodeOut
 
 
 class RegistryError(Exception):
@@ -92,7 +97,7 @@ class RegistryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, answer: Any, **kwargs: Any) -> Any:
         last: str = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -109,18 +114,18 @@ class RegistryClient:
             if response.status_code >= 400:
                 raise RegistryError(response.status_code, _detail(response), _fields(response))
             try:
-                return response.json()
-            except ValueError as exc:
-                raise RegistryUnavailable(f"{method} {path}: answer is not JSON") from exc
+                return msgspec.json.decode(response.content, type=answer)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise RegistryUnavailable(f"{method} {path}: unexpected answer: {exc}") from exc
         raise RegistryUnavailable(
             f"{method} {self.base_url}{path} failed after {self.retries + 1} attempts ({last})"
         )
 
     # ---- endpoints ----------------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> HealthOut:
         """``GET /health``."""
-        return self._request("GET", "/health")  # type: ignore[no-any-return]
+        return self._request("GET", "/health", HealthOut)
 
     def register(
         self,
@@ -130,7 +135,7 @@ class RegistryClient:
         flower_address: str | None = None,
         model: str | None = None,
         data: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> NodeOut:
         """``POST /nodes/register``: register or update a node; returns the node."""
         body = {
             "id": id,
@@ -140,7 +145,7 @@ class RegistryClient:
             "model": model,
             "data": data,
         }
-        return self._request("POST", "/nodes/register", json=body)  # type: ignore[no-any-return]
+        return self._request("POST", "/nodes/register", NodeOut, json=body)
 
     def heartbeat(
         self,
@@ -148,24 +153,22 @@ class RegistryClient:
         accuracy: float | None = None,
         loss: float | None = None,
         round: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> NodeOut:
         """``POST /nodes/{id}/heartbeat`` with optional metrics; returns the node."""
         body = {"accuracy": accuracy, "loss": loss, "round": round}
-        return self._request(  # type: ignore[no-any-return]
-            "POST", f"/nodes/{node_id}/heartbeat", json=body
-        )
+        return self._request("POST", f"/nodes/{node_id}/heartbeat", NodeOut, json=body)
 
-    def deregister(self, node_id: str) -> dict[str, Any]:
+    def deregister(self, node_id: str) -> NodeOut:
         """``DELETE /nodes/{id}``: graceful leave; returns the node (status ``gone``)."""
-        return self._request("DELETE", f"/nodes/{node_id}")  # type: ignore[no-any-return]
+        return self._request("DELETE", f"/nodes/{node_id}", NodeOut)
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self) -> list[NodeOut]:
         """``GET /nodes``."""
-        return self._request("GET", "/nodes")  # type: ignore[no-any-return]
+        return self._request("GET", "/nodes", list[NodeOut])
 
-    def node(self, node_id: str) -> dict[str, Any]:
+    def node(self, node_id: str) -> NodeOut:
         """``GET /nodes/{id}``."""
-        return self._request("GET", f"/nodes/{node_id}")  # type: ignore[no-any-return]
+        return self._request("GET", f"/nodes/{node_id}", NodeOut)
 
     def create_group(
         self,
@@ -178,7 +181,7 @@ class RegistryClient:
         invited: list[str] | None = None,
         id: str | None = None,
         reason: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> GroupOut:
         """``POST /groups``: the leader founds a group (term 1); returns the group.
 
         ``id`` is chosen by the registry when absent; ``reason`` goes into the event log.
@@ -194,30 +197,28 @@ class RegistryClient:
             "id": id,
             "reason": reason,
         }
-        return self._request("POST", "/groups", json=body)  # type: ignore[no-any-return]
+        return self._request("POST", "/groups", GroupOut, json=body)
 
-    def groups(self, include_dissolved: bool = False) -> list[dict[str, Any]]:
+    def groups(self, include_dissolved: bool = False) -> list[GroupOut]:
         """``GET /groups`` (``?all=true`` with ``include_dissolved``)."""
         params = {"all": "true"} if include_dissolved else None
-        return self._request("GET", "/groups", params=params)  # type: ignore[no-any-return]
+        return self._request("GET", "/groups", list[GroupOut], params=params)
 
-    def group(self, group_id: str) -> dict[str, Any]:
+    def group(self, group_id: str) -> GroupOut:
         """``GET /groups/{id}``."""
-        return self._request("GET", f"/groups/{group_id}")  # type: ignore[no-any-return]
+        return self._request("GET", f"/groups/{group_id}", GroupOut)
 
-    def join_group(self, node_id: str, group_id: str, reason: str | None = None) -> dict[str, Any]:
+    def join_group(self, node_id: str, group_id: str, reason: str | None = None) -> GroupOut:
         """``POST /groups/join``: join (or migrate to) a group; returns the group.
 
         ``reason`` (why the node moves) goes into the ``joined``/``migrated`` event.
         """
         body = {"node_id": node_id, "group_id": group_id, "reason": reason}
-        return self._request("POST", "/groups/join", json=body)  # type: ignore[no-any-return]
+        return self._request("POST", "/groups/join", GroupOut, json=body)
 
-    def leave_group(self, node_id: str) -> dict[str, Any]:
+    def leave_group(self, node_id: str) -> NodeOut:
         """``POST /groups/leave``; returns the node."""
-        return self._request(  # type: ignore[no-any-return]
-            "POST", "/groups/leave", json={"node_id": node_id}
-        )
+        return self._request("POST", "/groups/leave", NodeOut, json={"node_id": node_id})
 
     def report_performance(
         self,
@@ -228,7 +229,7 @@ class RegistryClient:
         loss: float,
         round: int,
         examples: int,
-    ) -> dict[str, Any]:
+    ) -> GroupOut:
         """``PUT /groups/{id}/performance`` (leader of ``term`` only); returns the group."""
         body = {
             "node_id": node_id,
@@ -238,33 +239,27 @@ class RegistryClient:
             "round": round,
             "examples": examples,
         }
-        return self._request(  # type: ignore[no-any-return]
-            "PUT", f"/groups/{group_id}/performance", json=body
-        )
+        return self._request("PUT", f"/groups/{group_id}/performance", GroupOut, json=body)
 
     def claim_leadership(
         self, group_id: str, node_id: str, term: int, flower_address: str
-    ) -> dict[str, Any]:
+    ) -> GroupOut:
         """``PUT /groups/{id}/leader`` with ``term = current + 1``; 409 if another won."""
         body = {"node_id": node_id, "term": term, "flower_address": flower_address}
-        return self._request(  # type: ignore[no-any-return]
-            "PUT", f"/groups/{group_id}/leader", json=body
-        )
+        return self._request("PUT", f"/groups/{group_id}/leader", GroupOut, json=body)
 
     def peers(self, limit: int = 8) -> list[str]:
         """``GET /peers?limit=k``: gossip addresses (``host:port``) of up to k live nodes."""
-        return self._request("GET", "/peers", params={"limit": limit})  # type: ignore[no-any-return]
+        return self._request("GET", "/peers", list[str], params={"limit": limit})
 
-    def network(self, events: int = 100) -> dict[str, Any]:
+    def network(self, events: int = 100) -> NetworkOut:
         """``GET /network``: ``{"time", "groups", "nodes", "events"}``."""
-        return self._request(  # type: ignore[no-any-return]
-            "GET", "/network", params={"events": events}
-        )
+        return self._request("GET", "/network", NetworkOut, params={"events": events})
 
-    def events(self, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    def events(self, after: int = 0, limit: int = 1000) -> list[EventOut]:
         """``GET /events?after=ID``: events with a larger id, oldest first."""
-        return self._request(  # type: ignore[no-any-return]
-            "GET", "/events", params={"after": after, "limit": limit}
+        return self._request(
+            "GET", "/events", list[EventOut], params={"after": after, "limit": limit}
         )
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from cli.processes import mycelium_command
 from mycelium_p2p import view
 from mycelium_p2p.config import GossipConfig
@@ -155,7 +157,7 @@ def registry_groups(url: str, token: str | None = None) -> dict[str, dict]:
     """The registry's live groups by id (empty while it cannot be reached)."""
     try:
         with RegistryClient(url, token=token, retries=0, timeout=3.0) as client:
-            return {g["id"]: g for g in client.groups()}
+            return {g.id: msgspec.to_builtins(g) for g in client.groups()}
     except (RegistryUnavailable, RegistryError):
         return {}
 
@@ -164,7 +166,7 @@ def registry_nodes(url: str) -> dict[str, dict]:
     """The registry's nodes by id (empty while it cannot be reached)."""
     try:
         with RegistryClient(url, retries=0, timeout=3.0) as client:
-            return {n["id"]: n for n in client.nodes()}
+            return {n.id: msgspec.to_builtins(n) for n in client.nodes()}
     except (RegistryUnavailable, RegistryError):
         return {}
 

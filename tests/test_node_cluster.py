@@ -25,7 +25,7 @@ def datas(spec: str, n: int) -> list:
 
 def registry_groups(url: str) -> dict[str, set[str]]:
     with RegistryClient(url) as client:
-        return {g["id"]: set(g["members"]) for g in client.groups()}
+        return {g.id: set(g.members) for g in client.groups()}
 
 
 def test_nodes_form_groups_train_and_agree_with_the_registry() -> None:
@@ -102,8 +102,8 @@ def test_leader_failover_resumes_from_the_last_model() -> None:
         )
         with RegistryClient(cluster.url) as client:
             group = client.group(gid)
-        assert group["leader"] == new_leader.id
-        assert group["term"] == old.term + 1
+        assert group.leader == new_leader.id
+        assert group.term == old.term + 1
         # Both survivors may have claimed; the registry's compare-and-set let exactly one win.
         assert [n for n in survivors if n.phase is Phase.LEADER] == [new_leader]
         wait_for(

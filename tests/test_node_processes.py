@@ -19,17 +19,17 @@ pytestmark = pytest.mark.slow
 
 
 def registry_groups(client: RegistryClient) -> dict[str, set[str]]:
-    return {g["id"]: set(g["members"]) for g in client.groups()}
+    return {g.id: set(g.members) for g in client.groups()}
 
 
 def leaders(client: RegistryClient) -> set[str]:
-    return {g["leader"] for g in client.groups() if g["leader"]}
+    return {g.leader for g in client.groups() if g.leader}
 
 
 def process_of(
     nodes: ProcessGroup, client: RegistryClient, node_id: str
 ) -> subprocess.Popen[bytes]:
-    name = next(n["name"] for n in client.nodes() if n["id"] == node_id)
+    name = next(n.name for n in client.nodes() if n.id == node_id)
     return nodes.processes[nodes.names.index(name)]
 
 
@@ -75,13 +75,13 @@ def test_four_node_processes_form_groups_train_and_leave(tmp_path: Path) -> None
         def trained() -> bool:
             listed = client.groups()
             return bool(listed) and all(
-                g["metrics"]["round"] >= 3 and (g["metrics"]["accuracy"] or 0) > 0.6 for g in listed
+                g.metrics.round >= 3 and (g.metrics.accuracy or 0) > 0.6 for g in listed
             )
 
         wait_for(trained, timeout=120, what="three rounds above 0.6 accuracy in every group")
 
         # The registry and every node's gossip view agree on who is in which group.
-        addresses = {n["id"]: n["gossip_address"] for n in client.nodes() if n["status"] == "alive"}
+        addresses = {n.id: n.gossip_address for n in client.nodes() if n.status == "alive"}
         assert len(addresses) == 4
 
         def agree() -> bool:
@@ -91,7 +91,7 @@ def test_four_node_processes_form_groups_train_and_leave(tmp_path: Path) -> None
         wait_for(agree, timeout=30, interval=1.0, what="every gossip view equal to the registry")
 
         # SIGTERM to a member: out of its group in the registry and in gossip within seconds.
-        members = sorted(n["id"] for n in client.nodes() if n["group"])
+        members = sorted(n.id for n in client.nodes() if n.group)
         leaving_id = next(m for m in members if m not in leaders(client))
         leaving = process_of(nodes, client, leaving_id)
         started = time.monotonic()
@@ -113,22 +113,22 @@ def test_four_node_processes_form_groups_train_and_leave(tmp_path: Path) -> None
 
         # SIGKILL to another member: its group keeps training, liveness removes it.
         remaining = [
-            n for n in client.nodes() if n["status"] == "alive" and n["id"] not in leaders(client)
+            n for n in client.nodes() if n.status == "alive" and n.id not in leaders(client)
         ]
         assert remaining, "a member should remain to be killed"
         victim = remaining[0]
-        group_id = victim["group"]
-        before = client.group(group_id)["metrics"]["round"]
-        process_of(nodes, client, victim["id"]).kill()
+        group_id = victim.group
+        before = client.group(group_id).metrics.round
+        process_of(nodes, client, victim.id).kill()
         started = time.monotonic()
         wait_for(
-            lambda: victim["id"] not in client.group(group_id)["members"],
+            lambda: victim.id not in client.group(group_id).members,
             timeout=30,
             what="the SIGKILLed member dropped by liveness",
         )
         print(f"killed member dropped after {time.monotonic() - started:.1f}s")
         wait_for(
-            lambda: client.group(group_id)["metrics"]["round"] >= before + 3,
+            lambda: client.group(group_id).metrics.round >= before + 3,
             timeout=30,
             what="three more rounds without the killed member",
         )

@@ -125,7 +125,7 @@ def test_a_node_in_no_group_frees_the_slot_the_registry_still_gives_it(
     assert node.group_id is None
     node._heartbeat(node._registry_client())  # the answer says g-1: reconcile queued
     node._drain_events()
-    assert {n["id"]: n["group"] for n in client.nodes()} == {"lead": "g-1", node.id: None}
+    assert {n.id: n.group for n in client.nodes()} == {"lead": "g-1", node.id: None}
 
 
 def test_a_lost_claim_whose_winner_is_out_of_reach_gives_the_group_up(
@@ -146,7 +146,7 @@ def test_a_lost_claim_whose_winner_is_out_of_reach_gives_the_group_up(
                        model=node.spec, capacity=3, term=1, version=3)  # fmt: skip
     node._claim(seen)  # term 2 is taken; "winner" is nowhere in this node's gossip
     assert node.group_id is None and node.phase is Phase.DISCOVERING
-    assert client.node(node.id)["group"] is None  # and its slot is free
+    assert client.node(node.id).group is None  # and its slot is free
 
 
 def test_island_checks_slow_down_while_they_find_nothing_new(registered: Registered) -> None:

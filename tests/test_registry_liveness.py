@@ -90,9 +90,9 @@ def test_expiry_runs_without_requests(tmp_path: Path) -> None:
             client.register("a", "a", "127.0.0.1:1", model=MODEL)
             client.create_group("g", "a", "127.0.0.1:2", MODEL, id="g1")
             # No further requests change anything: only the expiry thread can.
-            assert wait_until(lambda: client.node("a")["status"] == "dead", timeout=10)
-            assert client.group("g1")["status"] == "dissolved"
-            assert [e["kind"] for e in client.events()][-3:] == ["expired", "left", "dissolved"]
+            assert wait_until(lambda: client.node("a").status == "dead", timeout=10)
+            assert client.group("g1").status == "dissolved"
+            assert [e.kind for e in client.events()][-3:] == ["expired", "left", "dissolved"]
 
 
 def test_restart_after_an_outage_gives_nodes_a_grace_period(tmp_path: Path) -> None:

@@ -37,22 +37,22 @@ def test_sigkill_and_restart_keeps_every_acknowledged_write(tmp_path: Path) -> N
                 acked_groups[gid].append(f"n{i}")
             c.claim_leadership("g1", "n4", 2, "127.0.0.1:4")
             c.report_performance("g1", "n4", 2, accuracy=0.7, loss=0.5, round=9, examples=77)
-            last_event = c.events()[-1]["id"]
+            last_event = c.events()[-1].id
         reg.kill()  # no shutdown, no checkpoint
 
         reg = Registry(db)  # same file, now open (no token)
         assert any("open (no token)" in line for line in reg.output)
         with RegistryClient(reg.url) as c:
-            nodes = {n["id"]: n for n in c.nodes()}
+            nodes = {n.id: n for n in c.nodes()}
             assert sorted(nodes) == sorted(acked_nodes)
-            groups = {g["id"]: g for g in c.groups()}
-            assert {gid: sorted(g["members"]) for gid, g in groups.items()} == {
+            groups = {g.id: g for g in c.groups()}
+            assert {gid: sorted(g.members) for gid, g in groups.items()} == {
                 gid: sorted(m) for gid, m in acked_groups.items()
             }
             g1 = groups["g1"]
-            assert (g1["leader"], g1["term"], g1["metrics"]["round"]) == ("n4", 2, 9)
-            assert c.events()[-1]["id"] == last_event
-            assert c.health()["schema_version"] == 1
+            assert (g1.leader, g1.term, g1.metrics.round) == ("n4", 2, 9)
+            assert c.events()[-1].id == last_event
+            assert c.health().schema_version == 1
     finally:
         reg.stop()
 

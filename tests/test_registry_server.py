@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from bootstrap.server import RegistryServer
+from mycelium_p2p.registry_api import GroupOut
 from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 
 MODEL = "mlp:1x8x8:10"
@@ -58,13 +59,13 @@ def test_concurrent_joins_never_exceed_capacity(server: RegistryServer) -> None:
             (lambda c=c, i=i: c.join_group(f"r{i}", "g-race")) for i, c in enumerate(clients[1:], 1)
         ]
         results = race(calls)
-        won = [r for r in results if isinstance(r, dict)]
+        won = [r for r in results if isinstance(r, GroupOut)]
         lost = [r for r in results if isinstance(r, RegistryError)]
         assert len(won) == 3 and len(lost) == 8, results
         assert all(e.status == 409 and "full" in e.detail for e in lost)
-        members = clients[0].group("g-race")["members"]
+        members = clients[0].group("g-race").members
         assert len(members) == 4
-        in_group = [n["id"] for n in clients[0].nodes() if n["group"] == "g-race"]
+        in_group = [n.id for n in clients[0].nodes() if n.group == "g-race"]
         assert sorted(in_group) == sorted(members)
     finally:
         for c in clients:
@@ -87,12 +88,12 @@ def test_two_claims_for_same_term_exactly_one_wins(server: RegistryServer) -> No
                     lambda t=term: b.claim_leadership("g-lead", "l2", t, "127.0.0.1:12"),
                 ]
             )
-            wins = [r for r in results if isinstance(r, dict)]
+            wins = [r for r in results if isinstance(r, GroupOut)]
             losses = [r for r in results if isinstance(r, RegistryError)]
             assert len(wins) == 1 and len(losses) == 1, results
             assert losses[0].status == 409
             group = a.group("g-lead")
-            assert group["term"] == term and group["leader"] == wins[0]["leader"]
+            assert group.term == term and group.leader == wins[0].leader
 
 
 def test_client_raises_registry_error_on_4xx_without_retry(tmp_path: Path) -> None:
@@ -115,7 +116,8 @@ def test_client_retries_5xx_then_succeeds() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         code = next(answers)
-        return httpx.Response(code, json={"status": "ok"} if code == 200 else {"detail": "busy"})
+        ok = {"status": "ok", "schema_version": 1, "time": 1.0}
+        return httpx.Response(code, json=ok if code == 200 else {"detail": "busy"})
 
     client = RegistryClient(
         "http://registry",
@@ -124,7 +126,7 @@ def test_client_retries_5xx_then_succeeds() -> None:
         backoff=0.1,
         sleep=sleeps.append,
     )
-    assert client.health() == {"status": "ok"}
+    assert client.health().status == "ok"
     assert len(sleeps) == 2 and 0.1 <= sleeps[0] <= 0.15 and 0.2 <= sleeps[1] <= 0.3
 
 
@@ -144,16 +146,16 @@ def test_client_against_real_server(server: RegistryServer) -> None:
     with RegistryClient(server.url) as c:
         c.register("cli-a", "A", "127.0.0.1:6001", model=MODEL, data={"n": 3})
         g = c.create_group("cli", "cli-a", "127.0.0.1:6101", MODEL, reason="no group fits")
-        c.report_performance(g["id"], "cli-a", 1, accuracy=0.9, loss=0.2, round=1, examples=10)
-        assert c.group(g["id"])["metrics"]["accuracy"] == 0.9
+        c.report_performance(g.id, "cli-a", 1, accuracy=0.9, loss=0.2, round=1, examples=10)
+        assert c.group(g.id).metrics.accuracy == 0.9
         assert "127.0.0.1:6001" in c.peers(limit=1000)
-        assert c.heartbeat("cli-a", round=2)["metrics"]["round"] == 2
+        assert c.heartbeat("cli-a", round=2).metrics.round == 2
         snap = c.network(events=5)
-        assert g["id"] in [x["id"] for x in snap["groups"]]
-        assert c.leave_group("cli-a")["group"] is None
-        assert c.deregister("cli-a")["status"] == "gone"
+        assert g.id in [x.id for x in snap.groups]
+        assert c.leave_group("cli-a").group is None
+        assert c.deregister("cli-a").status == "gone"
         with pytest.raises(RegistryError) as info:
-            c.join_group("cli-a", g["id"])
+            c.join_group("cli-a", g.id)
         assert info.value.status in (404, 409)
 
 

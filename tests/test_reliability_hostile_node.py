@@ -47,7 +47,7 @@ def started_node(url: str, name: str) -> Node:
 
 def status(client: RegistryClient, node_id: str) -> str:
     try:
-        return str(client.node(node_id)["status"])
+        return client.node(node_id).status
     except RegistryError:  # not registered yet
         return "unknown"
 
@@ -93,9 +93,9 @@ def test_metrics_out_of_range_never_cost_a_node_its_liveness(
     node = started_node(url, "honest")
     try:
         wait_for(lambda: status(client, "honest") == "alive", 10, what="registered")
-        first = client.node("honest")["last_seen"]
+        first = client.node("honest").last_seen
         # Long past the registry's 3 s to death, heartbeats still count.
-        wait_for(lambda: client.node("honest")["last_seen"] > first + 4.0, 15, what="4 s later")
+        wait_for(lambda: client.node("honest").last_seen > first + 4.0, 15, what="4 s later")
         assert status(client, "honest") == "alive"
     finally:
         node.stop()

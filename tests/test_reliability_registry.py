@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from mycelium_p2p.learning.data import load_node_data
@@ -50,7 +51,7 @@ def nodes() -> Iterator[list[Node]]:
 
 def events(url: str) -> list[dict]:
     with RegistryClient(url, retries=0, timeout=3.0) as client:
-        return client.events(after=0, limit=1000)
+        return msgspec.to_builtins(client.events(after=0, limit=1000))  # type: ignore[no-any-return]
 
 
 def membership(groups: dict[str, dict]) -> dict[str, tuple]:

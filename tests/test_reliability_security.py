@@ -80,8 +80,8 @@ def test_a_stranger_can_neither_gossip_nor_write_nor_train() -> None:
                     statuses.append(err.value.status)
         assert set(statuses) == {401}
         with RegistryClient(cluster.url, retries=0) as client:
-            assert {n["id"] for n in client.nodes()} == {n.id for n in nodes}
-            assert set(client.group(gid)["members"]) == {n.id for n in nodes}
+            assert {n.id for n in client.nodes()} == {n.id for n in nodes}
+            assert set(client.group(gid).members) == {n.id for n in nodes}
 
         # --- Flower: a plaintext client and one with a wrong CA never take part -------------------
         address = leader.server_address

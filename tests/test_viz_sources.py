@@ -41,8 +41,8 @@ def populate(url: str) -> dict[str, str]:
     with RegistryClient(url) as c:
         for i in range(4):
             c.register(f"n{i}", f"node-{i}", f"127.0.0.1:{20000 + i}", None, MODEL)
-        a = c.create_group("alpha", "n0", "127.0.0.1:1", MODEL)["id"]
-        b = c.create_group("beta", "n1", "127.0.0.1:2", MODEL)["id"]
+        a = c.create_group("alpha", "n0", "127.0.0.1:1", MODEL).id
+        b = c.create_group("beta", "n1", "127.0.0.1:2", MODEL).id
         c.join_group("n2", a)
         c.join_group("n3", a)
         c.join_group("n3", b)  # a migration

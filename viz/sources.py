@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+import msgspec
+
 from mycelium_p2p.netaddr import reachable_address
 from mycelium_p2p.view import occupied_groups
 from viz.scene import GroupInfo, NetworkView, NodeInfo, ViewEvent, diff_views, stable_unit
@@ -175,7 +177,7 @@ def _registry_call(url: str, token: str | None, call: Callable[[Any], Any]) -> A
 
 def fetch_network(url: str, token: str | None = None) -> Any:
     """One ``GET {url}/network``; raises :class:`SourceError` with the reason on any failure."""
-    return _registry_call(url, token, lambda c: c.network())
+    return _registry_call(url, token, lambda c: msgspec.to_builtins(c.network()))
 
 
 def fetch_peers(url: str, token: str | None = None, limit: int = 5) -> list[str]:

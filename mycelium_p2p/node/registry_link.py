@@ -7,40 +7,10 @@ raises ``RegistryUnavailable``. When the URL changes the client is replaced.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from mycelium_p2p.registry_api import GroupOut, NodeOut
 from mycelium_p2p.registry_client import RegistryClient, RegistryUnavailable
-
-
-@dataclass(frozen=True)
-class RegisteredNode:
-    id: str
-    group: str | None
-
-
-@dataclass(frozen=True)
-class RegisteredGroup:
-    id: str
-    leader: str | None
-    term: int
-
-
-def _node(answer: Any) -> RegisteredNode:
-    answer = answer if isinstance(answer, dict) else {}
-    group = answer.get("group")
-    return RegisteredNode(str(answer.get("id", "")), str(group) if group else None)
-
-
-def _group(answer: Any) -> RegisteredGroup:
-    answer = answer if isinstance(answer, dict) else {}
-    leader = answer.get("leader")
-    term = answer.get("term")
-    return RegisteredGroup(
-        str(answer.get("id", "")),
-        str(leader) if leader else None,
-        term if isinstance(term, int) and not isinstance(term, bool) else 0,
-    )
 
 
 class RegistryLink:
@@ -83,36 +53,35 @@ class RegistryLink:
             )
         return self._client
 
-    def register(self, **fields: Any) -> RegisteredNode:
-        return _node(self._http().register(**fields))
+    def register(self, **fields: Any) -> NodeOut:
+        return self._http().register(**fields)
 
-    def heartbeat(self, node_id: str, **metrics: Any) -> RegisteredNode:
-        return _node(self._http().heartbeat(node_id, **metrics))
+    def heartbeat(self, node_id: str, **metrics: Any) -> NodeOut:
+        return self._http().heartbeat(node_id, **metrics)
 
-    def deregister(self, node_id: str) -> RegisteredNode:
-        return _node(self._http().deregister(node_id))
+    def deregister(self, node_id: str) -> NodeOut:
+        return self._http().deregister(node_id)
 
     def peers(self, limit: int) -> list[str]:
-        answer = self._http().peers(limit=limit)
-        return [p for p in answer if isinstance(p, str)] if isinstance(answer, list) else []
+        return self._http().peers(limit=limit)
 
-    def group(self, group_id: str) -> RegisteredGroup:
-        return _group(self._http().group(group_id))
+    def group(self, group_id: str) -> GroupOut:
+        return self._http().group(group_id)
 
-    def create_group(self, **fields: Any) -> RegisteredGroup:
-        return _group(self._http().create_group(**fields))
+    def create_group(self, **fields: Any) -> GroupOut:
+        return self._http().create_group(**fields)
 
-    def join_group(self, **fields: Any) -> RegisteredGroup:
-        return _group(self._http().join_group(**fields))
+    def join_group(self, **fields: Any) -> GroupOut:
+        return self._http().join_group(**fields)
 
-    def leave_group(self, *, node_id: str) -> RegisteredNode:
-        return _node(self._http().leave_group(node_id=node_id))
+    def leave_group(self, *, node_id: str) -> NodeOut:
+        return self._http().leave_group(node_id=node_id)
 
-    def claim_leadership(self, group_id: str, **fields: Any) -> RegisteredGroup:
-        return _group(self._http().claim_leadership(group_id, **fields))
+    def claim_leadership(self, group_id: str, **fields: Any) -> GroupOut:
+        return self._http().claim_leadership(group_id, **fields)
 
-    def report_performance(self, group_id: str, **fields: Any) -> RegisteredGroup:
-        return _group(self._http().report_performance(group_id, **fields))
+    def report_performance(self, group_id: str, **fields: Any) -> GroupOut:
+        return self._http().report_performance(group_id, **fields)
 
     def close(self) -> None:
         if self._client is not None:

@@ -162,7 +162,8 @@ class RegistryStore:
         self.db = open_database(self.path)
         self.m: Models = build_models(self.db)
         self.schema_version = 0
-        self._lock = DatabaseLock(self.path)
+        # A database in memory is private to this process: nothing to lock.
+        self._lock = DatabaseLock(self.path) if str(path) != ":memory:" else None
         self._warned: set[str] = set()  # rows already reported as unreadable
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -177,18 +178,21 @@ class RegistryStore:
         OSError, peewee.DatabaseError, SchemaError
             If the file cannot be opened or has an unusable schema.
         """
-        self._lock.acquire()
+        if self._lock is not None:
+            self._lock.acquire()
         try:
             self.schema_version = ensure_schema(self.db, self.m)
         except BaseException:
             self.db.close_all()
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
             raise
 
     def close(self) -> None:
         """Close every connection and drop the lock (call once no request runs any more)."""
         self.db.close_all()
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def _connected(self) -> None:
         """Make sure this thread has its (long-lived) connection."""

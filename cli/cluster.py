@@ -9,7 +9,6 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from bootstrap.server import RegistryServer
@@ -51,10 +50,10 @@ class LocalCluster:
         self.names = list(names or [f"node-{i:02d}" for i in range(len(self.datas))])
         # Dozens of nodes share two cores here: allow for late heartbeats before calling a node
         # suspect (5 missed) or dead (10 missed, and never under 15 s).
-        hb = self.config.heartbeat_interval
+        hb = self.config.registry.heartbeat_interval
         self.registry = RegistryServer(
             self.db_path,
-            token=self.config.token,
+            token=self.config.network.token,
             liveness=liveness
             or LivenessConfig(suspect_after=max(5.0, 5 * hb), dead_after=max(15.0, 10 * hb)),
         )
@@ -66,8 +65,8 @@ class LocalCluster:
         limit_threads()
         self.url = self.registry.start()
         for index, data in enumerate(self.datas):
-            node_config = replace(
-                self.config, registry_url=self.url, name=self.names[index], node_index=index
+            node_config = self.config.replace(
+                registry_url=self.url, name=self.names[index], node_index=index
             )
             node = Node(node_config, data=data, node_id=f"n{index:03d}-{self.names[index]}")
             node.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ def run_experiment(
     from mycelium_p2p.node_config import NodeConfig
 
     exp = load_shards(shards, seed) if shards else load_scenario(scenario, nodes, concepts, seed)
-    config = replace(NodeConfig.test(), policy=policy, group_capacity=capacity, seed=seed)
+    config = NodeConfig.test().replace(policy=policy, group_capacity=capacity, seed=seed)
     history: list[dict[str, float]] = []
     started = time.monotonic()
     budget = duration if duration is not None else 600.0

@@ -73,11 +73,11 @@ def join(config_file: str | None, preset: str | None, log_level: str, **flags: A
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    if not config.peers and not config.registry_url:
+    if not config.network.peers and not config.network.registry_url:
         raise click.UsageError("give --peer HOST:PORT (any node) or --bootstrap URL (the registry)")
     from mycelium_p2p.wire import check_address
 
-    for peer in config.peers:
+    for peer in config.network.peers:
         try:
             check_address(peer, "--peer")
         except ValueError as exc:
@@ -108,7 +108,7 @@ def join(config_file: str | None, preset: str | None, log_level: str, **flags: A
             # would ever change, so say so instead of waiting forever.
             node.stop()
             raise click.ClickException(
-                f"no peer answered at {', '.join(config.peers)} within {PEER_WAIT:.0f}s "
+                f"no peer answered at {', '.join(config.network.peers)} within {PEER_WAIT:.0f}s "
                 "and no registry is known; check the address or give --bootstrap URL"
             )
     node.stop()
@@ -121,6 +121,6 @@ def _stranded(node: Any) -> bool:
     """True if the node knows no other live peer and no registry URL."""
     from mycelium_p2p import view
 
-    if node.config.registry_url or node.gossip.registry_url:
+    if node.config.network.registry_url or node.gossip.registry_url:
         return False
     return not (view.live_ids(node.gossip.members()) - {node.id})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -29,7 +28,7 @@ def registry_groups(url: str) -> dict[str, set[str]]:
 
 
 def test_nodes_form_groups_train_and_agree_with_the_registry() -> None:
-    config = replace(NodeConfig.test(), group_capacity=3)
+    config = NodeConfig.test().replace(group_capacity=3)
     with LocalCluster(datas("digits:iid", 4), config) as cluster:
         # Four nodes, capacity three: at least two groups, none over capacity.
         wait_for(
@@ -74,7 +73,7 @@ def test_nodes_form_groups_train_and_agree_with_the_registry() -> None:
 
 
 def test_leader_failover_resumes_from_the_last_model() -> None:
-    config = replace(NodeConfig.test(), group_capacity=5)
+    config = NodeConfig.test().replace(group_capacity=5)
     with LocalCluster(datas("digits:iid", 3), config) as cluster:
         wait_for(
             lambda: len(cluster.groups()) == 1 and all(n.group_id for n in cluster.nodes),

@@ -15,7 +15,6 @@ import threading
 import time
 import weakref
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -59,14 +58,14 @@ def test_churn_leaks_no_slots_threads_or_descriptors(tmp_path: Path) -> None:
     # descriptors and threads are what the test counts.
     procs = Processes(tmp_path)
     _, url = start_registry(procs, tmp_path / "registry.db", dead_after=6.0)
-    config = replace(NodeConfig.test(), group_capacity=3, registry_url=url)
+    config = NodeConfig.test().replace(group_capacity=3, registry_url=url)
     datas = [load_node_data("digits:iid", i, 6, seed=0) for i in range(6)]
     made = 0
 
     def newcomer(prefix: str = "c") -> Node:
         nonlocal made
         made += 1
-        node_config = replace(config, name=f"{prefix}-{made}", node_index=made % 6)
+        node_config = config.replace(name=f"{prefix}-{made}", node_index=made % 6)
         node = Node(node_config, datas[made % 6], node_id=f"{prefix}{made:03d}", rng=rng)
         node.start()
         return node

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,9 @@ from bootstrap.store import LivenessConfig
 from mycelium_p2p.gossip import GossipCore
 from mycelium_p2p.learning.data import load_node_data
 from mycelium_p2p.node import Node
+from mycelium_p2p.node.events import Event, HeartbeatAnswered
+from mycelium_p2p.node.heartbeats import Heartbeats
+from mycelium_p2p.node.state import NodeState, Published
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.registry_client import RegistryClient, RegistryError
 from tests.helpers import wait_for
@@ -39,7 +41,7 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, RegistryClient]]:
 
 
 def started_node(url: str, name: str) -> Node:
-    config = replace(NodeConfig.test(), registry_url=url, name=name)
+    config = NodeConfig.test().replace(registry_url=url, name=name)
     node = Node(config, load_node_data("digits:iid", 0, 4, seed=0), node_id=name)
     node.start()
     return node
@@ -88,8 +90,8 @@ def test_metrics_out_of_range_never_cost_a_node_its_liveness(
     """Once a group's figures went wrong (a member lied), every heartbeat carried them, the
     registry refused each one (400) and expired the node: a refusal expelled the innocent."""
     url, client = registry
-    bad = {"accuracy": 1.5, "loss": float("inf"), "round": 2**60}
-    monkeypatch.setattr(Node, "metrics", lambda self: dict(bad))
+    bad = Published(group=None, accuracy=1.5, loss=float("inf"), round=2**60)
+    monkeypatch.setattr(NodeState, "publishable", lambda self, record: bad)
     node = started_node(url, "honest")
     try:
         wait_for(lambda: status(client, "honest") == "alive", 10, what="registered")
@@ -113,19 +115,34 @@ def test_a_refused_heartbeat_is_sent_again_at_once_without_the_refused_fields() 
             error = {"message": "Expected `float` <= 0.5", "key": "accuracy", "source": "body"}
             detail = {"status_code": 400, "detail": "Validation failed", "extra": [error]}
             return httpx.Response(400, json=detail)
-        return httpx.Response(200, json={"id": "n", "group": None})
+        return httpx.Response(200, json=node_out("n"))
 
-    config = replace(NodeConfig.test(), registry_url="http://registry.invalid")
-    node = Node(config, load_node_data("digits:iid", 0, 4, seed=0), node_id="n")
-    client = RegistryClient(config.registry_url or "", transport=httpx.MockTransport(answer))
+    client = RegistryClient("http://registry.invalid", transport=httpx.MockTransport(answer))
+    posted: list[Event] = []
+    figures = Published(group=None, epoch=3, accuracy=0.9, loss=0.3, round=4)
     try:
-        node.metrics = lambda: {"accuracy": 0.9, "loss": 0.3, "round": 4}  # type: ignore[method-assign]
-        node._heartbeat(client)
+        Heartbeats(client, "n", "n", lambda: figures, posted.append).beat()
     finally:
         client.close()
-        node.client.close()
     assert [sorted(b) for b in bodies] == [
         ["accuracy", "loss", "round"],
         ["accuracy", "loss", "round"],
     ]
     assert bodies[1]["accuracy"] is None and bodies[1]["loss"] == 0.3
+    assert posted == [HeartbeatAnswered(3, None)]  # the answer reached the control thread
+
+
+def node_out(node_id: str) -> dict[str, object]:
+    return {
+        "id": node_id,
+        "name": node_id,
+        "status": "alive",
+        "group": None,
+        "gossip_address": "127.0.0.1:1",
+        "flower_address": None,
+        "model": None,
+        "data": {},
+        "metrics": {"accuracy": None, "loss": None, "round": None},
+        "registered_at": 1.0,
+        "last_seen": 1.0,
+    }

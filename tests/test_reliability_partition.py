@@ -8,7 +8,6 @@ arbiter of leadership terms, as a registry on a third switch would be).
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -37,7 +36,7 @@ def rounds_led_by(side: list[Node]) -> dict[str, int]:
 
 @pytest.mark.parametrize("cut", ["between-groups", "through-groups"])
 def test_partition_then_heal_converges_to_one_leader_per_group(cut: str) -> None:
-    config = replace(NodeConfig.test(), group_capacity=3)
+    config = NodeConfig.test().replace(group_capacity=3)
     datas = [load_node_data("digits:iid", i, NODES, seed=0) for i in range(NODES)]
     with LocalCluster(datas, config) as cluster:
         nodes = cluster.nodes

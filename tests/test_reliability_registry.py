@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -65,10 +64,10 @@ def test_registry_sigkill_and_restart_on_the_same_file(
     db = tmp_path / "registry.db"
     registry, url = start_registry(procs, db, dead_after=6.0)
     port = url.rsplit(":", 1)[1]
-    config = replace(NodeConfig.test(), registry_url=url, group_capacity=2)
+    config = NodeConfig.test().replace(registry_url=url, group_capacity=2)
     datas = [load_node_data("digits:iid", i, NODES + 1, seed=0) for i in range(NODES + 1)]
     for i in range(NODES):
-        node = Node(replace(config, name=f"r{i}", node_index=i), datas[i], node_id=f"r{i}")
+        node = Node(config.replace(name=f"r{i}", node_index=i), datas[i], node_id=f"r{i}")
         node.start()
         nodes.append(node)
 
@@ -97,7 +96,7 @@ def test_registry_sigkill_and_restart_on_the_same_file(
     killed = time.monotonic()
     rounds_at_kill = {n.group_id: r_round(n) for n in nodes}
     newcomer = Node(
-        replace(config, name="late", node_index=NODES, peers=(nodes[0].gossip.address,)),
+        config.replace(name="late", node_index=NODES, peers=(nodes[0].gossip.address,)),
         datas[NODES],
         node_id="late",
     )

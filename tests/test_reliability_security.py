@@ -6,8 +6,6 @@ a stranger without the secret (or with a wrong one) tries gossip, the registry a
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from cli.cluster import LocalCluster
@@ -27,7 +25,7 @@ SECRET = "reliability-test-secret"
 
 
 def test_a_stranger_can_neither_gossip_nor_write_nor_train() -> None:
-    config = replace(NodeConfig.test(), token=SECRET, group_capacity=3)
+    config = NodeConfig.test().replace(token=SECRET, group_capacity=3)
     datas = [load_node_data("digits:iid", i, 3, seed=0) for i in range(3)]
     with LocalCluster(datas[:2], config) as cluster:
         nodes = cluster.nodes

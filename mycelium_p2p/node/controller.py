@@ -479,7 +479,7 @@ class Controller:
         state = self.state
         if state.phase is not Phase.JOINING:
             self._enter(Phase.JOINING, "founding a group")
-        group_id = f"g-{self.rng.getrandbits(32):08x}"
+        group_id = self._new_group_id()
         server = self.learning.start_server(0, from_group=False)
         try:
             created = self.registry.create_group(
@@ -600,7 +600,13 @@ class Controller:
                 log.warning("%s: registry refused the round report: %s", state.name, exc)
 
     def _do_rejoin(self, command: Rejoin) -> None:
-        """Put this node back into its group at the registry after the registry lost it."""
+        """Put this node back into its group at the registry after the registry lost it.
+
+        A leader whose group the registry no longer has (a new database) creates it again; one
+        whose group the registry dissolved (every member expired during a long outage) founds it
+        anew under a new id with the same server, so the group's model and rounds go on, and
+        leaves a tombstone for the old id so that its members choose again at once.
+        """
         state = self.state
         if state.group_id is None:
             return
@@ -608,17 +614,34 @@ class Controller:
             try:
                 self.registry.join_group(node_id=state.id, group_id=state.group_id, reason=None)
             except RegistryError as exc:
-                if exc.status != 404 or self._server is None:
+                server = self._server
+                if server is None or exc.status not in (404, 409):
                     raise
-                self.registry.create_group(
-                    id=state.group_id,
-                    name=f"group-{state.group_id[2:8]}",
+                known = self._registry_group(state.group_id)
+                if known is not None and known.status != "dissolved":
+                    raise
+                group_id = state.group_id if known is None else self._new_group_id()
+                created = self.registry.create_group(
+                    id=group_id,
+                    name=f"group-{group_id[2:8]}",
                     leader=state.id,
-                    flower_address=self._server.address,
+                    flower_address=server.address,
                     model=state.spec,
                     capacity=self.params.capacity,
-                    reason=None,
+                    reason="the registry lost the group" if known is None else "re-founded",
                 )
+                if created.id != state.group_id:
+                    log.warning(
+                        "%s: registry dissolved %s; leading it on as %s",
+                        state.name,
+                        state.group_id,
+                        created.id,
+                    )
+                    self._publish(dissolved=True)
+                    state.group_id, state.term, state.version = created.id, created.term, 0
+                    state.epoch += 1
+                    self.gossip.set_meta(self.meta())
+                    self._publish(force=True)
         except RegistryError as exc:
             log.warning(
                 "%s: cannot rejoin %s (%s); choosing again", state.name, state.group_id, exc
@@ -626,6 +649,18 @@ class Controller:
             self._do_drop_group(DropGroup("registry refused the rejoin"))
         except RegistryUnavailable:
             pass
+
+    def _registry_group(self, group_id: str) -> Any:
+        """The registry's record of ``group_id``, or None if it has none (404)."""
+        try:
+            return self.registry.group(group_id)
+        except RegistryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _new_group_id(self) -> str:
+        return f"g-{self.rng.getrandbits(32):08x}"
 
     def _do_leave_registry_group(self, command: LeaveRegistryGroup) -> None:
         """Free this node's slot at the registry (best effort: heartbeats reconcile later)."""

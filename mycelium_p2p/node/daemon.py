@@ -88,18 +88,18 @@ class _Gossip:
 
 def controller_params(config: NodeConfig) -> ControllerParams:
     """Each part's section of the node's settings."""
-    gossip = config.gossip
+    gossip, choice = config.gossip, config.choice
     return ControllerParams(
         discovery=DiscoveryParams(),
         choice=ChoiceParams(
             policy=PolicyParams(
-                switch_threshold=config.switch_threshold,
-                switch_samples=config.switch_samples,
-                merge_samples=config.merge_samples,
-                found_samples=config.found_samples,
-                mode=config.policy,  # type: ignore[arg-type]
+                switch_threshold=choice.switch_threshold,
+                switch_samples=choice.switch_samples,
+                merge_samples=choice.merge_samples,
+                found_samples=choice.found_samples,
+                mode=choice.policy,
             ),
-            evaluation_interval=config.group_evaluation_interval,
+            evaluation_interval=choice.group_evaluation_interval,
         ),
         leadership=LeadershipParams(
             # The grace lets a wrongly declared death be refuted (at the latest by the next
@@ -107,9 +107,9 @@ def controller_params(config: NodeConfig) -> ControllerParams:
             grace=min(gossip.push_pull_interval, 5 * gossip.probe_interval),
             rank_delay=3 * gossip.probe_interval,
         ),
-        capacity=config.group_capacity,
-        report_interval=config.heartbeat_interval,
-        leave_timeout=min(2.0, config.leave_timeout),
+        capacity=config.group.group_capacity,
+        report_interval=config.registry.heartbeat_interval,
+        leave_timeout=min(2.0, config.network.leave_timeout),
     )
 
 
@@ -140,12 +140,13 @@ class Node:
         clock: Any = time.monotonic,
     ) -> None:
         self.config = config = config.resolved()
+        net, learn = config.network, config.learning
         self.id = node_id or uuid.uuid4().hex[:12]
-        self.name = config.name or f"node-{self.id[:6]}"
+        self.name = config.network.name or f"node-{self.id[:6]}"
         self.data = data or load_node_data(
-            config.data, config.node_index, config.num_nodes, config.seed
+            learn.data, learn.node_index, learn.num_nodes, learn.seed
         )
-        self.spec = models.model_spec(config.model, self.data.input_shape, self.data.classes)
+        self.spec = models.model_spec(learn.model, self.data.input_shape, self.data.classes)
         self.rng = rng or random.Random(self.id)
         self.clock = clock
         self.failure: str | None = None
@@ -160,17 +161,17 @@ class Node:
             self.data,
             self.spec,
             FlowerSettings(
-                strategy=config.strategy,
-                bind_host=config.bind_host,
-                port=config.flower_port,
+                strategy=config.group.strategy,
+                bind_host=net.bind_host,
+                port=net.flower_port,
                 advertised_host=host,
-                round_timeout=config.round_timeout,
-                round_pause=config.round_pause,
-                local_epochs=config.local_epochs,
-                batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                seed=config.seed + config.node_index,
-                token=config.token,
+                round_timeout=config.group.round_timeout,
+                round_pause=config.group.round_pause,
+                local_epochs=learn.local_epochs,
+                batch_size=learn.batch_size,
+                learning_rate=learn.learning_rate,
+                seed=learn.seed + learn.node_index,
+                token=net.token,
             ),
             on_round=self._round_done,
             rng=self.rng,
@@ -179,26 +180,26 @@ class Node:
         self.gossip = GossipNode(
             self.id,
             config.gossip,
-            host=config.bind_host,
-            port=config.gossip_port,
+            host=net.bind_host,
+            port=net.gossip_port,
             advertise_host=host,
             meta=NodeMeta(name=self.name, model=self.spec, **self.learning.sizes()).to_map(),
-            secret=config.token,
-            registry_url=config.registry_url,
+            secret=net.token,
+            registry_url=net.registry_url,
         )
         url = self._registry_url
         self.controller = Controller(
             self.state,
             controller_params(config),
             gossip=_Gossip(self.gossip),
-            registry=RegistryLink(url, config.token, timeout=3.0, retries=1),
+            registry=RegistryLink(url, net.token, timeout=3.0, retries=1),
             learning=self.learning,
             clock=clock,
             rng=self.rng,
             on_fail=self._failed,
         )
         self.heartbeats = Heartbeats(
-            RegistryLink(url, config.token, timeout=3.0, retries=0),
+            RegistryLink(url, net.token, timeout=3.0, retries=0),
             self.id,
             self.name,
             lambda: self.controller.published,
@@ -206,7 +207,7 @@ class Node:
         )
 
     def _registry_url(self) -> str | None:
-        return self.config.registry_url or self.gossip.registry_url
+        return self.config.network.registry_url or self.gossip.registry_url
 
     # ------------------------------------------------------------------ life cycle
 
@@ -215,7 +216,9 @@ class Node:
         self.gossip.start()
         self.gossip.set_model_provider(self.controller.answer_model)
         self._thread = threading.Thread(
-            target=self._run, args=(list(seeds or self.config.peers),), name=f"node-{self.name}"
+            target=self._run,
+            args=(list(seeds or self.config.network.peers),),
+            name=f"node-{self.name}",
         )
         self._thread.daemon = True
         self._thread.start()
@@ -228,7 +231,7 @@ class Node:
         self._stop.set()
         self._events.put(None)
         if self._thread is not None:
-            self._thread.join(timeout=self.config.leave_timeout + 5)
+            self._thread.join(timeout=self.config.network.leave_timeout + 5)
         if self._thread is None or not self._thread.is_alive():
             self.controller.leave()  # a no-op when the control thread already left
 
@@ -286,7 +289,7 @@ class Node:
         while not self._stop.is_set():
             with self.containment.unit("a heartbeat"):
                 self.heartbeats.beat()
-            self._stop.wait(self.config.heartbeat_interval)
+            self._stop.wait(self.config.registry.heartbeat_interval)
         self.heartbeats.close()
 
     def _round_done(self, result: RoundSummary) -> None:

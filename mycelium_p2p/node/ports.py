@@ -173,6 +173,7 @@ class Group(Protocol):
     id: str
     leader: str | None
     term: int
+    status: str
 
 
 class RegistryNode(Protocol):

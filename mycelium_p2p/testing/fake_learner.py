@@ -180,8 +180,12 @@ class FakeLearner:
         return SPEC
 
     def summary(self) -> dict[str, Any]:
-        return {"description": f"fake concept {self.concept}", "train": self.train_examples,
-                "val": self.val_size, "concept": self.concept}  # fmt: skip
+        return {
+            "description": f"fake concept {self.concept}",
+            "train": self.train_examples,
+            "val": self.val_size,
+            "concept": self.concept,
+        }
 
     def sizes(self) -> dict[str, int]:
         return {"train": self.train_examples, "val": self.val_size}

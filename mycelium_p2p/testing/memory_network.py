@@ -38,6 +38,7 @@ from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.testing.fake_learner import FakeLearner, FakeWorld
 from mycelium_p2p.testing.store_registry import StoreRegistry
 from mycelium_p2p.transport import MemoryNetwork as FrameNetwork
+from mycelium_p2p.wire import Gossip, Kind, MemberUpdate, Message, Status
 
 #: Seconds since the epoch at simulated time 0 (group records and the registry stamp wall time).
 EPOCH = 1_700_000_000.0
@@ -159,6 +160,7 @@ class MemoryNetwork:
         self.world = FakeWorld(concepts, self.call_at, lambda: self.now)
         self.nodes: list[SimNode] = [self._make(i, i % concepts) for i in range(nodes)]
         self._by_address = {n.core.address: n for n in self.nodes}
+        self._sides: list[set[str]] = []
         self.call_at(self.config_sweep(), self._sweep)
 
     # ------------------------------------------------------------------ clock
@@ -200,9 +202,12 @@ class MemoryNetwork:
         )
         node = SimNode(index, concept, core, learner, registry, controller, None)  # type: ignore[arg-type]
         node.heartbeats = Heartbeats(
-            StoreRegistry(self.store), node_id, node_id, lambda: controller.published,
+            StoreRegistry(self.store),
+            node_id,
+            node_id,
+            lambda: controller.published,
             node.events.append,
-        )  # fmt: skip
+        )
         learner.on_round = lambda result, n=node: self._post(n, result)
         core.model_provider = controller.answer_model
         return node
@@ -225,7 +230,7 @@ class MemoryNetwork:
         def start() -> None:
             node.controller.start([])
             self.call_at(self.now + self.rng.uniform(0, self.step_interval), self._stepper(node))
-            beat = self.config.heartbeat_interval
+            beat = self.config.registry.heartbeat_interval
             self.call_at(self.now + self.rng.uniform(0, beat), self._beater(node))
             self.call_at(node.core.next_due(self.now), self._ticker(node))
 
@@ -265,7 +270,7 @@ class MemoryNetwork:
             if not node.alive or node.state.phase is Phase.STOPPED:
                 return
             node.heartbeats.beat()
-            self.call_at(self.now + self.config.heartbeat_interval, beat)
+            self.call_at(self.now + self.config.registry.heartbeat_interval, beat)
 
         return beat
 
@@ -275,13 +280,14 @@ class MemoryNetwork:
 
     def send(self, src: str, out: list[tuple[str, bytes]]) -> None:
         for dest, frame in out:
-            self.frames.send(src, dest, frame)
+            if not self._cut(src, dest):
+                self.frames.send(src, dest, frame)
 
     def request(self, src: str, dest: str, frame: bytes) -> bytes | None:
         """Deliver a request and return the answer at once (lost like any frame)."""
         target = self._by_address.get(dest)
         lost = self.frames.loss and self.rng.random() < self.frames.loss
-        if target is None or not target.alive or lost:
+        if target is None or not target.alive or lost or self._cut(src, dest):
             return None
         answers = [f for d, f in target.core.handle(src, frame, self.now) if d == REPLY]
         return answers[0] if answers else None
@@ -295,6 +301,43 @@ class MemoryNetwork:
         return self.frames.run_while(lambda: not done(), self.now + timeout, check_every)
 
     # ------------------------------------------------------------------ faults
+
+    def partition(self, *sides: list[SimNode]) -> None:
+        """Cut gossip (and model probes) between the given sets of nodes, until ``heal``."""
+        self._sides = [{n.core.address for n in side} for side in sides]
+
+    def heal(self) -> None:
+        self._sides = []
+
+    def _cut(self, src: str, dest: str) -> bool:
+        a = next((i for i, side in enumerate(self._sides) if src in side), None)
+        b = next((i for i, side in enumerate(self._sides) if dest in side), None)
+        return a is not None and b is not None and a != b
+
+    def gossip_to(self, node: SimNode, record: GroupRecord, member_in: str) -> None:
+        """Deliver one gossip frame to ``node``: ``record``, and a member of its own (alive, in
+        group ``member_in``, at ``record.leader_address``) so that the group is not a zombie."""
+        member = MemberUpdate(
+            str(record.leader),
+            record.leader_address,
+            Status.ALIVE,
+            1,
+            NodeMeta(name="puppet", group=member_in, model=record.model).to_map(),
+        )
+        codec = node.core.codec
+        frame = codec.encode(
+            Message(Kind.GOSSIP, member.node_id, member.address, Gossip((member, record)))
+        )
+        node.core.handle(member.address, frame, self.now)
+
+    def registry_down(self) -> None:
+        """Every node's registry calls fail as if the registry were unreachable."""
+        for node in self.nodes:
+            node.registry.up = node.heartbeats.registry.up = False  # type: ignore[attr-defined]
+
+    def registry_up(self) -> None:
+        for node in self.nodes:
+            node.registry.up = node.heartbeats.registry.up = True  # type: ignore[attr-defined]
 
     def crash(self, node: SimNode) -> None:
         """Stop a node at once, as a killed process: no leave, its server and sockets gone."""
@@ -333,15 +376,18 @@ class MemoryNetwork:
         return good / len(live) if live else 0.0
 
     def registry_calls(self) -> int:
-        return sum(sum(n.registry.calls.values()) + sum(n.heartbeats.registry.calls.values())  # type: ignore[attr-defined]
-                   for n in self.nodes)  # fmt: skip
+        return sum(
+            sum(n.registry.calls.values()) + sum(n.heartbeats.registry.calls.values())  # type: ignore[attr-defined]
+            for n in self.nodes
+        )
 
     def frames_sent(self) -> int:
         return int(self.frames.stats["sent"])
 
     def leader_of(self, group_id: str) -> SimNode | None:
-        return next((n for n in self.live_nodes() if n.state.group_id == group_id
-                     and n.state.leading), None)  # fmt: skip
+        return next(
+            (n for n in self.live_nodes() if n.state.group_id == group_id and n.state.leading), None
+        )
 
     def view_of(self, node: SimNode) -> set[str]:
         return view.live_ids(node.core.members())

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from bootstrap.schemas import (
+from mycelium_p2p.registry_api import (
     CreateGroupBody,
     HeartbeatBody,
     LeaderBody,

@@ -1,0 +1,240 @@
+"""Node logic on the in-memory network: failover, lost claims, islands, refusals, leaving.
+
+Every node here is complete (controller, parts, heartbeats, gossip core on the real wire format)
+with a fake learner, and the registry is the real store on an in-memory database; all of it runs
+on one fake clock, so these tests take seconds and never sleep. Nothing private is touched: the
+network exposes each node's state, its registry port's call counts and its timers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bootstrap.store import LivenessConfig, RegistryStore
+from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.lifecycle import Phase
+from mycelium_p2p.node.scheduler import Timer
+from mycelium_p2p.node_config import NodeConfig
+from mycelium_p2p.registry_api import CreateGroupBody, RegisterBody
+from mycelium_p2p.testing.memory_network import MemoryNetwork, SimNode
+
+LIVENESS = LivenessConfig(suspect_after=3.0, dead_after=6.0, sweep_interval=0.5)
+
+
+def store(clock: Callable[[], float], rng: random.Random) -> RegistryStore:
+    s = RegistryStore(":memory:", liveness=LIVENESS, clock=clock, rng=rng)
+    s.open()
+    return s
+
+
+def network(
+    nodes: int, concepts: int = 1, capacity: int = 5, seed: int = 0, **kw: Any
+) -> MemoryNetwork:
+    config = NodeConfig.test().replace(group_capacity=capacity)
+    return MemoryNetwork(nodes, concepts, store, config=config, seed=seed, step_interval=0.2, **kw)
+
+
+def one_group_of(net: MemoryNetwork, size: int) -> Callable[[], bool]:
+    def done() -> bool:
+        groups = net.groups()
+        return len(groups) == 1 and len(next(iter(groups.values()))) == size
+
+    return done
+
+
+def record(net: MemoryNetwork, node: SimNode, group_id: str) -> GroupRecord | None:
+    return node.core.groups.get(group_id)
+
+
+def trained(net: MemoryNetwork, group_id: str, rounds: int) -> Callable[[], bool]:
+    def done() -> bool:
+        leader = net.leader_of(group_id)
+        r = None if leader is None else record(net, leader, group_id)
+        return r is not None and r.round >= rounds
+
+    return done
+
+
+def test_a_crashed_leader_is_replaced_and_training_resumes_from_its_last_model() -> None:
+    net = network(3, capacity=3)
+    net.start()
+    assert net.run_until(one_group_of(net, 3), 60)
+    group_id = next(iter(net.groups()))
+    assert net.run_until(trained(net, group_id, 4), 60)
+    old = net.leader_of(group_id)
+    assert old is not None
+    before = record(net, old, group_id)
+    assert before is not None
+    net.crash(old)
+    crashed_at = net.now
+
+    def replaced() -> bool:
+        new = net.leader_of(group_id)
+        return new is not None and new is not old and new.state.term == before.term + 1
+
+    assert net.run_until(replaced, 30)
+    new = net.leader_of(group_id)
+    assert new is not None
+    took = net.now - crashed_at
+    assert net.run_until(trained(net, group_id, before.round + 2), 30)
+    assert net.store.group(group_id).leader == new.id  # the registry agrees
+    # The new leader went on from the last model it held: rounds kept counting up.
+    after = record(net, new, group_id)
+    assert after is not None and after.round >= before.round + 2
+    print(
+        f"new leader {took:.1f} s after the crash (simulated); rounds {before.round} {after.round}"
+    )
+
+
+def test_a_lost_claim_whose_winner_is_out_of_reach_gives_the_group_up() -> None:
+    """Across a partition the winner's record never comes: the loser does not wait for it."""
+    net = network(3, capacity=3, seed=2)
+    net.start()
+    assert net.run_until(one_group_of(net, 3), 60)
+    group_id = next(iter(net.groups()))
+    leader = net.leader_of(group_id)
+    assert leader is not None
+    b, c = [n for n in net.nodes if n is not leader]
+    net.crash(leader)
+    net.partition([b], [c])  # each member claims; the registry lets one win
+
+    def settled() -> bool:
+        winner = net.leader_of(group_id)
+        loser = c if winner is b else b if winner is c else None
+        return loser is not None and loser.state.group_id != group_id
+
+    assert net.run_until(settled, 60)
+    winner = net.leader_of(group_id)
+    loser = c if winner is b else b
+    assert winner is not None and net.store.group(group_id).leader == winner.id
+    assert net.store.node(loser.id).group != group_id  # its slot is free at the registry too
+    assert loser.registry.calls["claim_leadership"] == 1  # it gave up after its first lost claim
+
+
+def test_islands_started_apart_merge_through_the_registry() -> None:
+    net = network(6, capacity=3, seed=3)
+    left, right = net.nodes[:3], net.nodes[3:]
+    net.partition(left, right)  # two gossip islands from the start: nothing gossips across
+    net.start()
+    assert net.run_until(lambda: len(net.groups()) == 2, 60)
+    assert all(net.view_of(n) <= {m.id for m in left} for n in left)
+    net.heal()  # the registry names every node's peers: the islands find each other
+    everyone = {n.id for n in net.nodes}
+    assert net.run_until(lambda: all(net.view_of(n) == everyone for n in net.nodes), 60)
+
+
+def test_a_refused_join_waits_for_news_of_that_group_but_not_for_a_back_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stale gossip view (a full group that looks roomy) costs one refused join, not a
+    growing back-off, and that very record is not tried again."""
+    net = network(1, seed=4)
+    (node,) = net.nodes
+    # A group full at the registry, which gossip shows with room.
+    spec = node.learner.spec
+    net.store.register(
+        RegisterBody(id="full-leader", name="L", gossip_address="10.9.9.9:7946", model=spec)
+    )
+    net.store.create_group(
+        CreateGroupBody(
+            id="g-full",
+            name="full",
+            leader="full-leader",
+            flower_address="10.9.9.9:1",
+            model=spec,
+            capacity=1,
+        )
+    )
+    stale = GroupRecord(
+        "g-full",
+        leader="full-leader",
+        leader_address="10.9.9.9:7946",
+        members=("full-leader",),
+        model=node.learner.spec,
+        capacity=5,
+        term=1,
+        version=1,
+        round=3,
+        accuracy=0.9,
+    )
+    net.start()
+    net.gossip_to(node, stale, member_in="g-full")
+    with caplog.at_level(logging.WARNING, logger="mycelium.node"):
+        assert net.run_until(lambda: node.registry.calls["join_group"] >= 1, 10)
+        refused_at = net.now
+        assert net.run_until(lambda: node.state.phase is Phase.LEADER, 10)
+    founded_after = net.now - refused_at
+    assert "join g-full refused" in caplog.text
+    assert founded_after < 5.0  # the next choice came soon (a founding, after one more look)
+    assert node.registry.calls["join_group"] == 1  # the refused record was not tried again
+    assert net.store.group("g-full").members == ["full-leader"]
+
+
+def test_after_a_registry_outage_longer_than_its_expiry_groups_go_on() -> None:
+    """Every node expired at the registry and its group dissolved there, while the nodes trained
+    on: once it is back the group is at the registry again, with its model and rounds."""
+    net = network(3, capacity=3, seed=5)
+    net.start()
+    assert net.run_until(one_group_of(net, 3), 60)
+    group_id = next(iter(net.groups()))
+    net.registry_down()
+    assert net.run_until(lambda: net.store.group(group_id).status == "dissolved", 30)
+    leader = net.leader_of(group_id)
+    before = record(net, leader, group_id) if leader else None
+    assert before is not None and len(net.groups()) == 1  # the nodes trained on without it
+    net.registry_up()
+
+    def repaired() -> bool:
+        groups = net.groups()
+        if len(groups) != 1:
+            return False
+        ((gid, members),) = groups.items()
+        known = net.store.group(gid)
+        ids = sorted(n.id for n in members)
+        return len(ids) == 3 and sorted(known.members) == ids and known.leader is not None
+
+    assert net.run_until(repaired, 60)
+    ((gid, _),) = net.groups().items()
+    leader = net.leader_of(gid)
+    after = record(net, leader, gid) if leader else None
+    assert after is not None and after.round >= before.round  # the model went on
+
+
+def test_a_leader_that_leaves_is_replaced_and_the_last_one_out_leaves_a_tombstone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    net = network(2, capacity=2, seed=6)
+    net.start()
+    assert net.run_until(one_group_of(net, 2), 60)
+    group_id = next(iter(net.groups()))
+    leader = net.leader_of(group_id)
+    assert leader is not None
+    (member,) = [n for n in net.nodes if n is not leader]
+    with caplog.at_level(logging.INFO, logger="mycelium.node"):
+        net.leave(leader)
+        assert net.run_until(lambda: net.leader_of(group_id) is member, 30)
+    assert f"leader {leader.id} of {group_id} is leaving" in caplog.text  # news, not a warning
+    assert net.store.node(leader.id).status == "gone"
+    net.leave(member)
+    assert net.run_until(lambda: member.state.phase is Phase.STOPPED, 10)
+    tombstone = member.core.groups.get(group_id)
+    assert tombstone is not None and tombstone.dissolved
+    assert net.store.group(group_id).status == "dissolved"
+
+
+def test_without_the_registry_no_group_is_founded_and_choices_back_off() -> None:
+    net = network(1, seed=7)
+    (node,) = net.nodes
+    net.registry_down()
+    net.start()
+    net.run_for(30)
+    assert node.state.group_id is None
+    attempts = node.registry.calls["create_group"]
+    assert 1 <= attempts <= 8  # doubling back-off, not one attempt per step
+    due = node.controller.timers.when(Timer.CHOOSE)
+    assert due is not None and due > net.now

@@ -10,7 +10,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,7 @@ def mycelium_seconds_per_round(
     from mycelium_p2p.node_config import NodeConfig
 
     before = rss_mb()
-    config = replace(
-        NodeConfig.test(),
+    config = NodeConfig.test().replace(
         group_capacity=len(datas),
         strategy="fedavg",  # the same aggregation as the plain Flower run
         round_pause=0.0,
@@ -57,11 +55,17 @@ def mycelium_seconds_per_round(
         ):
             raise click.ClickException("the nodes did not form one group within 120 s")
         leader = next(n for n in cluster.nodes if n.phase is Phase.LEADER)
-        assert leader.server is not None
-        server = leader.server
-        cluster.wait_until(lambda _c: server.num_clients() == len(datas), timeout=60)
-        first = server.round + warmup
-        cluster.wait_until(lambda _c: server.round >= first + rounds, timeout=60 + 10 * rounds)
+
+        def current() -> int:
+            return leader.latest_round.round if leader.latest_round else 0
+
+        connected = cluster.wait_until(
+            lambda _c: leader.learning.server_clients() == len(datas), timeout=60
+        )
+        if not connected:
+            raise click.ClickException("not every node connected to the leader within 60 s")
+        first = current() + warmup
+        cluster.wait_until(lambda _c: current() >= first + rounds, timeout=60 + 10 * rounds)
         stamps = [at for (r, at) in leader.round_times if first <= r <= first + rounds]
         per_node_mb = (rss_mb() - before) / len(datas)
     return [b - a for a, b in itertools.pairwise(stamps)], per_node_mb

@@ -36,7 +36,10 @@ def network(
     nodes: int, concepts: int = 1, capacity: int = 5, seed: int = 0, **kw: Any
 ) -> MemoryNetwork:
     config = NodeConfig.test().replace(group_capacity=capacity)
-    return MemoryNetwork(nodes, concepts, store, config=config, seed=seed, step_interval=0.2, **kw)
+    # 100 validation samples: the policy's noise floors hold, so groups stay as they form.
+    return MemoryNetwork(
+        nodes, concepts, store, config=config, seed=seed, step_interval=0.2, val_size=100, **kw
+    )
 
 
 def one_group_of(net: MemoryNetwork, size: int) -> Callable[[], bool]:
@@ -97,6 +100,8 @@ def test_a_lost_claim_whose_winner_is_out_of_reach_gives_the_group_up() -> None:
     net.start()
     assert net.run_until(one_group_of(net, 3), 60)
     group_id = next(iter(net.groups()))
+    # A group model well ahead of any node's own: nobody founds a group of its own meanwhile.
+    assert net.run_until(trained(net, group_id, 8), 60)
     leader = net.leader_of(group_id)
     assert leader is not None
     b, c = [n for n in net.nodes if n is not leader]

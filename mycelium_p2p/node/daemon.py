@@ -46,6 +46,7 @@ log = logging.getLogger("mycelium.node")
 
 TICK = 0.2  # seconds between control steps when nothing wakes the loop sooner
 WATCH_INTERVAL = 0.5  # seconds between two looks of the watchdog at the node's threads
+REPORT_EVERY = 4  # heartbeat intervals between two round reports of a leader to the registry
 
 
 class _Gossip:
@@ -108,7 +109,9 @@ def controller_params(config: NodeConfig) -> ControllerParams:
             rank_delay=3 * gossip.probe_interval,
         ),
         capacity=config.group.group_capacity,
-        report_interval=config.registry.heartbeat_interval,
+        # Round figures go to the registry every fourth heartbeat: gossip carries every round
+        # to the nodes; the registry's copy is for newcomers and the viewer.
+        report_interval=REPORT_EVERY * config.registry.heartbeat_interval,
         leave_timeout=min(2.0, config.network.leave_timeout),
     )
 

@@ -31,6 +31,7 @@ from mycelium_p2p.node.ports import RoundSummary
 CHANCE = 0.1
 PEAK_ALONE = 0.88
 PEAK_GROUP = 0.95
+TRAINING_STEP = 0.2  # quality one round (or one local training of the policy) adds
 SPEC = "fake:concepts:10"
 
 
@@ -123,7 +124,7 @@ class FakeServer:
             mix = [0.0] * self.world.concepts
             for c in clients:
                 mix[c.concept] += c.train_examples / total
-            quality = min(1.0, self.model.quality + 0.25)
+            quality = min(1.0, self.model.quality + TRAINING_STEP)
             self.model = Model(mix, quality, total)
             self.round += 1
             scores = [(c.observe(self.model), c.val_size) for c in clients]
@@ -191,7 +192,7 @@ class FakeLearner:
         return {"train": self.train_examples, "val": self.val_size}
 
     def train_local(self) -> float:
-        self.local.quality = min(1.0, self.local.quality + 0.3)
+        self.local.quality = min(1.0, self.local.quality + TRAINING_STEP)
         return self.observe(self.local)
 
     def score(self, payload: bytes) -> float:

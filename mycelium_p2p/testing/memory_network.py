@@ -136,6 +136,9 @@ class MemoryNetwork:
         Simulated seconds between two control steps of a node (default: 0.5).
     arrival : float
         Nodes start at random times within this many simulated seconds (default: 5).
+    val_size : int
+        Validation samples per node: the noise of every accuracy a node measures (default: 20,
+        as digits shards of 16-30 nodes have).
     """
 
     def __init__(
@@ -150,12 +153,14 @@ class MemoryNetwork:
         latency: tuple[float, float] = (0.001, 0.005),
         step_interval: float = 0.5,
         arrival: float = 5.0,
+        val_size: int = 20,
     ) -> None:
         self.config = config or NodeConfig.lan()
         self.rng = random.Random(seed)
         self.frames = FrameNetwork(random.Random(self.rng.getrandbits(64)), loss, latency)
         self.step_interval = step_interval
         self.arrival = arrival
+        self.val_size = val_size
         self.store = store(self.wall_clock, random.Random(self.rng.getrandbits(64)))
         self.world = FakeWorld(concepts, self.call_at, lambda: self.now)
         self.nodes: list[SimNode] = [self._make(i, i % concepts) for i in range(nodes)]
@@ -184,7 +189,9 @@ class MemoryNetwork:
         node_id = f"n{index:05d}"
         address = f"10.{index // 62500}.{index // 250 % 250}.{index % 250 + 1}:7946"
         rng = random.Random(self.rng.getrandbits(64))
-        learner = FakeLearner(self.world, concept, random.Random(rng.getrandbits(64)))
+        learner = FakeLearner(
+            self.world, concept, random.Random(rng.getrandbits(64)), val_size=self.val_size
+        )
         meta = NodeMeta(name=node_id, model=learner.spec, **learner.sizes()).to_map()
         core = GossipCore(node_id, address, self.config.gossip, rng, self.now, meta=meta)
         registry = StoreRegistry(self.store)

@@ -30,6 +30,7 @@ __all__ = [
     "RegistryServer",
     "ServerLimits",
     "bound_port",
+    "cluster_registry",
     "listen_socket",
     "url_host",
     "uvicorn_config",
@@ -279,3 +280,14 @@ class RegistryServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def cluster_registry(
+    db_path: Path, token: str | None, suspect_after: float, dead_after: float
+) -> RegistryServer:
+    """A registry for a cluster of nodes in this process (``testing.LocalCluster``'s factory)."""
+    return RegistryServer(
+        db_path,
+        token=token,
+        liveness=LivenessConfig(suspect_after=suspect_after, dead_after=dead_after),
+    )

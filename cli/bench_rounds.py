@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.main import bench
-from cli.processes import mycelium_command
+from mycelium_p2p.testing.processes import mycelium_command
 
 
 def rss_mb(pid: int | None = None) -> float:
@@ -38,9 +38,10 @@ def mycelium_seconds_per_round(
     Returns the per-round gaps (after ``warmup`` rounds with everyone connected) and the MB of
     memory the cluster added to this process, per node.
     """
-    from cli.cluster import LocalCluster
+    from bootstrap.server import cluster_registry
     from mycelium_p2p.lifecycle import Phase
     from mycelium_p2p.node_config import NodeConfig
+    from mycelium_p2p.testing.local_cluster import LocalCluster
 
     before = rss_mb()
     config = NodeConfig.test().replace(
@@ -49,7 +50,7 @@ def mycelium_seconds_per_round(
         round_pause=0.0,
         group_evaluation_interval=3600.0,  # no re-evaluation in the middle of the measurement
     )
-    with LocalCluster(datas, config) as cluster:
+    with LocalCluster(datas, config, registry=cluster_registry) as cluster:
         if not cluster.wait_until(
             lambda c: len(c.groups()) == 1 and all(n.group_id for n in c.nodes), timeout=120
         ):

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cli.main import main
 from cli.node_cmds import configure_logging
-from cli.processes import ProcessGroup, mycelium_command
+from mycelium_p2p.testing.processes import ProcessGroup, mycelium_command
 
 SCENARIOS = ("label-shift", "rotation", "iid", "synthetic")
 

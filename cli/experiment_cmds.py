@@ -47,17 +47,18 @@ def run_experiment(
     console: Console,
 ) -> dict[str, Any]:
     """Run one experiment on the real system and return the results dictionary."""
-    from cli.cluster import LocalCluster
+    from bootstrap.server import cluster_registry
     from mycelium_p2p.experiment.baselines import load_scenario, load_shards, run_baselines
     from mycelium_p2p.experiment.report import build_results
     from mycelium_p2p.node_config import NodeConfig
+    from mycelium_p2p.testing.local_cluster import LocalCluster
 
     exp = load_shards(shards, seed) if shards else load_scenario(scenario, nodes, concepts, seed)
     config = NodeConfig.test().replace(policy=policy, group_capacity=capacity, seed=seed)
     history: list[dict[str, float]] = []
     started = time.monotonic()
     budget = duration if duration is not None else 600.0
-    with LocalCluster(exp.data, config, names=exp.names) as cluster:
+    with LocalCluster(exp.data, config, names=exp.names, registry=cluster_registry) as cluster:
         with Progress(
             TextColumn("[bold]experiment"),
             BarColumn(),

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import msgspec
 
-from cli.processes import mycelium_command
 from mycelium_p2p import view
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipNode
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
+from mycelium_p2p.testing.processes import mycelium_command
 from tests.helpers import wait_for
 
 URL_LINE = re.compile(r"registry listening on (http://\S+)")

@@ -10,7 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from cli.processes import mycelium_command
+from mycelium_p2p.testing.processes import mycelium_command
 
 pytestmark = pytest.mark.slow
 

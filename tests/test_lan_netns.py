@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from cli.processes import mycelium_command
+from mycelium_p2p.testing.processes import mycelium_command
 from tests.helpers import wait_for
 from tests.reliability_support import CHILD_ENV, URL_LINE, Processes
 

@@ -7,12 +7,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.cluster import LocalCluster
+from bootstrap.server import cluster_registry
 from cli.main import main
 from mycelium_p2p.learning.data import load_node_data
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.registry_client import RegistryClient
+from mycelium_p2p.testing.local_cluster import LocalCluster
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ def registry_groups(url: str) -> dict[str, set[str]]:
 
 def test_nodes_form_groups_train_and_agree_with_the_registry() -> None:
     config = NodeConfig.test().replace(group_capacity=3)
-    with LocalCluster(datas("digits:iid", 4), config) as cluster:
+    with LocalCluster(datas("digits:iid", 4), config, registry=cluster_registry) as cluster:
         # Four nodes, capacity three: at least two groups, none over capacity.
         wait_for(
             lambda: all(n.group_id for n in cluster.nodes), timeout=60, what="every node in a group"
@@ -74,7 +75,7 @@ def test_nodes_form_groups_train_and_agree_with_the_registry() -> None:
 
 def test_leader_failover_resumes_from_the_last_model() -> None:
     config = NodeConfig.test().replace(group_capacity=5)
-    with LocalCluster(datas("digits:iid", 3), config) as cluster:
+    with LocalCluster(datas("digits:iid", 3), config, registry=cluster_registry) as cluster:
         wait_for(
             lambda: len(cluster.groups()) == 1 and all(n.group_id for n in cluster.nodes),
             timeout=60,

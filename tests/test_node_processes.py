@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.processes import ProcessGroup, mycelium_command
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipNode
 from mycelium_p2p.registry_client import RegistryClient
+from mycelium_p2p.testing.processes import ProcessGroup, mycelium_command
 from tests.helpers import RegistryProcess, wait_for
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from bootstrap.store import LivenessConfig, RegistryStore
-from cli.processes import mycelium_command
 from mycelium_p2p.registry_api import RegisterBody
+from mycelium_p2p.testing.processes import mycelium_command
 from tests.helpers import RegistryProcess, wait_for
 from tests.reliability_support import CHILD_ENV, URL_LINE, Processes
 

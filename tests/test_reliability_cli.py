@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from cli.processes import mycelium_command
+from mycelium_p2p.testing.processes import mycelium_command
 from tests.reliability_support import CHILD_ENV
 
 pytestmark = pytest.mark.slow

@@ -11,11 +11,12 @@ import time
 
 import pytest
 
-from cli.cluster import LocalCluster
+from bootstrap.server import cluster_registry
 from mycelium_p2p.learning.data import load_node_data
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.node import Node
 from mycelium_p2p.node_config import NodeConfig
+from mycelium_p2p.testing.local_cluster import LocalCluster
 from tests.helpers import wait_for
 from tests.reliability_support import Partition, describe, registry_groups
 
@@ -38,7 +39,7 @@ def rounds_led_by(side: list[Node]) -> dict[str, int]:
 def test_partition_then_heal_converges_to_one_leader_per_group(cut: str) -> None:
     config = NodeConfig.test().replace(group_capacity=3)
     datas = [load_node_data("digits:iid", i, NODES, seed=0) for i in range(NODES)]
-    with LocalCluster(datas, config) as cluster:
+    with LocalCluster(datas, config, registry=cluster_registry) as cluster:
         nodes = cluster.nodes
 
         def agreed() -> bool:

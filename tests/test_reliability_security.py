@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli.cluster import LocalCluster
+from bootstrap.server import cluster_registry
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipNode
 from mycelium_p2p.learning.data import load_node_data
@@ -17,6 +17,7 @@ from mycelium_p2p.learning.tls import TlsMaterial
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.registry_client import RegistryClient, RegistryError
+from mycelium_p2p.testing.local_cluster import LocalCluster
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,7 @@ SECRET = "reliability-test-secret"
 def test_a_stranger_can_neither_gossip_nor_write_nor_train() -> None:
     config = NodeConfig.test().replace(token=SECRET, group_capacity=3)
     datas = [load_node_data("digits:iid", i, 3, seed=0) for i in range(3)]
-    with LocalCluster(datas[:2], config) as cluster:
+    with LocalCluster(datas[:2], config, registry=cluster_registry) as cluster:
         nodes = cluster.nodes
         leader = wait_for(
             lambda: (

@@ -4,9 +4,10 @@ Alone (first node, or cut off) the node asks the registry for live peers every
 ``lookup_interval`` and waits for the first to answer. Once it knows peers it still asks, because
 nodes that start together can form separate gossip islands (each later node found a different
 lone first node) that nothing else would merge: after ``island_interval``, then twice as long
-after each look-up that finds nothing new (up to ``island_max``, 10 minutes), so that a settled network costs
-the registry little; and every ``lookup_interval`` while the registry names live peers that
-gossip does not see (after a partition, once gossip stopped trying members it declared dead).
+after each look-up that finds nothing new (up to ``island_max``, 10 minutes), so that a settled
+network costs the registry little; and every ``lookup_interval`` while the registry names live
+peers that gossip does not see (after a partition, once gossip stopped trying members it
+declared dead).
 """
 
 from __future__ import annotations

@@ -12,8 +12,12 @@ from pathlib import Path
 
 
 def mycelium_command(*args: str) -> list[str]:
-    """The command line that runs ``mycelium ARGS`` with this interpreter (no PATH lookup)."""
-    return [sys.executable, "-m", "cli", *args]
+    """The command line that runs ``mycelium ARGS`` with this interpreter (no PATH lookup).
+
+    ``-P`` keeps the working folder off ``sys.path``: started from a folder that holds a ``cli``
+    package of its own, the child still runs this project's command.
+    """
+    return [sys.executable, "-P", "-m", "cli", *args]
 
 
 class ProcessGroup:

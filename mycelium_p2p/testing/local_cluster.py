@@ -1,7 +1,8 @@
 """A registry and N nodes in one process on loopback: the harness of experiments and benchmarks.
 
 Everything is real (HTTP registry on a SQLite file, gossip over ZeroMQ TCP, Flower over gRPC);
-only the processes are shared, which lets 30 nodes fit on two cores.
+only the processes are shared, which lets 30 nodes fit on two cores. The registry comes from the
+caller (``bootstrap.server.cluster_registry``), so that this package does not depend on it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,26 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
-from bootstrap.server import RegistryServer
-from bootstrap.store import LivenessConfig
 from mycelium_p2p.learning.data import NodeData
 from mycelium_p2p.learning.train import limit_threads
 from mycelium_p2p.node import Node
 from mycelium_p2p.node_config import NodeConfig
+
+
+class Registry(Protocol):
+    """A registry served on a thread of this process."""
+
+    def start(self) -> str:
+        """Serve; return its URL."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+#: ``registry(db_path, token, suspect_after, dead_after)``: a registry to start.
+RegistryFactory = Callable[[Path, str | None, float, float], Registry]
 
 
 class LocalCluster:
@@ -26,6 +40,8 @@ class LocalCluster:
     ----------
     datas
         One data set per node (node ``i`` gets ``datas[i]``).
+    registry
+        Makes the registry (``bootstrap.server.cluster_registry``).
     config
         Settings shared by all nodes (default: ``NodeConfig.test()``).
     db_path
@@ -39,9 +55,9 @@ class LocalCluster:
         datas: Sequence[NodeData],
         config: NodeConfig | None = None,
         *,
+        registry: RegistryFactory,
         db_path: Path | None = None,
         names: Sequence[str] | None = None,
-        liveness: LivenessConfig | None = None,
     ) -> None:
         self.datas = list(datas)
         self.config = config or NodeConfig.test()
@@ -51,11 +67,8 @@ class LocalCluster:
         # Dozens of nodes share two cores here: allow for late heartbeats before calling a node
         # suspect (5 missed) or dead (10 missed, and never under 15 s).
         hb = self.config.registry.heartbeat_interval
-        self.registry = RegistryServer(
-            self.db_path,
-            token=self.config.network.token,
-            liveness=liveness
-            or LivenessConfig(suspect_after=max(5.0, 5 * hb), dead_after=max(15.0, 10 * hb)),
+        self.registry = registry(
+            self.db_path, self.config.network.token, max(5.0, 5 * hb), max(15.0, 10 * hb)
         )
         self.url = ""
         self.nodes: list[Node] = []

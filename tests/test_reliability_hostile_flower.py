@@ -225,11 +225,12 @@ def test_nodes_announce_their_sizes_and_a_lying_node_is_held_to_them(
         assert server is not None
         start = server.round
         wait_for(lambda: server.round >= start + 4, 60, what="four more rounds")
+        wait_for(lambda: server.dropped, 30, what="the liar dropped")
+        assert server.dropped[0][1] == member.id
         record = leader.gossip.groups()[leader.group_id or ""]
         print("node-level:", record.round, round(record.accuracy, 3), record.examples)
         assert record.accuracy < 0.999 and record.examples == len(leader.data.val)
         assert f"refused evaluate result of {member.id}" in caplog.text
-        assert any(d[1] == member.id for d in server.dropped)
 
 
 # --- pure admission logic ---------------------------------------------------------------------

@@ -26,7 +26,7 @@ from mycelium_p2p import limits, view
 from mycelium_p2p.containment import Containment
 from mycelium_p2p.gossip import GossipNode
 from mycelium_p2p.groups import GroupRecord
-from mycelium_p2p.learning import models, train
+from mycelium_p2p.learning import admission, models, train
 from mycelium_p2p.learning.data import NodeData, Split, load_node_data
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
 from mycelium_p2p.learning.tls import TlsMaterial
@@ -133,6 +133,7 @@ class Node:
             lr=config.learning_rate,
             seed=config.seed + config.node_index,
             tls=TlsMaterial.for_member(config.token) if config.token else None,
+            node_id=self.id,
         )
         self.gossip = GossipNode(
             self.id,
@@ -740,6 +741,7 @@ class Node:
             on_round=self._round_done,
             start_round=start_round,
             tls=self._server_tls,
+            member_limits=self._member_limits,
         )
         port = server.start().rsplit(":", 1)[1]
         return server, f"{self.config.advertised_host()}:{port}"
@@ -1035,7 +1037,12 @@ class Node:
             "flower_address": self.server_address or "",
             "accuracy": self.accuracy,
             "round": self.rounds_logged,
+            **admission.announcement(len(self.data.train), len(self.data.val)),
         }
+
+    def _member_limits(self, node_id: str) -> admission.MemberLimits | None:
+        """For the Flower server: ``node_id``'s announced sizes while gossip has it in our group."""
+        return admission.limits_in_view(self.gossip.members(), self.group_id, node_id)
 
     def _provide_model(self, group_id: str) -> tuple[int, bytes] | None:
         """Answer a probe: the latest global model of the group this node leads."""

@@ -11,7 +11,9 @@ started with ``start_client``) can join a `GroupServer`.
     Runs rounds continuously on its own thread: fit on every connected client, then federated
     evaluation on them, metrics weighted by examples, one `RoundResult` per round to
     ``on_round``. A round with no client is skipped; waits are short and wake on ``stop()``.
-    Updates failing `models.check_update` are dropped (logged) before any strategy sees them.
+    Results failing `admission` (bounded numbers, a stated member id) and updates failing
+    `models.check_update` are left out (logged) before any strategy or metric sees them;
+    gRPC refuses messages larger than `models.message_limit` before they are decoded.
 `MemberClient`
     A ``NumPyClient`` over one node's data that stays connected to a wanted server address,
     reconnects after a round timeout or a lost server, and can ``switch`` servers in-process.
@@ -48,6 +50,7 @@ from flwr.common import (
 from flwr.compat.client import app as _client_app
 from flwr.compat.client.grpc_client import connection as _client_connection
 from flwr.compat.client.numpy_client import NumPyClient
+from flwr.proto.transport_pb2_grpc import add_FlowerServiceServicer_to_server
 from flwr.server import Server
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
@@ -64,10 +67,16 @@ from flwr.server.strategy import (
     Krum,
     Strategy,
 )
+from flwr.server.superlink.fleet.grpc_bidi.flower_service_servicer import FlowerServiceServicer
+from flwr.server.superlink.fleet.grpc_bidi.grpc_bridge import GrpcBridge
+from flwr.server.superlink.fleet.grpc_bidi.grpc_client_proxy import GrpcClientProxy
 from flwr.server.superlink.fleet.grpc_bidi.grpc_server import start_grpc_server
+from flwr.supercore.grpc import generic_create_grpc_server
 
+from . import admission
+from .admission import MemberLimits, Refusal
 from .data import NodeData
-from .models import build_model, check_update, get_weights, set_weights
+from .models import build_model, check_update, get_weights, message_limit, set_weights
 from .tls import TlsError, TlsMaterial
 from .train import evaluate, train
 
@@ -267,14 +276,64 @@ def _forget_thread_call(thread_id: int) -> None:
 # --- server ---------------------------------------------------------------------------------
 
 
+class _PeerProxy(GrpcClientProxy):
+    """Flower's proxy for one session, plus the host the session came from."""
+
+    def __init__(self, cid: str, bridge: GrpcBridge, host: str) -> None:
+        super().__init__(cid=cid, bridge=bridge)
+        self.host = host
+
+
+def peer_host(peer: str) -> str:
+    """The host of a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``), else it whole."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in rest:
+        return rest.rpartition(":")[0].strip("[]")
+    return peer
+
+
+class _PeerServicer(FlowerServiceServicer):
+    """Flower's servicer, whose proxies know their peer's host (to key cool-downs)."""
+
+    def __init__(self, client_manager: SimpleClientManager) -> None:
+        super().__init__(client_manager, grpc_client_proxy_factory=self._proxy)
+        self._local = threading.local()
+
+    def _proxy(self, cid: str, bridge: GrpcBridge) -> GrpcClientProxy:
+        return _PeerProxy(cid, bridge, getattr(self._local, "host", ""))
+
+    def Join(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+        # Flower builds the proxy inside its Join, on this thread, before its first message.
+        self._local.host = peer_host(context.peer())
+        yield from super().Join(request_iterator, context)
+
+
+def _serve(
+    manager: SimpleClientManager,
+    address: str,
+    max_message_length: int,
+    certificates: tuple[bytes, bytes, bytes] | None,
+) -> grpc.Server:
+    """What ``start_grpc_server`` does, with `_PeerServicer` and a message size limit."""
+    server = generic_create_grpc_server(
+        servicer_and_add_fn=(_PeerServicer(manager), add_FlowerServiceServicer_to_server),
+        server_address=address,
+        max_message_length=max_message_length,
+        certificates=certificates,
+    )
+    server.start()
+    return server
+
+
 @dataclass(frozen=True)
 class RoundResult:
     """One completed round of a group.
 
     ``accuracy``/``loss`` are the federated evaluation of the new global model on the clients'
     validation splits, weighted by ``examples``; ``clients`` is the number of fit results
-    aggregated; ``failures`` the clients that failed or timed out; ``rejected`` the updates
-    dropped by `check_update`.
+    that came back; ``failures`` the clients that failed or timed out; ``rejected`` the fit
+    results left out (by `admission` or `check_update`); ``rejected_evaluations`` the
+    evaluate results left out by `admission`.
     """
 
     round: int
@@ -286,6 +345,7 @@ class RoundResult:
     seconds: float
     failures: int = 0
     rejected: int = 0
+    rejected_evaluations: int = 0
 
 
 class _ShortWaitClientManager(SimpleClientManager):
@@ -312,13 +372,31 @@ class _ShortWaitClientManager(SimpleClientManager):
 
 
 class _CheckedStrategy(Strategy):
-    """Delegates to a Flower strategy after dropping updates that fail `check_update`."""
+    """Delegates to a Flower strategy after leaving out results that fail the checks.
+
+    Every fit and evaluate result passes `admission` first (and fit results `check_update`);
+    ``member_limits`` (when given) names the group's members and their announced sizes, and
+    every result must then state a member's ``node_id``.
+    """
 
     def __init__(
-        self, inner: Strategy, max_norm_ratio: float, fallback: Strategy | None = None
+        self,
+        inner: Strategy,
+        max_norm_ratio: float,
+        fallback: Strategy | None = None,
+        *,
+        member_limits: Callable[[str], MemberLimits | None] | None = None,
+        max_examples: int = admission.MAX_UNANNOUNCED_EXAMPLES,
+        sessions: admission.Sessions | None = None,
     ) -> None:
         self.inner = inner
         self.max_norm_ratio = max_norm_ratio
+        self.member_limits = member_limits
+        self.max_examples = max_examples
+        self.sessions = sessions or admission.Sessions()
+        self._limits: dict[str, MemberLimits | None] = {}  # this round's answers
+        self.evaluated: list[tuple[ClientProxy, EvaluateRes]] = []
+        self.rejected_evaluations = 0
         # Krum and Bulyan only hold their guarantee with enough updates (`robust_minimum`);
         # with fewer, the round is aggregated by ``fallback`` (the coordinate-wise median).
         self.fallback = fallback
@@ -337,7 +415,53 @@ class _CheckedStrategy(Strategy):
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
         self.reference = parameters_to_ndarrays(parameters)
+        self._limits = {}
+        self.evaluated = []
         return self.inner.configure_fit(server_round, parameters, client_manager)
+
+    def _member(self, node_id: str) -> MemberLimits | None:
+        if node_id not in self._limits:
+            try:
+                self._limits[node_id] = self.member_limits(node_id)  # type: ignore[misc]
+            except Exception as exc:  # a view that cannot answer knows no member
+                log.debug("member_limits(%r) failed: %s", node_id, exc)
+                self._limits[node_id] = None
+        return self._limits[node_id]
+
+    def admit(
+        self, server_round: int, proxy: ClientProxy, res: FitRes | EvaluateRes
+    ) -> Refusal | None:
+        """None when ``res`` may go into the round; else why not (logged at WARNING)."""
+        session, metrics = proxy.cid, res.metrics
+        node_id = metrics.get("node_id")
+        refusal: Refusal | None = None
+        limits = None
+        if self.member_limits is not None or node_id is not None:
+            refusal = self.sessions.identify(session, getattr(proxy, "host", ""), node_id)
+        if refusal is None and self.member_limits is not None:
+            limits = self._member(str(node_id))
+            if limits is None:
+                refusal = Refusal(f"{node_id} is not a live member of this group", strike=False)
+        if refusal is None:
+            if isinstance(res, FitRes):
+                refusal = admission.check_fit(res.num_examples, metrics, limits, self.max_examples)
+            else:
+                refusal = admission.check_evaluate(
+                    res.loss, res.num_examples, metrics, limits, self.max_examples
+                )
+        self.sessions.record(session, refusal)
+        if refusal is not None:
+            who = self.sessions.node_id(session) or "a member without id"
+            kind = "fit" if isinstance(res, FitRes) else "evaluate"
+            log.warning(
+                "round %d: refused %s result of %s (session %s): %s",
+                server_round,
+                kind,
+                who,
+                session[:8],
+                refusal.reason,
+            )
+        return refusal
 
     def aggregate_fit(
         self,
@@ -347,6 +471,11 @@ class _CheckedStrategy(Strategy):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         kept = []
         for proxy, res in results:
+            refusal = self.admit(server_round, proxy, res)
+            if refusal is not None:
+                self.rejected.append((server_round, refusal.reason))
+                self.rejected_total += 1
+                continue
             try:
                 reason = check_update(
                     parameters_to_ndarrays(res.parameters), self.reference, self.max_norm_ratio
@@ -401,7 +530,11 @@ class _CheckedStrategy(Strategy):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list[Any],
     ) -> tuple[float | None, dict[str, Scalar]]:
-        return self.inner.aggregate_evaluate(server_round, results, failures)
+        self.evaluated = [(p, r) for p, r in results if self.admit(server_round, p, r) is None]
+        self.rejected_evaluations += len(results) - len(self.evaluated)
+        if not self.evaluated:
+            return None, {}
+        return self.inner.aggregate_evaluate(server_round, self.evaluated, failures)
 
     def evaluate(self, server_round: int, parameters: Parameters) -> Any:
         return self.inner.evaluate(server_round, parameters)
@@ -515,6 +648,21 @@ class GroupServer:
     tls : TlsMaterial or None
         Serve over TLS with this server certificate (`TlsMaterial.for_server`), or in the
         clear (default: None).
+    member_limits : callable or None
+        ``member_limits(node_id)``: None when ``node_id`` is not a live member of the group,
+        else its announced sizes (`admission.MemberLimits`). When given, every result must
+        state its member's ``node_id`` (as `MemberClient` does with ``node_id``) and is held
+        to that member's sizes; when None, any client may take part and ``node_id`` is
+        optional (default: None).
+    max_examples : int
+        Bound on ``num_examples`` of a member that announced no size
+        (default: `admission.MAX_UNANNOUNCED_EXAMPLES`).
+    strikes, cool_down : int, float
+        A session refused in ``strikes`` rounds in a row is disconnected; the id it stated
+        gets no new session from its host for ``cool_down`` seconds (defaults:
+        `admission.STRIKES`, `admission.COOL_DOWN`).
+
+    Messages larger than `models.message_limit` of ``initial_weights`` are refused by gRPC.
     """
 
     def __init__(
@@ -533,6 +681,10 @@ class GroupServer:
         strategy_options: dict[str, Any] | None = None,
         wait_timeout: float = 1.0,
         tls: TlsMaterial | None = None,
+        member_limits: Callable[[str], MemberLimits | None] | None = None,
+        max_examples: int = admission.MAX_UNANNOUNCED_EXAMPLES,
+        strikes: int = admission.STRIKES,
+        cool_down: float = admission.COOL_DOWN,
     ) -> None:
         if min_clients < 1:
             raise ValueError("min_clients must be at least 1")
@@ -545,7 +697,12 @@ class GroupServer:
             make_strategy(strategy, self._weights, options=strategy_options),
             max_norm_ratio,
             fallback=make_strategy("median", self._weights),
+            member_limits=member_limits,
+            max_examples=max_examples,
+            sessions=admission.Sessions(strikes, cool_down),
         )
+        self.max_message_length = message_limit(self._weights)
+        self.dropped: collections.deque[tuple[int, str | None, str]] = collections.deque(maxlen=256)
         self._host, self._port = host, int(port)
         self.round_timeout = float(round_timeout)
         self.min_clients = min_clients
@@ -618,10 +775,11 @@ class GroupServer:
         if self._grpc is not None:
             raise RuntimeError("GroupServer already started")
         try:
-            self._grpc = start_grpc_server(
-                client_manager=self._manager,
-                server_address=f"{self._host}:{self._port}",
-                certificates=None if self._tls is None else self._tls.server_certificates(),
+            self._grpc = _serve(
+                self._manager,
+                f"{self._host}:{self._port}",
+                self.max_message_length,
+                None if self._tls is None else self._tls.server_certificates(),
             )
         except SystemExit as exc:
             raise OSError(
@@ -677,12 +835,14 @@ class GroupServer:
         started = time.monotonic()
         number = self.round + 1
         rejected_before = self._strategy.rejected_total
+        evaluations_before = self._strategy.rejected_evaluations
         fit = self._server.fit_round(server_round=number, timeout=self.round_timeout)
         if fit is None:  # no client sampled: skip, the round number is not used
             return None
         params, _, (fit_results, fit_failures) = fit
         if self._stop.is_set() or not fit_results:
             # Nothing came back (all failed or timed out): not a round; clients reconnect.
+            self._drop_sessions(number)
             return None
         if params is not None:
             self._server.parameters = params
@@ -692,8 +852,7 @@ class GroupServer:
         evaluated = self._server.evaluate_round(server_round=number, timeout=self.round_timeout)
         loss, accuracy, examples = float("nan"), float("nan"), 0
         if evaluated is not None:
-            _, _, (eval_results, _) = evaluated
-            pairs = [res for _, res in eval_results]
+            pairs = [res for _, res in self._strategy.evaluated]  # admitted results only
             examples = sum(r.num_examples for r in pairs)
             if examples:
                 loss = sum(r.loss * r.num_examples for r in pairs) / examples
@@ -706,6 +865,7 @@ class GroupServer:
         with self._lock:
             self._round = number
             weights = [w.copy() for w in self._weights]
+        self._drop_sessions(number)
         result = RoundResult(
             round=number,
             accuracy=accuracy,
@@ -716,6 +876,7 @@ class GroupServer:
             seconds=time.monotonic() - started,
             failures=len(fit_failures),
             rejected=self._strategy.rejected_total - rejected_before,
+            rejected_evaluations=self._strategy.rejected_evaluations - evaluations_before,
         )
         self.results.append(result)
         log.debug(
@@ -728,6 +889,27 @@ class GroupServer:
             result.seconds,
         )
         return result
+
+    def _drop_sessions(self, number: int) -> None:
+        """Disconnect the sessions `admission.Sessions` gives up on after round ``number``."""
+        clients = self._manager.all()
+        for session, node_id, why in self._strategy.sessions.end_round(clients):
+            proxy = clients.get(session)
+            log.warning(
+                "round %d: dropped %s (session %s): %s; no new session for %.0f s",
+                number,
+                node_id or "a member without id",
+                session[:8],
+                why,
+                self._strategy.sessions.cool_down,
+            )
+            self.dropped.append((number, node_id, why))
+            if proxy is None:
+                continue
+            bridge = getattr(proxy, "bridge", None)
+            if bridge is not None:
+                bridge.close()  # ends its Join stream: the client is cut off
+            self._manager.unregister(proxy)
 
 
 # --- client ---------------------------------------------------------------------------------
@@ -752,6 +934,11 @@ class MemberClient(NumPyClient):
         Connect over TLS, verifying the server against ``tls.ca_cert`` (`TlsMaterial.for_member`),
         or in the clear (default: None). A server whose certificate does not verify is never
         joined: the client keeps retrying with back-off.
+    node_id : str or None
+        Stated as ``node_id`` in every fit and evaluate result, for a leader that checks who
+        speaks (`GroupServer`'s ``member_limits``) (default: None, not stated).
+
+    The channel refuses messages larger than `models.message_limit` of the model.
     """
 
     def __init__(
@@ -766,8 +953,10 @@ class MemberClient(NumPyClient):
         on_global: Callable[[list[np.ndarray], int], None] | None = None,
         connect_timeout: float = 2.0,
         tls: TlsMaterial | None = None,
+        node_id: str | None = None,
     ) -> None:
         self.data = data
+        self.node_id = node_id
         self.tls = tls
         self.spec = spec
         self.local_epochs = local_epochs
@@ -777,6 +966,7 @@ class MemberClient(NumPyClient):
         self.on_global = on_global
         self.connect_timeout = connect_timeout
         self._model = build_model(spec, seed=seed)
+        self.max_message_length = message_limit(get_weights(self._model))
         self._model_lock = threading.Lock()
         self._state = threading.Condition()
         self._target: str | None = None
@@ -813,7 +1003,7 @@ class MemberClient(NumPyClient):
             )
             weights = get_weights(self._model)
         self.fits += 1
-        return weights, len(self.data.train), {"loss": float(loss)}
+        return weights, len(self.data.train), {"loss": float(loss), **self._identity()}
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Scalar]
@@ -822,7 +1012,11 @@ class MemberClient(NumPyClient):
         with self._model_lock:
             set_weights(self._model, parameters)
             result = evaluate(self._model, self.data.val)
-        return float(result.loss), result.examples, {"accuracy": float(result.accuracy)}
+        metrics = {"accuracy": float(result.accuracy), **self._identity()}
+        return float(result.loss), result.examples, metrics
+
+    def _identity(self) -> dict[str, Scalar]:
+        return {} if self.node_id is None else {"node_id": self.node_id}
 
     def _received(self, parameters: list[np.ndarray], server_round: int) -> None:
         with self._state:
@@ -947,6 +1141,7 @@ class MemberClient(NumPyClient):
                     insecure=root is None,
                     root_certificates=root,
                     transport="grpc-bidi",
+                    grpc_max_message_length=self.max_message_length,
                 )
                 backoff = 0.1  # a clean disconnect by the server
             except (Exception, SystemExit) as exc:

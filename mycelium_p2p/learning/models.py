@@ -22,6 +22,11 @@ MAX_WEIGHTS_BYTES = 256 * 1024**2
 MAX_ARRAYS = 1024
 MAX_NDIM = 8
 ALLOWED_DTYPES = frozenset({"<f4", "<f8", "<f2", "<i8", "<i4", "<i2", "|i1", "|u1", "|b1"})
+#: A Flower message may be this many times the model's bytes, plus `MESSAGE_SLACK`: room for
+#: the same arrays in float64 and for Flower's framing (an .npy header per array, config and
+#: metrics), far below an update hundreds of times the model.
+MESSAGE_FACTOR = 2
+MESSAGE_SLACK = 1024**2
 
 
 class ModelSpecError(ValueError):
@@ -145,6 +150,16 @@ def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
             )
         new_state[key] = torch.as_tensor(arr.copy(), dtype=ref.dtype)
     model.load_state_dict(new_state, strict=True)
+
+
+def message_limit(weights: list[np.ndarray]) -> int:
+    """Largest Flower message (bytes) a group training ``weights`` sends or accepts.
+
+    ``MESSAGE_FACTOR`` times their byte size plus ``MESSAGE_SLACK``; both ends of a Flower
+    session give it to gRPC, which refuses a bigger message before Python decodes it.
+    """
+    size = sum(int(np.asarray(w).nbytes) for w in weights)
+    return min(MESSAGE_FACTOR * size + MESSAGE_SLACK, 2**31 - 1)
 
 
 def weights_to_bytes(weights: list[np.ndarray]) -> bytes:

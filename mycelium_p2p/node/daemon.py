@@ -25,7 +25,8 @@ from typing import Any
 from mycelium_p2p.containment import Containment
 from mycelium_p2p.gossip import GossipNode
 from mycelium_p2p.groups import GroupRecord
-from mycelium_p2p.learning import models
+from mycelium_p2p.learning import admission, models
+from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.data import NodeData, load_node_data
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.meta import NodeMeta
@@ -178,6 +179,8 @@ class Node:
             ),
             on_round=self._round_done,
             rng=self.rng,
+            node_id=self.id,
+            member_limits=self.member_limits,
         )
         self.state = NodeState(self.id, self.name, self.spec)
         self.gossip = GossipNode(
@@ -364,6 +367,13 @@ class Node:
     @property
     def round_times(self) -> list[tuple[int, float]]:
         return self.learning.round_times
+
+    def member_limits(self, node_id: str) -> MemberLimits | None:
+        """``node_id``'s announced data sizes while gossip has it live in this node's group (the
+        Flower server of a group this node leads holds each member's results to them)."""
+        return admission.limits_in_view(
+            self.gossip.members(), self.controller.published.group, node_id
+        )
 
     def metrics(self) -> dict[str, Any]:
         """The node's latest view of its group's performance."""

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mycelium_p2p.learning import models, train
+from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.data import NodeData, Split
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
 from mycelium_p2p.learning.tls import TlsMaterial
@@ -66,6 +67,7 @@ class _Server:
     def __init__(
         self, server: GroupServer, address: str, on_stop: Callable[[_Server], None]
     ) -> None:
+        self.group_server = server
         self._server = server
         self.address = address
         self._on_stop = on_stop
@@ -108,6 +110,10 @@ class FlowerLearning:
         Called with each round's summary of a group this node leads (on the server's thread).
     rng : random.Random
         Seeds of local training.
+    node_id : str
+        Stated in every Flower result of this node, so that a leader can hold it to its sizes.
+    member_limits : callable
+        For a group this node leads: a member's announced sizes, None if it is not a member.
     """
 
     def __init__(
@@ -117,12 +123,15 @@ class FlowerLearning:
         settings: FlowerSettings,
         on_round: Callable[[RoundSummary], None],
         rng: random.Random,
+        node_id: str,
+        member_limits: Callable[[str], MemberLimits | None],
     ) -> None:
         self.data = data
         self._spec = spec
         self.settings = settings
         self._on_round = on_round
         self._rng = rng
+        self._member_limits = member_limits
         self.local_model = models.build_model(spec)
         self._servers: list[_Server] = []  # running, the newest last
         self._servers_lock = threading.Lock()
@@ -138,6 +147,7 @@ class FlowerLearning:
             lr=settings.learning_rate,
             seed=settings.seed,
             tls=TlsMaterial.for_member(token) if token else None,
+            node_id=node_id,
         )
         self.round_times: list[tuple[int, float]] = []  # (round, monotonic time) while leading
 
@@ -202,10 +212,15 @@ class FlowerLearning:
             return server.weights()
         return self.client.last_global_weights
 
+    @property
+    def server(self) -> GroupServer | None:
+        """The Flower server this node runs for its group (None: it runs none)."""
+        with self._servers_lock:
+            return self._servers[-1].group_server if self._servers else None
+
     def server_clients(self) -> int | None:
         """Flower clients connected to the server this node runs (None: it runs none)."""
-        with self._servers_lock:
-            server = self._servers[-1] if self._servers else None
+        server = self.server
         return None if server is None else server.num_clients()
 
     def group_accuracy(self) -> float | None:
@@ -234,6 +249,7 @@ class FlowerLearning:
             on_round=self._round_done,
             start_round=start_round,
             tls=self._server_tls,
+            member_limits=self._member_limits,
         )
         port = server.start().rsplit(":", 1)[1]
         handle = _Server(server, f"{s.advertised_host}:{port}", self._stopped)

@@ -21,6 +21,7 @@ import numpy as np
 from mycelium_p2p.learning import models, train
 from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.data import NodeData, Split
+from mycelium_p2p.learning import flower
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
 from mycelium_p2p.learning.tls import TlsMaterial
 from mycelium_p2p.node.ports import RoundSummary
@@ -126,6 +127,7 @@ class FlowerLearning:
         node_id: str,
         member_limits: Callable[[str], MemberLimits | None],
     ) -> None:
+        flower.install()  # process-wide Flower settings, before any server or client exists
         self.data = data
         self._spec = spec
         self.settings = settings

@@ -1,0 +1,282 @@
+"""A member's Flower client: connect, switch and disconnect at run time, in-process.
+
+`MemberClient` is a ``NumPyClient`` over one node's data that stays connected to a wanted server
+address, reconnects after a round timeout or a lost server, and can ``switch`` servers without
+a new process.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flwr.common import Scalar
+from flwr.compat.client import app as _client_app
+from flwr.compat.client.numpy_client import NumPyClient
+
+from mycelium_p2p.learning.data import NodeData
+from mycelium_p2p.learning.flower import calls
+from mycelium_p2p.learning.flower.channels import check_address, wait_for_server
+from mycelium_p2p.learning.flower.setup import install
+from mycelium_p2p.learning.models import build_model, get_weights, message_limit, set_weights
+from mycelium_p2p.learning.tls import TlsMaterial
+from mycelium_p2p.learning.train import evaluate, train
+
+log = logging.getLogger("mycelium_p2p.learning.flower")
+
+
+class MemberClient(NumPyClient):
+    """A member's Flower client over its own data; connect, switch and disconnect at run time.
+
+    Parameters
+    ----------
+    data : NodeData
+        Fit on ``data.train``, evaluate on ``data.val``.
+    spec : str
+        Model spec (``models.model_spec``).
+    local_epochs, batch_size, lr, seed
+        Local training settings (defaults: 2, 32, 3e-3, 0); the seed is advanced per round.
+    on_global : callable or None
+        Called with ``(weights, round)`` whenever a newer global model arrives (default: None).
+    connect_timeout : float
+        Seconds to wait for a server to listen before retrying (default: 2).
+    tls : TlsMaterial or None
+        Connect over TLS, verifying the server against ``tls.ca_cert`` (`TlsMaterial.for_member`),
+        or in the clear (default: None). A server whose certificate does not verify is never
+        joined: the client keeps retrying with back-off.
+    node_id : str or None
+        Stated as ``node_id`` in every fit and evaluate result, for a leader that checks who
+        speaks (`GroupServer`'s ``member_limits``) (default: None, not stated).
+
+    The channel refuses messages larger than `models.message_limit` of the model.
+    """
+
+    def __init__(
+        self,
+        data: NodeData,
+        spec: str,
+        *,
+        local_epochs: int = 2,
+        batch_size: int = 32,
+        lr: float = 3e-3,
+        seed: int = 0,
+        on_global: Callable[[list[np.ndarray], int], None] | None = None,
+        connect_timeout: float = 2.0,
+        tls: TlsMaterial | None = None,
+        node_id: str | None = None,
+    ) -> None:
+        install()
+        self.data = data
+        self.node_id = node_id
+        self.tls = tls
+        self.spec = spec
+        self.local_epochs = local_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+        self.on_global = on_global
+        self.connect_timeout = connect_timeout
+        self._model = build_model(spec, seed=seed)
+        self.max_message_length = message_limit(get_weights(self._model))
+        self._model_lock = threading.Lock()
+        self._state = threading.Condition()
+        self._target: str | None = None
+        self._closed = False
+        self._connected = False
+        self._thread: threading.Thread | None = None
+        self._thread_id: int | None = None
+        self._last_global: list[np.ndarray] | None = None
+        self._last_round = 0
+        self.fits = 0
+        self.sessions = 0
+
+    # -- NumPyClient ------------------------------------------------------------------------
+
+    def get_parameters(self, config: dict[str, Scalar]) -> list[np.ndarray]:
+        with self._model_lock:
+            return get_weights(self._model)
+
+    def fit(
+        self, parameters: list[np.ndarray], config: dict[str, Scalar]
+    ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
+        server_round = int(config.get("server_round", 0))
+        self._received(parameters, server_round - 1)
+        with self._model_lock:
+            set_weights(self._model, parameters)
+            loss = train(
+                self._model,
+                self.data.train,
+                epochs=self.local_epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                seed=self.seed * 100_003 + server_round,
+                proximal_mu=float(config.get("proximal_mu", 0.0)),
+            )
+            weights = get_weights(self._model)
+        self.fits += 1
+        return weights, len(self.data.train), {"loss": float(loss), **self._identity()}
+
+    def evaluate(
+        self, parameters: list[np.ndarray], config: dict[str, Scalar]
+    ) -> tuple[float, int, dict[str, Scalar]]:
+        self._received(parameters, int(config.get("server_round", 0)))
+        with self._model_lock:
+            set_weights(self._model, parameters)
+            result = evaluate(self._model, self.data.val)
+        metrics = {"accuracy": float(result.accuracy), **self._identity()}
+        return float(result.loss), result.examples, metrics
+
+    def _identity(self) -> dict[str, Scalar]:
+        return {} if self.node_id is None else {"node_id": self.node_id}
+
+    def _received(self, parameters: list[np.ndarray], server_round: int) -> None:
+        with self._state:
+            if server_round < self._last_round:
+                return
+            self._last_global = [np.array(p, copy=True) for p in parameters]
+            self._last_round = server_round
+            weights = [w.copy() for w in self._last_global]
+        if self.on_global is not None:
+            try:
+                self.on_global(weights, server_round)
+            except Exception:
+                log.exception("on_global callback failed")
+
+    # -- state for the daemon ---------------------------------------------------------------
+
+    @property
+    def last_global_weights(self) -> list[np.ndarray] | None:
+        """The newest global model received (a copy), or None before the first one."""
+        with self._state:
+            return None if self._last_global is None else [w.copy() for w in self._last_global]
+
+    @property
+    def last_round(self) -> int:
+        """Round of `last_global_weights` (0 before any)."""
+        with self._state:
+            return self._last_round
+
+    @property
+    def connected(self) -> bool:
+        """True while a session with the wanted server is open."""
+        with self._state:
+            return self._connected
+
+    @property
+    def address(self) -> str | None:
+        """The server address this client wants to be connected to."""
+        with self._state:
+            return self._target
+
+    @property
+    def running(self) -> bool:
+        """True while the connection thread runs (it does from the first `connect` to `close`)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def local_model(self) -> Any:
+        """A copy of the client's torch model (the last weights it trained or evaluated)."""
+        with self._model_lock:
+            return copy.deepcopy(self._model)
+
+    # -- connection -------------------------------------------------------------------------
+
+    def connect(self, address: str) -> None:
+        """Connect to the server at ``address`` and stay connected until told otherwise."""
+        check_address(address)
+        with self._state:
+            if self._closed:
+                raise RuntimeError("MemberClient is closed")
+            previous, self._target = self._target, address
+            self._state.notify_all()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="flower-member", daemon=True)
+                self._thread.start()
+        if previous is not None and previous != address:
+            calls.cancel_thread_call(self._thread_id)
+
+    def switch(self, address: str) -> None:
+        """Leave the current server at once and join the one at ``address``."""
+        self.connect(address)
+
+    def disconnect(self) -> None:
+        """Leave the current server (the client can `connect` again later)."""
+        with self._state:
+            self._target = None
+            self._state.notify_all()
+        calls.cancel_thread_call(self._thread_id)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Disconnect for good and end the connection thread."""
+        with self._state:
+            self._closed = True
+        self.disconnect()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        self._thread_id = threading.get_ident()
+        calls.register_member_thread(self._thread_id, True)
+        try:
+            self._sessions()
+        finally:
+            calls.register_member_thread(self._thread_id, False)
+
+    def _sessions(self) -> None:
+        backoff = 0.1
+        while True:
+            with self._state:
+                while self._target is None and not self._closed:
+                    self._state.wait()
+                if self._closed:
+                    return
+                address = self._target
+            assert address is not None
+            calls.forget_thread_call(self._thread_id)
+            root = None if self.tls is None else self.tls.ca_cert
+            if not wait_for_server(
+                address, self.connect_timeout, lambda a=address: self._gone(a), root
+            ):
+                self._pause(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            with self._state:
+                if self._target != address:
+                    continue
+                self._connected = True
+            self.sessions += 1
+            try:
+                _client_app.start_client_internal(
+                    server_address=address,
+                    node_config={},
+                    client=self.to_client(),
+                    insecure=root is None,
+                    root_certificates=root,
+                    transport="grpc-bidi",
+                    grpc_max_message_length=self.max_message_length,
+                )
+                backoff = 0.1  # a clean disconnect by the server
+            except (Exception, SystemExit) as exc:
+                log.debug("session with %s ended: %s", address, exc)
+            finally:
+                calls.forget_thread_call(self._thread_id)
+                with self._state:
+                    self._connected = False
+            if self._gone(address):  # switched or disconnected: no back-off
+                backoff = 0.1
+                continue
+            self._pause(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _gone(self, address: str) -> bool:
+        with self._state:
+            return self._closed or self._target != address
+
+    def _pause(self, seconds: float) -> None:
+        # Returns early when the target changes or the client closes.
+        with self._state:
+            target = self._target
+            self._state.wait_for(lambda: self._closed or self._target != target, timeout=seconds)

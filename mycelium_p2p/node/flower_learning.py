@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from mycelium_p2p.learning import models, train
+from mycelium_p2p.learning import flower, models, train
 from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.data import NodeData, Split
-from mycelium_p2p.learning import flower
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
 from mycelium_p2p.learning.tls import TlsMaterial
 from mycelium_p2p.node.ports import RoundSummary

@@ -131,8 +131,12 @@ def _store(state: State) -> RegistryStore:
     return state["store"]  # type: ignore[no-any-return]
 
 
-def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard for writes: with a token configured, ``Authorization: Bearer <token>`` is required."""
+async def require_token(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Guard for writes: with a token configured, ``Authorization: Bearer <token>`` is required.
+
+    (Async: Litestar runs a synchronous guard on a worker thread, a thread hop per request.)"""
     token: str | None = connection.app.state.get("token")
     if not token:
         return

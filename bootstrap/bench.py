@@ -57,8 +57,11 @@ def baseline_app() -> Any:
     return Litestar([list_groups, health])
 
 
-def serve(kind: str, db: str) -> None:
-    """Serve ``kind`` ("registry" or "baseline") on a free loopback port; print ``READY url``."""
+def serve(kind: str, db: str, suspect_after: float = 3600, dead_after: float = 7200) -> None:
+    """Serve ``kind`` ("registry" or "baseline") on a free loopback port; print ``READY url``.
+
+    (Nodes of the request benchmark do not all heartbeat: by default they expire after hours.)
+    """
     import uvicorn
 
     from bootstrap.server import bound_port
@@ -67,8 +70,8 @@ def serve(kind: str, db: str) -> None:
         from bootstrap.app import create_app
         from bootstrap.store import LivenessConfig
 
-        # Nodes of the benchmark do not all heartbeat: keep them from expiring mid-run.
-        app = create_app(db, liveness=LivenessConfig(suspect_after=3600, dead_after=7200))
+        liveness = LivenessConfig(suspect_after=suspect_after, dead_after=dead_after)
+        app = create_app(db, liveness=liveness)
     else:
         app = baseline_app()
     server = uvicorn.Server(
@@ -91,11 +94,14 @@ def serve(kind: str, db: str) -> None:
 class _Server:
     """A benchmark server subprocess."""
 
-    def __init__(self, kind: str, db: Path) -> None:
+    def __init__(
+        self, kind: str, db: str | Path, liveness: tuple[float, float] | None = None
+    ) -> None:
         cmd = [sys.executable, "-u", "-m", "bootstrap.bench", "serve", "--kind", kind, "--db"]
-        self.proc = subprocess.Popen(
-            [*cmd, str(db)], stdout=subprocess.PIPE, text=True, env={**os.environ}
-        )
+        cmd.append(str(db))
+        if liveness is not None:
+            cmd += ["--suspect-after", str(liveness[0]), "--dead-after", str(liveness[1])]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ})
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         if not line.startswith("READY "):
@@ -254,8 +260,10 @@ def _main() -> None:
     p_serve = sub.add_parser("serve")
     p_serve.add_argument("--kind", choices=["registry", "baseline"], required=True)
     p_serve.add_argument("--db", required=True)
+    p_serve.add_argument("--suspect-after", type=float, default=3600.0)
+    p_serve.add_argument("--dead-after", type=float, default=7200.0)
     args = parser.parse_args()
-    serve(args.kind, args.db)
+    serve(args.kind, args.db, args.suspect_after, args.dead_after)
 
 
 if __name__ == "__main__":

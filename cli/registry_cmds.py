@@ -47,11 +47,12 @@ def _fail(message: str, status: int = 1) -> NoReturn:
 )
 @click.option(
     "--db",
-    "db_path",
+    "db_target",
     default="mycelium_registry.db",
     show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite file (created on first start; locked through <db>.lock while in use).",
+    metavar="FILE|URL",
+    help="SQLite file (created on first start; locked through <db>.lock while in use), or "
+    "postgresql://USER[:PASSWORD]@HOST:PORT/DB, which several registries may share.",
 )
 @click.option(
     "--token",
@@ -87,7 +88,7 @@ def _fail(message: str, status: int = 1) -> NoReturn:
 def bootstrap(
     host: str | None,
     port: int,
-    db_path: Path,
+    db_target: str,
     token: str | None,
     insecure: bool,
     suspect_after: float,
@@ -103,7 +104,7 @@ def bootstrap(
     import uvicorn
 
     from bootstrap.app import create_app
-    from bootstrap.db import DatabaseInUse, SchemaError
+    from bootstrap.db import DatabaseInUse, SchemaError, is_database_url, redact
     from bootstrap.server import bound_port, listen_socket, url_host, uvicorn_config
     from bootstrap.store import LivenessConfig
 
@@ -124,7 +125,12 @@ def bootstrap(
         liveness = LivenessConfig(suspect_after, dead_after, sweep_interval, retention)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    app = create_app(db_path, token=token, liveness=liveness)
+    db_path: str | Path = db_target if is_database_url(db_target) else Path(db_target)
+    shown = redact(db_path)
+    try:
+        app = create_app(db_path, token=token, liveness=liveness)
+    except ValueError as exc:  # a URL without a database name
+        _fail(str(exc), status=2)
     store = app.state["store"]
     try:
         store.open()  # lock and schema now, so that a bad --db is one line, not a lifespan error
@@ -136,7 +142,7 @@ def bootstrap(
         if debug:
             raise
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        _fail(f"cannot open database {db_path}: {reason}")
+        _fail(f"cannot open database {shown}: {' '.join(str(reason).split())}")
     try:
         sock = listen_socket(host, port)
     except OSError as exc:
@@ -157,7 +163,7 @@ def bootstrap(
                 log.warning("registry open (no token): anyone who reaches %s can write", url)
                 if not is_loopback(host):
                     log.warning("--insecure: serving %s to the network without a token", host)
-            click.echo(f"registry listening on {url} (bound {host}), database {db_path}")
+            click.echo(f"registry listening on {url} (bound {host}), database {shown}")
             click.echo(f"docs: {url}/docs", nl=True)
         await task
 

@@ -433,9 +433,11 @@ def _scale_run(
     )
     console.print(table)
     console.print(
-        f"registration: {scale['register_per_s']:.0f}/s; generator: send lag p99 "
+        f"registration: {scale['register_per_s']:.0f}/s, restart {scale['restart_s']:.1f} s; "
+        f"generator: send lag p99 "
         f"{scale['send_lag_p99_ms']:.1f} ms, CPU {scale['generator_cpu_s']} s, "
-        f"{scale['answered_late']} answered after the window"
+        f"{scale['answered_late']} answered after the window; registry used "
+        f"{scale['registry_cores_used']} cores"
     )
     if json_path is not None:
         json_path.write_text(json.dumps({"runs": [], "scale": scale}, indent=2) + "\n")

@@ -1,6 +1,8 @@
 """The registry's HTTP API: a Litestar app over :class:`bootstrap.store.RegistryStore`.
 
-Handlers are synchronous (peewee is) and run on worker threads. Errors are JSON with a
+Writes are queued for the commit thread (many to a transaction) and answered once committed;
+heartbeats and the snapshot reads (groups, peers, network) are answered from memory on the event
+loop; the other reads run on worker threads (peewee is synchronous). Errors are JSON with a
 human-readable ``detail``: validation 400, missing token 401, join policy 403, unknown id 404,
 conflicts (full group, stale term, duplicate id) 409, oversize body 413, database busy 503. An
 unexpected error is logged and answered with a JSON 500, but the fuzz test shows none occur.
@@ -8,21 +10,24 @@ unexpected error is logged and answered with a JSON 500, but the fuzz test shows
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import msgspec
 import peewee as pw
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import MediaType
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
@@ -31,12 +36,14 @@ from litestar.exceptions import (
 )
 from litestar.exceptions.responses import create_exception_response
 from litestar.handlers import BaseRouteHandler
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_304_NOT_MODIFIED
 
 from bootstrap.docs import assets_router, render_plugins
+from bootstrap.expiry import ExpiryThread
+from bootstrap.snapshot import Encoded
 from bootstrap.store import LivenessConfig, RegistryStore, StoreError
 from mycelium_p2p.limits import MAX_COUNTER
 from mycelium_p2p.registry_api import (
@@ -58,6 +65,9 @@ from mycelium_p2p.registry_api import (
 )
 
 log = logging.getLogger("mycelium.registry")
+
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
 
 #: Largest accepted request body, in bytes (a register with a data summary is well under 1 KiB).
 MAX_BODY_BYTES = 64 * 1024
@@ -121,8 +131,12 @@ def _store(state: State) -> RegistryStore:
     return state["store"]  # type: ignore[no-any-return]
 
 
-def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard for writes: with a token configured, ``Authorization: Bearer <token>`` is required."""
+async def require_token(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Guard for writes: with a token configured, ``Authorization: Bearer <token>`` is required.
+
+    (Async: Litestar runs a synchronous guard on a worker thread, a thread hop per request.)"""
     token: str | None = connection.app.state.get("token")
     if not token:
         return
@@ -135,23 +149,62 @@ def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
 
 
 _write = {
-    "sync_to_thread": True,
     "guards": [require_token],
     "raises": _WRITE_ERRORS,
     "security": [{"bearer": []}],
 }
 _read = {"sync_to_thread": True, "raises": _READ_ERRORS}
+# Snapshot reads are answered from memory on the event loop.
+_snapshot = {"raises": _READ_ERRORS}
 
 PathId = Annotated[str, Parameter(max_length=256, description="node or group id")]
+
+
+# ---- answers ------------------------------------------------------------------------------
+
+
+async def _committed(future: Future[T]) -> T:
+    """The result of a queued write, once its transaction committed."""
+    return await asyncio.wrap_future(future)
+
+
+def _matches(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (or ``*``)."""
+    if not header:
+        return False
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def _cached(request: Request[Any, Any, Any], answer: Encoded) -> Response[Any]:
+    """An answer of a snapshot: its JSON with its ETag, or 304 (no body) if the client has it."""
+    headers = {"ETag": answer.etag}
+    if _matches(request.headers.get("if-none-match"), answer.etag):
+        return Response(content=b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(content=answer.body, media_type=MediaType.JSON, headers=headers)
+
+
+#: Documented on the snapshot reads: ``If-None-Match`` with the current ETag.
+_NOT_MODIFIED = {
+    HTTP_304_NOT_MODIFIED: ResponseSpec(
+        data_container=None,
+        description="Not modified: the If-None-Match header names the current ETag (no body)",
+        generate_examples=False,
+    )
+}
 
 
 # ---- nodes ----------------------------------------------------------------------------------
 
 
 @post("/nodes/register", status_code=HTTP_200_OK, operation_id="registerNode", **_write)
-def register_node(state: State, data: RegisterBody) -> NodeOut:
+async def register_node(state: State, data: RegisterBody) -> NodeOut:
     """Register or update a node (idempotent for the same id); it becomes alive."""
-    return _store(state).register(data)
+    store = _store(state)
+    return await _committed(store.submit(store.writes.register, data))
 
 
 def _heartbeat_schema(data: HeartbeatBody) -> None:
@@ -166,11 +219,16 @@ def _heartbeat_schema(data: HeartbeatBody) -> None:
     dependencies={"heartbeat_schema": Provide(_heartbeat_schema, sync_to_thread=False)},
     **_write,
 )
-def heartbeat(state: State, node_id: PathId, body: bytes) -> NodeOut:
+async def heartbeat(state: State, node_id: PathId, body: bytes) -> NodeOut:
     """Liveness plus the node's current metrics. Liveness does not depend on the metrics: with
-    a refused field the heartbeat is still recorded, with the valid fields, and answered 400."""
+    a refused field the heartbeat is still recorded, with the valid fields, and answered 400.
+
+    Recorded in memory and answered at once; written to the database within a second."""
     metrics, problems = parse_heartbeat(body)
-    node = _store(state).heartbeat(node_id, metrics)
+    store = _store(state)
+    node = store.try_heartbeat(node_id, metrics)
+    if node is None:  # only the shared database knows this node yet
+        node = await asyncio.to_thread(store.heartbeat, node_id, metrics)
     if problems:
         shown = "; ".join(problems[:5]) + (
             f" (and {len(problems) - 5} more)" if problems[5:] else ""
@@ -190,9 +248,10 @@ def heartbeat(state: State, node_id: PathId, body: bytes) -> NodeOut:
     summary="RemoveNode",
     **_write,
 )
-def remove_node(state: State, node_id: PathId) -> NodeOut:
+async def remove_node(state: State, node_id: PathId) -> NodeOut:
     """Graceful leave: the node leaves its group and is marked gone."""
-    return _store(state).remove(node_id)
+    store = _store(state)
+    return await _committed(store.submit(store.writes.remove, node_id))
 
 
 @get("/nodes", operation_id="listNodes", **_read)
@@ -217,85 +276,109 @@ def get_node(state: State, node_id: PathId) -> NodeOut:
     summary="CreateGroup",
     **_write,
 )
-def create_group(state: State, data: CreateGroupBody) -> GroupOut:
+async def create_group(state: State, data: CreateGroupBody) -> GroupOut:
     """Create a group; the founding leader is its first member (term 1)."""
-    return _store(state).create_group(data)
+    store = _store(state)
+    return await _committed(store.submit(store.writes.create_group, data, store.group_id(data)))
 
 
-@get("/groups", operation_id="listGroups", **_read)
-def list_groups(
+@get("/groups", operation_id="listGroups", responses=_NOT_MODIFIED, **_snapshot)
+async def list_groups(
+    request: Request[Any, Any, Any],
     state: State,
     include_all: Annotated[
         bool, Parameter(query="all", description="include dissolved groups")
     ] = False,
-) -> list[GroupOut]:
-    """Active and leaderless groups (dissolved ones too with ``?all=true``)."""
-    return _store(state).groups(include_dissolved=include_all)
+) -> Response[list[GroupOut]]:
+    """Active and leaderless groups (dissolved ones too with ``?all=true``); with an ETag."""
+    return _cached(request, _store(state).snapshots.groups(include_dissolved=include_all))
 
 
-@get("/groups/{group_id:str}", operation_id="getGroup", sync_to_thread=True, raises=_ONE_ERRORS)
-def get_group(state: State, group_id: PathId) -> GroupOut:
-    """One group, dissolved ones included."""
-    return _store(state).group(group_id)
+@get(
+    "/groups/{group_id:str}",
+    operation_id="getGroup",
+    responses=_NOT_MODIFIED,
+    raises=_ONE_ERRORS,
+)
+async def get_group(
+    request: Request[Any, Any, Any], state: State, group_id: PathId
+) -> Response[GroupOut]:
+    """One group, dissolved ones included; with an ETag."""
+    answer = _store(state).snapshots.group(group_id)
+    if answer is None:
+        raise NotFoundException(detail=f"unknown group {group_id!r}")
+    return _cached(request, answer)
 
 
 @post("/groups/join", status_code=HTTP_200_OK, operation_id="joinGroup", **_write)
-def join_group(state: State, data: JoinBody) -> GroupOut:
+async def join_group(state: State, data: JoinBody) -> GroupOut:
     """Join a group in one transaction (capacity, join policy, model spec; leaves the previous
     group: a migration is one event)."""
-    return _store(state).join(data.node_id, data.group_id, data.reason)
+    store = _store(state)
+    return await _committed(
+        store.submit(store.writes.join, data.node_id, data.group_id, data.reason)
+    )
 
 
 @post("/groups/leave", status_code=HTTP_200_OK, operation_id="leaveGroup", **_write)
-def leave_group(state: State, data: LeaveBody) -> NodeOut:
+async def leave_group(state: State, data: LeaveBody) -> NodeOut:
     """The node leaves its group."""
-    return _store(state).leave(data.node_id)
+    store = _store(state)
+    return await _committed(store.submit(store.writes.leave, data.node_id))
 
 
 @put(
     "/groups/{group_id:str}/performance",
     operation_id="reportPerformance",
-    sync_to_thread=True,
     guards=[require_token],
     raises=[*_WRITE_ERRORS],
     security=[{"bearer": []}],
 )
-def report_performance(state: State, group_id: PathId, data: PerformanceBody) -> GroupOut:
+async def report_performance(state: State, group_id: PathId, data: PerformanceBody) -> GroupOut:
     """The leader of the current term reports round metrics."""
-    return _store(state).report_performance(group_id, data)
+    store = _store(state)
+    return await _committed(store.submit(store.writes.report_performance, group_id, data))
 
 
 @put(
     "/groups/{group_id:str}/leader",
     operation_id="claimLeader",
-    sync_to_thread=True,
     guards=[require_token],
     raises=[*_WRITE_ERRORS],
     security=[{"bearer": []}],
 )
-def claim_leader(state: State, group_id: PathId, data: LeaderBody) -> GroupOut:
+async def claim_leader(state: State, group_id: PathId, data: LeaderBody) -> GroupOut:
     """Claim leadership with ``term = current + 1`` (compare-and-set: one claimant wins)."""
-    return _store(state).claim_leader(group_id, data)
+    store = _store(state)
+    return await _committed(store.submit(store.writes.claim_leader, group_id, data))
 
 
 # ---- discovery, snapshot, events, health ---------------------------------------------------
 
 
-@get("/peers", operation_id="samplePeers", **_read)
-def sample_peers(
-    state: State, limit: Annotated[int, Parameter(ge=1, le=1000, description="sample size")] = 8
-) -> list[str]:
-    """A random sample of live nodes' gossip addresses."""
-    return _store(state).peers(limit)
+@get("/peers", operation_id="samplePeers", responses=_NOT_MODIFIED, **_snapshot)
+async def sample_peers(
+    request: Request[Any, Any, Any],
+    state: State,
+    limit: Annotated[int, Parameter(ge=1, le=1000, description="sample size")] = 8,
+) -> Response[list[str]]:
+    """A random sample of live nodes' gossip addresses (a new sample each time; the ETag names
+    the set of live nodes it was drawn from)."""
+    etag, sample = _store(state).snapshots.peers(limit)
+    headers = {"ETag": etag}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(content=b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(content=_encode(sample), media_type=MediaType.JSON, headers=headers)
 
 
-@get("/network", operation_id="networkSnapshot", **_read)
+@get("/network", operation_id="networkSnapshot", responses=_NOT_MODIFIED, **_read)
 def network(
+    request: Request[Any, Any, Any],
     state: State,
     events: Annotated[int, Parameter(ge=0, le=1000, description="recent events to include")] = 100,
-) -> NetworkOut:
-    """One snapshot: groups, nodes and recent events."""
-    return _store(state).network(events)
+) -> Response[NetworkOut]:
+    """One snapshot: groups, nodes and recent events; with an ETag."""
+    return _cached(request, _store(state).snapshots.network(events))
 
 
 @get("/events", operation_id="listEvents", **_read)
@@ -357,34 +440,6 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return _error(request, 500, f"internal error ({type(exc).__name__}); see the registry log")
 
 
-# ---- expiry ---------------------------------------------------------------------------------
-
-
-class ExpiryThread(threading.Thread):
-    """Runs :meth:`RegistryStore.sweep` every ``sweep_interval`` seconds until stopped."""
-
-    def __init__(self, store: RegistryStore) -> None:
-        super().__init__(name="registry-expiry", daemon=True)
-        self._store = store
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        interval = self._store.liveness.sweep_interval
-        while not self._halt.wait(interval):
-            try:
-                changed = self._store.sweep()
-                if changed:
-                    log.info("expiry: %d node(s) changed status or were forgotten", changed)
-            except Exception:  # keep sweeping: a busy database must not end expiry
-                log.exception("expiry sweep failed")
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to stop and wait for it."""
-        self._halt.set()
-        if self.is_alive():
-            self.join(timeout)
-
-
 # ---- factory --------------------------------------------------------------------------------
 
 
@@ -401,7 +456,8 @@ def create_app(
     Parameters
     ----------
     db_path : str or Path
-        SQLite file; created with its schema on first start.
+        SQLite file (created with its schema on first start), or a PostgreSQL URL
+        ``postgresql://USER@HOST:PORT/DB`` that several registries may share.
     token : str, optional
         When set, every write needs ``Authorization: Bearer <token>`` (default: None, open).
     liveness : LivenessConfig, optional
@@ -481,4 +537,4 @@ def create_app(
     )
 
 
-__all__ = ["Id", "LivenessConfig", "create_app"]
+__all__ = ["ExpiryThread", "Id", "LivenessConfig", "create_app"]

@@ -57,8 +57,11 @@ def baseline_app() -> Any:
     return Litestar([list_groups, health])
 
 
-def serve(kind: str, db: str) -> None:
-    """Serve ``kind`` ("registry" or "baseline") on a free loopback port; print ``READY url``."""
+def serve(kind: str, db: str, suspect_after: float = 3600, dead_after: float = 7200) -> None:
+    """Serve ``kind`` ("registry" or "baseline") on a free loopback port; print ``READY url``.
+
+    (Nodes of the request benchmark do not all heartbeat: by default they expire after hours.)
+    """
     import uvicorn
 
     from bootstrap.server import bound_port
@@ -67,8 +70,8 @@ def serve(kind: str, db: str) -> None:
         from bootstrap.app import create_app
         from bootstrap.store import LivenessConfig
 
-        # Nodes of the benchmark do not all heartbeat: keep them from expiring mid-run.
-        app = create_app(db, liveness=LivenessConfig(suspect_after=3600, dead_after=7200))
+        liveness = LivenessConfig(suspect_after=suspect_after, dead_after=dead_after)
+        app = create_app(db, liveness=liveness)
     else:
         app = baseline_app()
     server = uvicorn.Server(
@@ -91,11 +94,14 @@ def serve(kind: str, db: str) -> None:
 class _Server:
     """A benchmark server subprocess."""
 
-    def __init__(self, kind: str, db: Path) -> None:
+    def __init__(
+        self, kind: str, db: str | Path, liveness: tuple[float, float] | None = None
+    ) -> None:
         cmd = [sys.executable, "-u", "-m", "bootstrap.bench", "serve", "--kind", kind, "--db"]
-        self.proc = subprocess.Popen(
-            [*cmd, str(db)], stdout=subprocess.PIPE, text=True, env={**os.environ}
-        )
+        cmd.append(str(db))
+        if liveness is not None:
+            cmd += ["--suspect-after", str(liveness[0]), "--dead-after", str(liveness[1])]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ})
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         if not line.startswith("READY "):
@@ -202,27 +208,25 @@ def _setup_registry(host: str, port: int, nodes: int) -> None:
 def run_benchmark(
     levels: list[int], requests: int, progress: Callable[[str], None] = lambda _m: None
 ) -> list[Run]:
-    """Measure the baseline and the registry; return the runs (one per endpoint and level)."""
-    runs: list[Run] = []
+    """Measure the baseline and the registry; return the runs (one per endpoint and level).
+
+    Both servers run at once and each client level measures the baseline right before the
+    registry's endpoints, so that a change in the machine's load during the run (it is shared)
+    shifts both sides of a ratio alike. Rows come out grouped by endpoint, as before.
+    """
     with tempfile.TemporaryDirectory(prefix="mycelium-bench-") as tmp:
         warm = min(200, requests)
         baseline = _Server("baseline", Path(tmp) / "unused.db")
         try:
+            registry = _Server("registry", Path(tmp) / "registry.db")
+        except BaseException:
+            baseline.stop()
+            raise
+        try:
+            _setup_registry(registry.host, registry.port, max(levels))
 
             def get_groups(_c: int, _k: int) -> tuple[str, str, Any]:
                 return "GET", "/groups", None
-
-            measure(baseline.host, baseline.port, 1, warm, get_groups)
-            for clients in levels:
-                progress(f"baseline GET /groups, {clients} clients")
-                run = measure(baseline.host, baseline.port, clients, requests, get_groups)
-                runs.append({"endpoint": "GET /groups (no database, baseline)", **run})
-        finally:
-            baseline.stop()
-
-        registry = _Server("registry", Path(tmp) / "registry.db")
-        try:
-            _setup_registry(registry.host, registry.port, max(levels))
 
             def heartbeat(c: int, k: int) -> tuple[str, str, Any]:
                 return "POST", f"/nodes/b{c}/heartbeat", {"accuracy": 0.5, "loss": 0.7, "round": k}
@@ -232,20 +236,24 @@ def run_benchmark(
                 group = "bench-A" if k % 2 == 0 else "bench-B"
                 return "POST", "/groups/join", {"node_id": f"b{c}", "group_id": group}
 
+            measure(baseline.host, baseline.port, 1, warm, get_groups)
             measure(registry.host, registry.port, 1, warm, get_groups)
-            cases: list[tuple[str, Request]] = [
-                ("GET /groups", get_groups),
-                ("POST /nodes/{id}/heartbeat", heartbeat),
-                ("POST /groups/join", join),
+            cases: list[tuple[str, _Server, Request]] = [
+                ("GET /groups (no database, baseline)", baseline, get_groups),
+                ("GET /groups", registry, get_groups),
+                ("POST /nodes/{id}/heartbeat", registry, heartbeat),
+                ("POST /groups/join", registry, join),
             ]
-            for name, make in cases:
-                for clients in levels:
-                    progress(f"registry {name}, {clients} clients")
-                    run = measure(registry.host, registry.port, clients, requests, make)
-                    runs.append({"endpoint": name, **run})
+            by_case: dict[str, list[Run]] = {name: [] for name, _s, _m in cases}
+            for clients in levels:
+                for name, server, make in cases:
+                    progress(f"{name}, {clients} clients")
+                    run = measure(server.host, server.port, clients, requests, make)
+                    by_case[name].append({"endpoint": name, **run})
         finally:
             registry.stop()
-    return runs
+            baseline.stop()
+    return [run for name, _s, _m in cases for run in by_case[name]]
 
 
 def _main() -> None:
@@ -254,8 +262,10 @@ def _main() -> None:
     p_serve = sub.add_parser("serve")
     p_serve.add_argument("--kind", choices=["registry", "baseline"], required=True)
     p_serve.add_argument("--db", required=True)
+    p_serve.add_argument("--suspect-after", type=float, default=3600.0)
+    p_serve.add_argument("--dead-after", type=float, default=7200.0)
     args = parser.parse_args()
-    serve(args.kind, args.db)
+    serve(args.kind, args.db, args.suspect_after, args.dead_after)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,36 @@
-"""SQLite database and peewee models of the registry, with a versioned schema.
+"""The registry's database: SQLite (one file, the default) or PostgreSQL (shared by several
+registries), its peewee models and its versioned schema.
 
 Models are built per database by :func:`build_models` (not bound to a global database), so that
-several registries can live in one process (tests, benchmarks) without sharing state.
+several registries can live in one process (tests, benchmarks) without sharing state. The store
+writes its hot statements as SQL with ``?`` placeholders; :meth:`Backend.q` adapts them to the
+driver (``%s`` for psycopg2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import peewee as pw
 
 #: Version of the schema this code writes. A later release adds an entry to ``MIGRATIONS``.
+#: (The change feed's tables and the ``last_seen`` index are additive: created on start, and
+#: ignored by older code, so they need no new version.)
 SCHEMA_VERSION = 1
 
 #: ``MIGRATIONS[v]`` upgrades a database from version ``v`` to ``v + 1`` (inside one transaction).
-MIGRATIONS: dict[int, Callable[[RegistryDatabase, Models], None]] = {}
+MIGRATIONS: dict[int, Callable[[Database, Models], None]] = {}
 
 PRAGMAS = (
     ("journal_mode", "wal"),
@@ -29,9 +39,12 @@ PRAGMAS = (
     ("foreign_keys", 1),
 )
 
+#: URL schemes that name a PostgreSQL server rather than an SQLite file.
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
 
 class SchemaError(RuntimeError):
-    """The database file has a schema this code cannot use (e.g. written by a newer release)."""
+    """The database has a schema this code cannot use (e.g. written by a newer release)."""
 
 
 class DatabaseInUse(RuntimeError):
@@ -41,9 +54,9 @@ class DatabaseInUse(RuntimeError):
 class DatabaseLock:
     """An exclusive lock on the sidecar file ``<db>.lock``, held while a registry uses ``<db>``.
 
-    Two registries on one file would each run expiry and contradict each other. ``flock`` is
-    dropped by the OS when the holder exits, SIGKILL included, so a crash leaves no stale lock;
-    the (empty) lock file itself stays.
+    SQLite only: two registries on one file would each keep a view of it that the other's
+    writes never reach. ``flock`` is dropped by the OS when the holder exits, SIGKILL included,
+    so a crash leaves no stale lock; the (empty) lock file itself stays.
     """
 
     def __init__(self, db_path: str | Path) -> None:
@@ -88,40 +101,56 @@ class Models:
     Node: type[pw.Model]
     Group: type[pw.Model]
     Event: type[pw.Model]
+    State: type[pw.Model]
+    Change: type[pw.Model]
 
     def all(self) -> list[type[pw.Model]]:
         """Every model, in creation order."""
-        return [self.SchemaVersion, self.Group, self.Node, self.Event]
+        return [self.SchemaVersion, self.Group, self.Node, self.Event, self.State, self.Change]
 
 
-class RegistryDatabase(pw.SqliteDatabase):
-    """A SQLite database that keeps one connection per thread open and can close them all.
-
-    Connections stay open across requests on purpose: closing the last connection of a WAL
-    database checkpoints it, which measured ~9 ms per write here against ~2 ms with the
-    connection kept.
+class Backend:
+    """What the store needs of a database beyond peewee's: one long-lived connection per
+    thread that :meth:`close_all` can close from any thread, SQL adapted to the driver, and a
+    few facts about the backend. Mixed into the SQLite and PostgreSQL database classes.
     """
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path, pragmas=PRAGMAS, lock_type="IMMEDIATE", check_same_thread=False)
-        self._opened: list[sqlite3.Connection] = []
+    #: Several registries may share this database (PostgreSQL), or only one may (SQLite).
+    shared = False
+    #: A text name for messages.
+    kind = ""
+
+    def _track_init(self) -> None:
+        self._opened: list[Any] = []
         self._opened_lock = threading.Lock()
         self._generation = 0  # bumped by close_all; a thread with an older one reconnects
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = super()._connect()
+    def _tracked(self, conn: Any) -> Any:
         with self._opened_lock:
             self._opened.append(conn)
         return conn
 
     def ensure_connected(self) -> None:
         """Give this thread an open connection, reusing the one it has."""
-        state = self._state
+        db: Any = self
+        state = db._state
         if getattr(state, "generation", None) != self._generation:
             state.reset()  # forget a connection that close_all closed under this thread
             state.generation = self._generation
-        if self.is_closed():
-            self.connect()
+        if db.is_closed():
+            db.connect()
+
+    def drop_connection(self) -> None:
+        """Forget this thread's connection after an error that may have broken it."""
+        db: Any = self
+        conn = None if db.is_closed() else db._state.conn
+        db._state.reset()
+        if conn is not None:
+            with self._opened_lock:
+                if conn in self._opened:
+                    self._opened.remove(conn)
+            with contextlib.suppress(Exception):  # already broken: closing it is best effort
+                conn.close()
 
     def close_all(self) -> None:
         """Close every connection this database opened, on any thread (at shutdown only)."""
@@ -129,20 +158,140 @@ class RegistryDatabase(pw.SqliteDatabase):
             opened, self._opened = self._opened, []
             self._generation += 1
         for conn in opened:
-            conn.close()
+            with contextlib.suppress(Exception):  # a broken connection is closed enough
+                conn.close()
+
+    def q(self, text: str) -> str:
+        """``text`` with its ``?`` placeholders in the driver's style."""
+        return _placeholders(text, self.param)  # type: ignore[attr-defined]
+
+    def run(self, text: str, params: Sequence[Any] = ()) -> Any:
+        """Execute one statement (``?`` placeholders) on this thread's connection; the cursor."""
+        return self.execute_sql(self.q(text), params)  # type: ignore[attr-defined]
+
+    def rows(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row of a query (``?`` placeholders)."""
+        return list(self.run(text, params).fetchall())
+
+    def run_many(self, text: str, rows: Iterable[Sequence[Any]]) -> None:
+        """One statement for each of ``rows`` (``?`` placeholders)."""
+        db: Any = self
+        with pw.__exception_wrapper__:
+            db.cursor().executemany(self.q(text), list(rows))
 
 
-def open_database(path: str | Path) -> RegistryDatabase:
-    """Return the database for ``path`` (not yet connected).
+@lru_cache(maxsize=512)
+def _placeholders(text: str, param: str) -> str:
+    return text if param == "?" else text.replace("?", param)
 
-    Every transaction starts with ``BEGIN IMMEDIATE``: a write transaction takes the write lock
-    before it reads, so check-then-write sequences (capacity, term compare-and-set) never race.
+
+def marks(n: int) -> str:
+    """``n`` placeholders for an ``IN (...)`` list."""
+    return ", ".join("?" * n)
+
+
+class RegistryDatabase(Backend, pw.SqliteDatabase):
+    """An SQLite database that keeps one connection per thread open and can close them all.
+
+    Connections stay open across requests on purpose: closing the last connection of a WAL
+    database checkpoints it, which measured ~9 ms per write here against ~2 ms with the
+    connection kept. Every transaction starts with ``BEGIN IMMEDIATE``: a write transaction takes
+    the write lock before it reads, so check-then-write sequences never race.
     """
-    return RegistryDatabase(str(path))
+
+    kind = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        extra: dict[str, object] = {}
+        if path == ":memory:":
+            # One database for every thread of this registry (its commit thread included),
+            # private to it: a named in-memory database with a shared cache.
+            path, extra = (
+                f"file:registry-{uuid.uuid4().hex}?mode=memory&cache=shared",
+                {"uri": True},
+            )
+        super().__init__(
+            path, pragmas=PRAGMAS, lock_type="IMMEDIATE", check_same_thread=False, **extra
+        )
+        self._track_init()
+
+    def _connect(self) -> sqlite3.Connection:
+        return self._tracked(super()._connect())  # type: ignore[no-any-return]
 
 
-def build_models(db: pw.SqliteDatabase) -> Models:
-    """Create the model classes bound to ``db``."""
+class RegistryPostgres(Backend, pw.PostgresqlDatabase):
+    """A PostgreSQL database (psycopg2), one connection per thread, shared by several registries.
+
+    Every write transaction of every registry first takes the row lock of ``registry_state``
+    (the store does), so writes are serialised across registries like SQLite's writer lock
+    serialises them in one file, and read committed sees all that came before.
+    """
+
+    shared = True
+    kind = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        name = unquote(parts.path.lstrip("/"))
+        if not name:
+            raise ValueError(f"no database name in {redact(url)} (postgresql://USER@HOST:PORT/DB)")
+        params: dict[str, Any] = {"connect_timeout": 10}
+        if parts.hostname:
+            params["host"] = parts.hostname
+        if parts.port:
+            params["port"] = parts.port
+        if parts.username:
+            params["user"] = unquote(parts.username)
+        if parts.password:
+            params["password"] = unquote(parts.password)
+        super().__init__(name, **params)
+        self._track_init()
+
+    def _connect(self) -> Any:
+        return self._tracked(super()._connect())
+
+
+def is_database_url(target: str | Path) -> bool:
+    """Whether ``target`` is a PostgreSQL URL rather than an SQLite file path."""
+    return isinstance(target, str) and urlsplit(target).scheme in POSTGRES_SCHEMES
+
+
+def redact(target: str | Path) -> str:
+    """``target`` for messages: a URL's password replaced by ``***``."""
+    text = str(target)
+    if not is_database_url(text):
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+Database = RegistryDatabase | RegistryPostgres
+
+
+def open_database(target: str | Path) -> Database:
+    """The database for ``target``: an SQLite file path, or ``postgresql://USER@HOST:PORT/DB``
+    (not yet connected).
+
+    Raises
+    ------
+    ValueError
+        If a PostgreSQL URL names no database.
+    """
+    if is_database_url(target):
+        return RegistryPostgres(str(target))
+    return RegistryDatabase(str(target))
+
+
+def build_models(db: pw.Database) -> Models:
+    """Create the model classes bound to ``db``.
+
+    Numbers that may exceed 2^31 (terms, rounds, counts, revisions) are 64-bit and times are
+    double precision: on SQLite both are what its INTEGER and REAL are anyway, on PostgreSQL
+    plain INTEGER and REAL would overflow or round a timestamp to minutes.
+    """
 
     class Base(pw.Model):
         class Meta:
@@ -155,62 +304,93 @@ def build_models(db: pw.SqliteDatabase) -> Models:
             table_name = "schema_version"
 
     class Group(Base):
-        id = pw.CharField(primary_key=True)
-        name = pw.CharField()
+        id = pw.CharField(primary_key=True, max_length=64)
+        name = pw.CharField(max_length=128)
         # The leader is a plain column, not a foreign key: a node row and the group row refer to
         # each other, and the registry's transactions keep them consistent.
-        leader = pw.CharField(null=True)
-        flower_address = pw.CharField()
-        model = pw.CharField()
+        leader = pw.CharField(null=True, max_length=64)
+        flower_address = pw.CharField(max_length=300)
+        model = pw.CharField(max_length=128)
         capacity = pw.IntegerField()
-        join_policy = pw.CharField()
+        join_policy = pw.CharField(max_length=32)
         invited = pw.TextField(default="[]")  # JSON list of node ids
-        status = pw.CharField(index=True)  # active | leaderless | dissolved
-        term = pw.IntegerField()
-        version = pw.IntegerField()
-        accuracy = pw.FloatField(null=True)
-        loss = pw.FloatField(null=True)
-        round = pw.IntegerField(default=0)
-        examples = pw.IntegerField(default=0)
-        created_at = pw.FloatField()
-        updated_at = pw.FloatField()
+        status = pw.CharField(index=True, max_length=32)  # active | leaderless | dissolved
+        term = pw.BigIntegerField()
+        version = pw.BigIntegerField()
+        accuracy = pw.DoubleField(null=True)
+        loss = pw.DoubleField(null=True)
+        round = pw.BigIntegerField(default=0)
+        examples = pw.BigIntegerField(default=0)
+        created_at = pw.DoubleField()
+        updated_at = pw.DoubleField()
 
         class Meta:
             table_name = "groups"
 
     class Node(Base):
-        id = pw.CharField(primary_key=True)
-        name = pw.CharField()
-        gossip_address = pw.CharField()
-        flower_address = pw.CharField(null=True)
-        model = pw.CharField(null=True)
+        id = pw.CharField(primary_key=True, max_length=64)
+        name = pw.CharField(max_length=128)
+        gossip_address = pw.CharField(max_length=300)
+        flower_address = pw.CharField(null=True, max_length=300)
+        model = pw.CharField(null=True, max_length=128)
         data = pw.TextField(default="{}")  # JSON object
-        status = pw.CharField(index=True)  # alive | suspect | dead | gone
+        status = pw.CharField(index=True, max_length=32)  # alive | suspect | dead | gone
         group = pw.ForeignKeyField(Group, null=True, backref="members", on_delete="SET NULL")
-        accuracy = pw.FloatField(null=True)
-        loss = pw.FloatField(null=True)
-        round = pw.IntegerField(null=True)
-        registered_at = pw.FloatField()
-        last_seen = pw.FloatField()
+        accuracy = pw.DoubleField(null=True)
+        loss = pw.DoubleField(null=True)
+        round = pw.BigIntegerField(null=True)
+        registered_at = pw.DoubleField()
+        last_seen = pw.DoubleField(index=True)  # expiry looks up the silent ones
 
         class Meta:
             table_name = "nodes"
 
     class Event(Base):
-        id = pw.AutoField()
-        ts = pw.FloatField()
-        kind = pw.CharField()
-        node = pw.CharField(null=True)
-        group = pw.CharField(null=True)
+        id = pw.BigAutoField()
+        ts = pw.DoubleField()
+        kind = pw.CharField(max_length=32)
+        node = pw.CharField(null=True, max_length=64)
+        group = pw.CharField(null=True, max_length=64)
         data = pw.TextField(default="{}")  # JSON object
 
         class Meta:
             table_name = "events"
 
-    return Models(SchemaVersion=SchemaVersion, Node=Node, Group=Group, Event=Event)
+    class State(Base):
+        """One row: the revision of the last committed write, and up to which the change feed
+        was pruned. Every write transaction updates it first (see :class:`RegistryPostgres`)."""
+
+        id = pw.IntegerField(primary_key=True)
+        rev = pw.BigIntegerField(default=0)
+        pruned = pw.BigIntegerField(default=0)
+
+        class Meta:
+            table_name = "registry_state"
+
+    class Change(Base):
+        """The change feed: which node or group rows the write of revision ``rev`` touched
+        (kind ``n``, ``g``; ``l``: liveness flushed by registry ``origin``), so that every
+        registry's in-memory view catches up with the others' writes."""
+
+        id = pw.BigAutoField()
+        rev = pw.BigIntegerField(index=True)
+        kind = pw.CharField(max_length=1)
+        key = pw.CharField(max_length=64)
+        origin = pw.CharField(max_length=32)
+
+        class Meta:
+            table_name = "changes"
+
+    return Models(
+        SchemaVersion=SchemaVersion, Node=Node, Group=Group, Event=Event, State=State, Change=Change
+    )
 
 
-def ensure_schema(db: RegistryDatabase, models: Models) -> int:
+#: The advisory lock PostgreSQL registries take while creating or migrating the schema.
+SCHEMA_LOCK = 0x6D79_6365_0001
+
+
+def ensure_schema(db: Database, models: Models) -> int:
     """Create the schema on first start, migrate an older one, refuse a newer one.
 
     Returns
@@ -221,11 +401,15 @@ def ensure_schema(db: RegistryDatabase, models: Models) -> int:
     Raises
     ------
     SchemaError
-        If the file was written by a newer schema version.
+        If the database was written by a newer schema version.
     """
     db.ensure_connected()
     with db.atomic():
+        if db.shared:  # registries starting together create the tables once
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         db.create_tables(models.all(), safe=True)
+        if models.State.select().count() == 0:
+            models.State.create(id=1, rev=0, pruned=0)
         row = models.SchemaVersion.select().first()
         if row is None:
             models.SchemaVersion.create(version=SCHEMA_VERSION)

@@ -48,11 +48,12 @@ def _fail(message: str, status: int = 1) -> NoReturn:
 )
 @click.option(
     "--db",
-    "db_path",
+    "db_target",
     default="mycelium_registry.db",
     show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite file (created on first start; locked through <db>.lock while in use).",
+    metavar="FILE|URL",
+    help="SQLite file (created on first start; locked through <db>.lock while in use), or "
+    "postgresql://USER[:PASSWORD]@HOST:PORT/DB, which several registries may share.",
 )
 @click.option(
     "--token",
@@ -88,7 +89,7 @@ def _fail(message: str, status: int = 1) -> NoReturn:
 def bootstrap(
     host: str | None,
     port: int,
-    db_path: Path,
+    db_target: str,
     token: str | None,
     insecure: bool,
     suspect_after: float,
@@ -104,7 +105,7 @@ def bootstrap(
     import uvicorn
 
     from bootstrap.app import create_app
-    from bootstrap.db import DatabaseInUse, SchemaError
+    from bootstrap.db import DatabaseInUse, SchemaError, is_database_url, redact
     from bootstrap.server import bound_port, listen_socket, url_host, uvicorn_config
     from bootstrap.store import LivenessConfig
 
@@ -125,7 +126,12 @@ def bootstrap(
         liveness = LivenessConfig(suspect_after, dead_after, sweep_interval, retention)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    app = create_app(db_path, token=token, liveness=liveness)
+    db_path: str | Path = db_target if is_database_url(db_target) else Path(db_target)
+    shown = redact(db_path)
+    try:
+        app = create_app(db_path, token=token, liveness=liveness)
+    except ValueError as exc:  # a URL without a database name
+        _fail(str(exc), status=2)
     store = app.state["store"]
     try:
         store.open()  # lock and schema now, so that a bad --db is one line, not a lifespan error
@@ -137,7 +143,7 @@ def bootstrap(
         if debug:
             raise
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        _fail(f"cannot open database {db_path}: {reason}")
+        _fail(f"cannot open database {shown}: {' '.join(str(reason).split())}")
     try:
         sock = listen_socket(host, port)
     except OSError as exc:
@@ -158,7 +164,7 @@ def bootstrap(
                 log.warning("registry open (no token): anyone who reaches %s can write", url)
                 if not is_loopback(host):
                     log.warning("--insecure: serving %s to the network without a token", host)
-            click.echo(f"registry listening on {url} (bound {host}), database {db_path}")
+            click.echo(f"registry listening on {url} (bound {host}), database {shown}")
             click.echo(f"docs: {url}/docs", nl=True)
         await task
 
@@ -310,8 +316,56 @@ def nodes_table(nodes: list[dict[str, Any]]) -> Table:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--requests", "requests", default=2000, show_default=True, help="Per measurement.")
 @click.option("--clients", default="1,8,64", show_default=True, help="Concurrency levels.")
-def bench_registry(json_path: Path | None, requests: int, clients: str) -> None:
-    """Requests/s and p50/p99 of the registry against a plain-Litestar baseline."""
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 10_000_000),
+    default=None,
+    help="Scale run instead: register this many nodes, then heartbeat them all.",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(0.1, 3600),
+    default=30.0,
+    show_default=True,
+    help="Scale run: seconds between two heartbeats of a node.",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(1, 3600),
+    default=60.0,
+    show_default=True,
+    help="Scale run: length of the heartbeat phase.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Scale run: load-generating processes.",
+)
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    metavar="postgresql://USER@HOST:PORT/DB",
+    help="Scale run: an empty PostgreSQL database instead of a temporary SQLite file.",
+)
+def bench_registry(
+    json_path: Path | None,
+    requests: int,
+    clients: str,
+    nodes: int | None,
+    heartbeat_interval: float,
+    seconds: float,
+    workers: int,
+    db_url: str | None,
+) -> None:
+    """Requests/s and p50/p99 of the registry against a plain-Litestar baseline; or, with
+    --nodes, a scale run: the heartbeat rate of that many nodes, sustained for --seconds."""
+    console = Console()
+    if nodes is not None:
+        _scale_run(console, json_path, nodes, heartbeat_interval, seconds, workers, db_url)
+        return
     from bootstrap.bench import run_benchmark
 
     try:
@@ -320,7 +374,6 @@ def bench_registry(json_path: Path | None, requests: int, clients: str) -> None:
         raise click.BadParameter("--clients takes integers like 1,8,64") from exc
     if not levels or min(levels) < 1 or requests < 1:
         raise click.BadParameter("need at least one client level >= 1 and --requests >= 1")
-    console = Console()
     try:
         runs = run_benchmark(levels, requests, progress=lambda msg: console.print(f"[dim]{msg}"))
     except RuntimeError as exc:
@@ -339,4 +392,54 @@ def bench_registry(json_path: Path | None, requests: int, clients: str) -> None:
     console.print(table)
     if json_path is not None:
         json_path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+        console.print(f"wrote {json_path}")
+
+
+def _scale_run(
+    console: Console,
+    json_path: Path | None,
+    nodes: int,
+    interval: float,
+    seconds: float,
+    workers: int,
+    db_url: str | None,
+) -> None:
+    """``bench registry --nodes N``: print the scale run's figures (and write its JSON)."""
+    from bootstrap.bench_scale import run_scale
+    from bootstrap.db import is_database_url
+
+    if db_url is not None and not is_database_url(db_url):
+        raise click.BadParameter("--db takes a postgresql:// URL (SQLite is the default)")
+    try:
+        scale = run_scale(
+            nodes,
+            interval,
+            seconds,
+            db=db_url,
+            workers=workers,
+            progress=lambda msg: console.print(f"[dim]{msg}"),
+        )
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table(title=f"Registry scale run ({scale['database']}, {seconds:.0f} s)")
+    for column in ("nodes", "target/s", "achieved/s", "p50 ms", "p99 ms", "wrongly expired"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(nodes),
+        f"{scale['target_per_s']:.0f}",
+        f"{scale['achieved_per_s']:.0f}",
+        f"{scale['p50_ms']:.2f}",
+        f"{scale['p99_ms']:.2f}",
+        str(scale["wrongly_expired"]),
+    )
+    console.print(table)
+    console.print(
+        f"registration: {scale['register_per_s']:.0f}/s, restart {scale['restart_s']:.1f} s; "
+        f"generator: send lag p99 "
+        f"{scale['send_lag_p99_ms']:.1f} ms, CPU {scale['generator_cpu_s']} s, "
+        f"{scale['answered_late']} answered after the window; registry used "
+        f"{scale['registry_cores_used']} cores"
+    )
+    if json_path is not None:
+        json_path.write_text(json.dumps({"runs": [], "scale": scale}, indent=2) + "\n")
         console.print(f"wrote {json_path}")

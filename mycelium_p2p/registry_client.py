@@ -1,10 +1,13 @@
-"""HTTP client of the bootstrap registry, with timeouts and retries with backoff.
+"""HTTP client of the bootstrap registry, with timeouts, retries with backoff, and failover.
 
 One method per endpoint; each returns the answer decoded into the registry's own shapes
 (``registry_api``: ``NodeOut``, ``GroupOut``, ...), checked on the way in, so callers read
 ``group.leader``. A 4xx answer raises :class:`RegistryError` at once (never retried); connection
 errors, timeouts and 5xx answers are retried ``retries`` times with exponential backoff, then
 raise :class:`RegistryUnavailable`, as does an answer that does not fit its shape.
+Given several registry URLs (``"http://a:8000,http://b:8000"``: registries sharing one
+PostgreSQL database), a failed attempt moves on to the next URL at once, and the client keeps
+using the one that answered.
 
 Retrying a write after a timeout may apply it twice; every write of the registry is idempotent
 or fails cleanly the second time (a join to the same group is a no-op, a second create of the
@@ -45,13 +48,15 @@ class RegistryClient:
     Parameters
     ----------
     base_url : str
-        e.g. ``"http://127.0.0.1:8000"``.
+        e.g. ``"http://127.0.0.1:8000"``, or several comma-separated URLs of registries that
+        share one database (``"http://a:8000,http://b:8000"``), tried in turn.
     token : str, optional
         Bearer token sent with every request (default: None).
     timeout : float
         Seconds per attempt (default: 5.0).
     retries : int
-        Extra attempts after the first on connection errors and 5xx (default: 3).
+        Extra attempts after the first on connection errors and 5xx (default: 3); with several
+        URLs, extra rounds through all of them.
     backoff : float
         First delay in seconds; doubles each retry, with up to 50% jitter (default: 0.2).
     rng : random.Random, optional
@@ -75,15 +80,18 @@ class RegistryClient:
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        urls = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
+        if not urls:
+            raise ValueError(f"no registry URL in {base_url!r}")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.base_url = base_url.rstrip("/")
+        self.urls = tuple(urls)
+        self.base_url = ",".join(urls)
         self.retries = retries
         self.backoff = backoff
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout, headers=headers, transport=transport
-        )
+        self._current = 0  # index of the URL that last answered
+        self._http = httpx.Client(timeout=timeout, headers=headers, transport=transport)
 
     # ---- plumbing -----------------------------------------------------------------------------
 
@@ -99,24 +107,34 @@ class RegistryClient:
 
     def _request(self, method: str, path: str, answer: Any, **kwargs: Any) -> Any:
         last: str = ""
+        count = len(self.urls)
         for attempt in range(self.retries + 1):
             if attempt:
                 delay = self.backoff * 2 ** (attempt - 1)
                 self._sleep(delay * (1 + 0.5 * self._rng.random()))
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if response.status_code >= 500:
-                last = f"{response.status_code}: {_detail(response)}"
-                continue
-            if response.status_code >= 400:
-                raise RegistryError(response.status_code, _detail(response), _fields(response))
-            try:
-                return msgspec.json.decode(response.content, type=answer)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                raise RegistryUnavailable(f"{method} {path}: unexpected answer: {exc}") from exc
+            for step in range(count):  # the URL that answered last first, then the others
+                index = (self._current + step) % count
+                url = self.urls[index]
+                try:
+                    response = self._http.request(method, f"{url}{path}", **kwargs)
+                except httpx.TransportError as exc:
+                    last = f"{url}: {type(exc).__name__}: {exc}"
+                    continue
+                if response.status_code >= 500:
+                    last = f"{url}: {response.status_code}: {_detail(response)}"
+                    continue
+                self._current = index
+                if response.status_code >= 400:
+                    raise RegistryError(response.status_code, _detail(response), _fields(response))
+                try:
+                    return msgspec.json.decode(response.content, type=answer)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    raise RegistryUnavailable(f"{method} {path}: unexpected answer: {exc}") from exc
+        if count > 1:
+            raise RegistryUnavailable(
+                f"{method} {path} failed on each of {count} registries ({self.base_url}), "
+                f"{self.retries + 1} attempts each ({last})"
+            )
         raise RegistryUnavailable(
             f"{method} {self.base_url}{path} failed after {self.retries + 1} attempts ({last})"
         )

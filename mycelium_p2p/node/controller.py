@@ -404,17 +404,21 @@ class Controller:
 
     # ------------------------------------------------------------------ commands
 
+    def _register(self) -> None:
+        state = self.state
+        self.registry.register(
+            id=state.id,
+            name=state.name,
+            gossip_address=self.gossip.address,
+            flower_address=state.server_address,
+            model=state.spec,
+            data=self.learning.summary(),
+        )
+
     def _do_register(self, command: Register) -> None:
         state = self.state
         try:
-            self.registry.register(
-                id=state.id,
-                name=state.name,
-                gossip_address=self.gossip.address,
-                flower_address=state.server_address,
-                model=state.spec,
-                data=self.learning.summary(),
-            )
+            self._register()
         except RegistryError as exc:
             if exc.status == 401:  # a wrong token stays wrong: retrying cannot help
                 self._execute([Fail(f"the registry refused this node's token ({exc.detail})")])
@@ -594,10 +598,17 @@ class Controller:
         except RegistryUnavailable:
             pass  # training goes on; the next round reports again
         except RegistryError as exc:
-            if exc.status == 409:
-                self._do_step_down(StepDown(f"registry refused the report: {exc.detail}"))
-            else:
+            if exc.status != 409:
                 log.warning("%s: registry refused the round report: %s", state.name, exc)
+                return
+            try:
+                known = self._registry_group(state.group_id)
+            except (RegistryError, RegistryUnavailable):
+                return  # not sure why: the next report asks again
+            if known is None or known.status == "dissolved":
+                self._do_rejoin(Rejoin())  # the registry lost the group, not this node its lead
+            else:
+                self._do_step_down(StepDown(f"registry refused the report: {exc.detail}"))
 
     def _do_rejoin(self, command: Rejoin) -> None:
         """Put this node back into its group at the registry after the registry lost it.
@@ -611,6 +622,7 @@ class Controller:
         if state.group_id is None:
             return
         try:
+            self._register()  # alive again first: a node the registry expired may not join
             try:
                 self.registry.join_group(node_id=state.id, group_id=state.group_id, reason=None)
             except RegistryError as exc:

@@ -37,13 +37,26 @@ def memory_store(clock: Any, rng: random.Random) -> Any:
 @click.option(
     "--max-seconds",
     type=click.FloatRange(min=1),
-    default=1200.0,
+    default=3600.0,
     show_default=True,
     help="Simulated seconds before giving up.",
 )
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Simulated seconds to stay pure (the steady state's registry load is measured).",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
 def bench_network(
-    nodes: int, concepts: int, seed: int, preset: str, max_seconds: float, json_path: Path | None
+    nodes: int,
+    concepts: int,
+    seed: int,
+    preset: str,
+    max_seconds: float,
+    settle: float,
+    json_path: Path | None,
 ) -> None:
     """N complete nodes in memory (fake learner, real logic, registry and gossip) until sorted."""
     from mycelium_p2p.node_config import NodeConfig
@@ -64,6 +77,7 @@ def bench_network(
         seed=seed,
         config=NodeConfig.preset(preset),
         max_seconds=max_seconds,
+        settle=settle,
         progress=progress if console.is_terminal else None,
     )
     table = Table(title=f"Network in memory ({nodes} nodes, {concepts} concepts, {preset} preset)")

@@ -10,14 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mycelium_p2p.broadcast import BroadcastQueue, retransmit_limit
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipCore
-from mycelium_p2p.groups import GroupRecord, GroupTable
-from mycelium_p2p.membership import Membership, suspicion_bounds
-from mycelium_p2p.wire import (
+from mycelium_p2p.gossip.broadcast import BroadcastQueue, retransmit_limit
+from mycelium_p2p.gossip.codec import Codec
+from mycelium_p2p.gossip.membership import Membership, suspicion_bounds
+from mycelium_p2p.gossip.messages import (
     Ack,
-    Codec,
     Gossip,
     Kind,
     MemberUpdate,
@@ -26,6 +25,7 @@ from mycelium_p2p.wire import (
     PingReq,
     Status,
 )
+from mycelium_p2p.groups import GroupDelegate, GroupRecord, GroupTable
 
 CFG = GossipConfig.lan()
 
@@ -200,20 +200,21 @@ def test_decoder_counts_each_reason() -> None:
 
 
 def test_codec_roundtrip_all_updates() -> None:
-    c = Codec(60_000, 10**6, 512)
+    c = Codec(60_000, 10**6, 512, GroupDelegate(60.0))
     body = Gossip((member("p1", Status.SUSPECT, 3, by="p2"), GroupRecord("g-1", term=1)))
     msg = Message(Kind.GOSSIP, "n1", "127.0.0.1:1", body)
     assert c.decode(c.encode(msg)) == msg
 
 
 def _core() -> GossipCore:
-    return GossipCore("me", "127.0.0.1:7000", CFG, random.Random(3), 0.0)
+    delegate = GroupDelegate(CFG.tombstone_ttl)
+    return GossipCore("me", "127.0.0.1:7000", CFG, random.Random(3), 0.0, delegate=delegate)
 
 
 def _snapshot(core: GossipCore) -> tuple:
     return (
         [(v.id, v.status, v.incarnation) for v in core.members()],
-        core.groups.all(),
+        core.delegate.table.all(),  # type: ignore[attr-defined]
         len(core.queue),
     )
 

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mycelium_p2p.config import GossipConfig
+from mycelium_p2p.gossip.messages import Ack, MemberUpdate, Ping, PingReq, Status, check_meta
 from mycelium_p2p.limits import MAX_COUNTER
-from mycelium_p2p.wire import Ack, MemberUpdate, Ping, PingReq, Status, check_meta
+from mycelium_p2p.meta import NodeMeta
 
 Outbound = tuple[str, Ping | PingReq | Ack]
 
@@ -66,13 +67,22 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class MemberView:
-    """A read-only view of a member for callers (status as a string)."""
+    """A read-only view of a member for callers (status as a string).
+
+    ``meta`` is the member's metadata map as gossiped (validated by ``check_meta``);
+    ``node_meta`` reads it as Mycelium's typed ``NodeMeta``.
+    """
 
     id: str
     address: str
     status: str
     incarnation: int
     meta: dict[str, Any]
+
+    @property
+    def node_meta(self) -> NodeMeta:
+        """The metadata as a ``NodeMeta`` (unknown keys ignored, bad values defaulted)."""
+        return NodeMeta.from_map(self.meta)
 
 
 def suspicion_bounds(config: GossipConfig, n: int) -> tuple[float, float, int]:

@@ -14,7 +14,7 @@ from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipCore
 from mycelium_p2p.gossip.broadcast import BroadcastQueue, retransmit_limit
 from mycelium_p2p.gossip.codec import Codec
-from mycelium_p2p.gossip.membership import Membership, suspicion_bounds
+from mycelium_p2p.gossip.membership import Member, Membership, suspicion_bounds
 from mycelium_p2p.gossip.messages import (
     Ack,
     Gossip,
@@ -310,3 +310,51 @@ def test_local_health_stretches_probes_after_failures_and_heals_on_acks() -> Non
     # A refutation of our own suspicion raises it.
     m.apply(member("me", Status.SUSPECT, m.incarnation, by="p1"), t)
     assert m.health == level
+
+
+def test_live_members_stay_exact_under_churn() -> None:
+    """The live list drawn from (stale entries included) always yields exactly the live ones."""
+    rng = random.Random(5)
+    m = make(40)
+    now = 0.0
+    for _ in range(3000):
+        node_id = f"p{rng.randrange(60)}"
+        status = rng.choice(list(Status))
+        known = m.members.get(node_id)
+        inc = (known.incarnation if known else 0) + rng.randrange(2)
+        m.apply(member(node_id, status, inc, by="" if status is Status.ALIVE else "p0"), now)
+        now += 0.3
+        m.tick(now)
+        live = {x.node_id for x in m.members.values() if x.status <= Status.SUSPECT}
+        assert {x.node_id for x in m.live()} == live
+        assert m.num_live() == 1 + len(live)
+        picked = [p.node_id for p in m.pick(5, exclude="p1")]
+        assert len(picked) == len(set(picked)) == min(5, len(live - {"p1"}))
+        assert set(picked) <= live - {"p1"}
+
+
+def test_pick_is_uniform_over_live_members_and_extras() -> None:
+    m = make(12)
+    for i in range(4):  # four stale entries in the list drawn from
+        m.apply(member(f"p{i}", Status.DEAD, 0, by="p9"), 1.0)
+    extra = [m.members["p0"]]  # e.g. a recently dead member, a gossip target all the same
+    counts: dict[str, int] = {}
+    for _ in range(9000):
+        for p in m.pick(1, extra):
+            counts[p.node_id] = counts.get(p.node_id, 0) + 1
+    assert set(counts) == {"p0", *(f"p{i}" for i in range(4, 12))}
+    assert all(800 < c < 1200 for c in counts.values()), counts  # 1000 each expected
+
+
+def test_views_sharing_members_copy_before_they_change_one() -> None:
+    shared = {
+        f"p{i}": Member(f"p{i}", f"10.0.0.{i}:1", Status.ALIVE, 0, {}, 0.0, True) for i in range(3)
+    }
+    a = Membership("p0", "10.0.0.0:1", {}, CFG, random.Random(1), 0.0)
+    b = Membership("p1", "10.0.0.1:1", {}, CFG, random.Random(2), 0.0)
+    a.adopt(shared)
+    b.adopt(shared)
+    assert set(a.members) == {"p1", "p2"} and a.num_live() == 3
+    assert a.apply(member("p2", Status.DEAD, 0, by="p0"), 1.0)
+    assert a.members["p2"].status is Status.DEAD and a.num_live() == 2
+    assert b.members["p2"].status is Status.ALIVE and shared["p2"].status is Status.ALIVE

@@ -24,6 +24,7 @@ from mycelium_p2p.gossip.messages import (
     Item,
     Kind,
     Message,
+    Packed,
     WireError,
     check_address,
     check_id,
@@ -87,10 +88,10 @@ class Codec:
 
     def encode(self, msg: Message) -> bytes:
         """Encode ``msg``; the caller keeps it within the size caps."""
-        return msgpack.packb(
-            [msg.version, int(msg.kind), msg.sender_id, msg.sender_address, to_wire(msg.body)],
-            use_bin_type=True,
+        head = msgpack.packb(
+            [msg.version, int(msg.kind), msg.sender_id, msg.sender_address], use_bin_type=True
         )
+        return b"\x95" + head[1:] + _pack_body(to_wire(msg.body))  # a 5-array: head, then body
 
     # -- decode
 
@@ -147,14 +148,29 @@ class Codec:
     def decode_struct(self, cls: type, raw: dict[str, Any]) -> Any:
         """Build a declared struct from its map, each field through its validator."""
         spec = cls.WIRE  # type: ignore[attr-defined]
-        values: dict[str, Any] = {}
-        for attr, f in spec.fields:
+        if spec.plain:
+            get = raw.get
+            values = [get(key, default) for key, default, _, _ in spec.plain]
+            key = _memo_key(self.max_meta_bytes, values) if spec.memo else None
+            if key is not None:
+                memo = _MEMOS.setdefault(cls, {})
+                hit = memo.get(key)
+                if hit is not None:
+                    return hit
+            out = cls(*[f[2](v, f[3], self) for f, v in zip(spec.plain, values, strict=True)])
+            if key is not None:
+                if len(memo) >= spec.memo:
+                    memo.clear()
+                memo[key] = out
+            return out
+        args = []
+        for _, f in spec.fields:
             if f.spread:
                 rest = {k: v for k, v in raw.items() if k not in spec.keys}
-                values[attr] = f.check(rest, f.name, self)
+                args.append(f.check(rest, f.name, self))
             else:
-                values[attr] = f.check(raw.get(f.key, f.default), f.name, self)
-        return cls(**values)
+                args.append(f.check(raw.get(f.key, f.default), f.name, self))
+        return cls(*args)
 
     def parse_item(self, raw: dict[str, Any]) -> Any:
         """An application item, through the application's schema."""
@@ -169,6 +185,55 @@ class _Drop(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+#: Structs decoded from identical maps, per struct (``wire(memo=...)``), shared by every codec:
+#: a push-pull state carries every member, mostly unchanged since the last one.
+_MEMOS: dict[type, dict[tuple[Any, ...], Any]] = {}
+_SCALARS = (str, int, float, bool, type(None), bytes)
+
+
+def _memo_key(limit: int, values: list[Any]) -> tuple[Any, ...] | None:
+    """An exact key for decoded ``values``: each with its type (``True`` is not ``1``), maps as
+    their items; None if a value is neither a scalar nor a map of scalars (never memoized)."""
+    key: list[Any] = [limit]
+    for v in values:
+        t = type(v)
+        if t in _SCALARS:
+            key.append((t, v))
+        elif t is dict:
+            items = []
+            for k, x in v.items():
+                if type(x) not in _SCALARS:
+                    return None
+                items.append((k, type(x), x))
+            key.append(tuple(items))
+        else:
+            return None
+    return tuple(key)
+
+
+def _header(n: int, fix: int, b16: int, b32: int) -> bytes:
+    """The smallest msgpack header of a map or array of ``n`` entries (as ``packb`` writes)."""
+    if n < 16:
+        return bytes((fix | n,))
+    if n < 1 << 16:
+        return bytes((b16,)) + n.to_bytes(2, "big")
+    return bytes((b32,)) + n.to_bytes(4, "big")
+
+
+def _pack_body(body: dict[str, Any]) -> bytes:
+    """``packb(body)``, with the ``Packed`` entries of its lists spliced in as they are."""
+    parts = [_header(len(body), 0x80, 0xDE, 0xDF)]
+    for key, value in body.items():
+        parts.append(msgpack.packb(key))
+        if type(value) is list:
+            parts.append(_header(len(value), 0x90, 0xDC, 0xDD))
+            for v in value:
+                parts.append(v.data if type(v) is Packed else msgpack.packb(v, use_bin_type=True))
+        else:
+            parts.append(msgpack.packb(value, use_bin_type=True))
+    return b"".join(parts)
 
 
 def encoded_size(obj: Any) -> int:

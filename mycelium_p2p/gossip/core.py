@@ -43,6 +43,7 @@ from mycelium_p2p.gossip.messages import (
     Message,
     ModelRequest,
     ModelResponse,
+    Packed,
     Ping,
     PingReq,
     PushPull,
@@ -50,8 +51,8 @@ from mycelium_p2p.gossip.messages import (
     WireError,
     check_address,
     check_id,
-    encode_update,
     message,
+    pack_update,
 )
 
 log = logging.getLogger(__name__)
@@ -247,11 +248,10 @@ class GossipCore:
         if now >= self._next_push_pull_at:
             n = self.membership.num_live()
             self._next_push_pull_at = now + push_pull_period(self.config.push_pull_interval, n)
-            live = self.membership.live()
-            if live and not self.membership.leaving:
-                peer = self.rng.choice(live)
+            peers = self.membership.pick(1)
+            if peers and not self.membership.leaving:
                 bodies = self._state_bodies(PushPull, True)
-                out += self._encode_all([(peer.address, b) for b in bodies])
+                out += self._encode_all([(peers[0].address, b) for b in bodies])
         if now >= self._next_expire_at:
             self._next_expire_at = now + self.config.probe_interval
             self.delegate.tick(now)
@@ -280,8 +280,7 @@ class GossipCore:
         """Announce a graceful leave: LEAVE to a few peers, and the LEFT update gossiped."""
         u = self.membership.leave()
         self._drain()
-        live = self.membership.live()
-        peers = self.rng.sample(live, min(len(live), 2 * self.config.fanout))
+        peers = self.membership.pick(2 * self.config.fanout)
         out = self._encode_all([(p.address, Leave(u.incarnation)) for p in peers])
         return out + self._gossip(now)
 
@@ -304,11 +303,11 @@ class GossipCore:
         ValueError
             If the item cannot be encoded.
         """
-        try:  # sized (so encoded) here: an item that cannot be sent never enters the queue
-            size = encoded_size(encode_update(item))
+        try:  # encoded once, here: an item that cannot be sent never enters the queue
+            packed = pack_update(item)
         except (OverflowError, TypeError) as exc:
             raise ValueError(f"item {key!r} cannot be encoded: {exc}") from exc
-        self.queue.queue(("app", key), item, size)
+        self.queue.queue(("app", key), packed, len(packed.data))
 
     def emit(self, kind: str, item: Any) -> None:
         """Raise an application event for the node's subscribers."""
@@ -383,12 +382,12 @@ class GossipCore:
         m = self.membership
         broadcasts, m.broadcasts = m.broadcasts, []
         for u in broadcasts:
-            try:  # sized (so encoded) here: an update that cannot be sent never enters the queue
-                size = encoded_size(encode_update(u))
+            try:  # encoded once, here: an update that cannot be sent never enters the queue
+                packed = pack_update(u)
             except (OverflowError, TypeError, ValueError):
                 self.codec.drops["invalid"] += 1
                 continue
-            self.queue.queue(("m", u.node_id), u, size)
+            self.queue.queue(("m", u.node_id), packed, len(packed.data))
         for kind, view in m.events:
             self.events.append(GossipEvent(kind, member=view))
         m.events.clear()
@@ -417,16 +416,11 @@ class GossipCore:
         # Members declared dead recently stay gossip targets (memberlist's "gossip to the
         # dead"): one wrongly declared dead hears of it and refutes within a few ticks instead of
         # waiting for the next push-pull.
-        recently_dead = [
-            m
-            for m in self.membership.members.values()
-            if m.status == Status.DEAD and now - m.since < self.config.dead_ttl / 2
-        ]
-        targets = self.membership.live() + recently_dead
+        recently_dead = self.membership.recently_dead(now, self.config.dead_ttl / 2)
         n = self.membership.num_live()
         out: Outbound = []
         budget = self.config.max_frame_bytes - _FRAME_SLACK
-        for peer in self.rng.sample(targets, min(self.config.fanout, len(targets))):
+        for peer in self.membership.pick(self.config.fanout, recently_dead):
             updates = self.queue.get(budget, n)
             if not updates:
                 break
@@ -438,13 +432,12 @@ class GossipCore:
         each fit ``max_frame_bytes``; only the first asks for a reply."""
         header, items = self.delegate.local_state()
         budget = self.config.max_frame_bytes - _FRAME_SLACK - encoded_size(header)
-        members = [self.membership.self_update()] + [
-            m.update() for m in self.membership.members.values()
-        ]
-        chunks: list[tuple[list[MemberUpdate], list[Any]]] = [([], [])]
+        members = [pack_update(self.membership.self_update())]
+        members += [m.state() for m in self.membership.members.values()]
+        chunks: list[tuple[list[Packed], list[Any]]] = [([], [])]
         used = 0
         for member in members:
-            size = encoded_size(encode_update(member))
+            size = len(member.data)
             if used + size > budget and chunks[-1][0]:
                 chunks.append(([], []))
                 used = 0
@@ -480,6 +473,17 @@ class GossipCore:
             log.warning("model of group %s exceeds max_model_bytes", req.group_id)
             return none
         return ModelResponse(req.req_id, req.group_id, True, rnd, bytes(payload))
+
+    def stagger_push_pull(self, now: float) -> None:
+        """Put the next push-pull at a random phase of the period for the current N.
+
+        A node up for long has its push-pulls at a random phase; one that just started has its
+        first within ``push_pull_interval`` (memberlist's stagger). A simulation that pre-fills
+        every view (``SimCluster``) models the former.
+        """
+        n = self.membership.num_live()
+        period = push_pull_period(self.config.push_pull_interval, n)
+        self._next_push_pull_at = now + self.rng.uniform(0.0, period)
 
     def forget_broadcasts(self) -> None:
         """Empty the broadcast queue (simulation bootstrap with a pre-filled view)."""

@@ -74,7 +74,7 @@ class Status(IntEnum):
     LEFT = 3
 
 
-_STATUSES = frozenset(int(s) for s in Status)
+_STATUSES = {int(s): s for s in Status}
 
 
 class WireError(ValueError):
@@ -183,9 +183,10 @@ def address(v: Any, name: str, codec: Codec | None = None) -> str:
 
 def status(v: Any, name: str, codec: Codec | None = None) -> Status:
     """A known ``Status`` value."""
-    if isinstance(v, bool) or not isinstance(v, int) or v not in _STATUSES:
+    status = _STATUSES.get(v) if type(v) is int else None
+    if status is None:
         raise WireError(f"{name} is unknown")
-    return Status(v)
+    return status
 
 
 def meta(v: Any, name: str, codec: Codec) -> dict[str, Any]:
@@ -261,21 +262,36 @@ def to_wire(obj: Any) -> dict[str, Any]:
     return d
 
 
-def encode_update(u: Any) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """An update already encoded (msgpack bytes): the codec splices it into frames as is, so an
+    update queued for many retransmissions, or a member's state, is encoded once."""
+
+    data: bytes
+
+
+def encode_update(u: Any) -> Any:
     """The wire map of one update: a member update, or an application item (an ``AppItem`` or
-    its map) tagged last."""
+    its map) tagged last; a ``Packed`` update stays as it is."""
     if isinstance(u, MemberUpdate):
         return to_wire(u)
+    if isinstance(u, Packed):
+        return u
     d = dict(u) if isinstance(u, dict) else dict(u.to_dict())
     d["t"] = APP_TAG
     return d
 
 
-def _encode_updates(us: tuple[Any, ...]) -> list[dict[str, Any]]:
+def pack_update(u: Any) -> Packed:
+    """``u`` encoded once (raises TypeError, ValueError or OverflowError if it cannot be)."""
+    return Packed(msgpack.packb(encode_update(u), use_bin_type=True))
+
+
+def _encode_updates(us: tuple[Any, ...]) -> list[Any]:
     return [encode_update(u) for u in us]
 
 
-def _encode_members(ms: tuple[MemberUpdate, ...]) -> list[dict[str, Any]]:
+def _encode_members(ms: tuple[Any, ...]) -> list[Any]:
     return [encode_update(m) for m in ms]
 
 
@@ -318,23 +334,34 @@ class Field:
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    """The wire layout of one struct, read from its annotations by ``wire``."""
+    """The wire layout of one struct, read from its annotations by ``wire``.
+
+    ``plain`` lists ``(key, default, check, name)`` of each field in order when no field is
+    spread (the decoder's fast path), else it is empty. ``memo`` bounds the decoder's memo of
+    this struct (0: none; see ``codec.Codec.decode_struct``).
+    """
 
     cls: type
     kind: Kind | None
     tag: tuple[str, str] | None
     fields: tuple[tuple[str, Field], ...]
     keys: frozenset[str]
+    plain: tuple[tuple[str, Any, Check, str], ...] = ()
+    memo: int = 0
 
 
 #: Struct of each kind (filled by ``wire``).
 MESSAGES: dict[Kind, type] = {}
 
 
-def wire(kind: Kind | None = None, *, tag: tuple[str, str] | None = None) -> Callable[[type], type]:
+def wire(
+    kind: Kind | None = None, *, tag: tuple[str, str] | None = None, memo: int = 0
+) -> Callable[[type], type]:
     """Declare a dataclass as a wire struct (of message ``kind``, or a record with a ``tag``).
 
     Every field must be ``Annotated[T, Field(...)]``; the layout is stored as ``cls.WIRE``.
+    ``memo`` (a bound on entries, 0 for none) lets the decoder reuse the struct decoded from an
+    identical map: only for structs whose validators depend on nothing but the codec's limits.
     """
 
     def declare(cls: type) -> type:
@@ -349,7 +376,10 @@ def wire(kind: Kind | None = None, *, tag: tuple[str, str] | None = None) -> Cal
                 spec = Field(spec.key, spec.check, spec.default, attr, spec.encode, spec.spread)
             fields.append((attr, spec))
         keys = frozenset(f.key for _, f in fields if not f.spread)
-        cls.WIRE = Spec(cls, kind, tag, tuple(fields), keys)  # type: ignore[attr-defined]
+        plain = tuple((f.key, f.default, f.check, f.name) for _, f in fields)
+        if any(f.spread for _, f in fields):
+            plain = ()
+        cls.WIRE = Spec(cls, kind, tag, tuple(fields), keys, plain, memo)  # type: ignore[attr-defined]
         if kind is not None:
             if kind in MESSAGES:
                 raise TypeError(f"kind {kind.name} is declared twice")
@@ -359,7 +389,8 @@ def wire(kind: Kind | None = None, *, tag: tuple[str, str] | None = None) -> Cal
     return declare
 
 
-@wire(tag=("t", MEMBER_TAG))
+# The same member states arrive over and over (every push-pull carries all members): decoded once.
+@wire(tag=("t", MEMBER_TAG), memo=1 << 16)
 @dataclass(frozen=True, slots=True)
 class MemberUpdate:
     """One member's state as gossiped: who, where, status, incarnation, metadata.

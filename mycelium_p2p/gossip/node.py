@@ -140,7 +140,8 @@ class SwimNode:
     def stop(self) -> None:
         """Stop the thread and close the transport (idempotent)."""
         self._stopping.set()
-        self.transport.wake()
+        if not self._closed:
+            self.transport.wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
         if not self._closed and (self._thread is None or not self._thread.is_alive()):

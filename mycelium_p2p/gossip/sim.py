@@ -17,6 +17,7 @@ from typing import Any
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip.core import REPLY, GossipCore, Outbound
 from mycelium_p2p.gossip.delegate import Delegate
+from mycelium_p2p.gossip.membership import Member
 from mycelium_p2p.gossip.messages import Status
 from mycelium_p2p.gossip.transport.memory import FakeClock, MemoryNetwork
 
@@ -84,11 +85,15 @@ class SimCluster:
             self.delegates[address] = core.delegate
             self.net.attach(address, self._receiver(address))
         if full_view:
-            updates = [c.membership.self_update() for c in self.cores.values()]
+            # One entry per node, shared by every view until a view changes it (copy on write).
+            known = {
+                c.node_id: Member(c.node_id, a, Status.ALIVE, 0, c.membership.meta, 0.0, True)
+                for a, c in self.cores.items()
+            }
             for core in self.cores.values():
-                for u in updates:
-                    core.membership.add_known(u, 0.0)
+                core.membership.adopt(known)
                 core.forget_broadcasts()
+                core.stagger_push_pull(0.0)
         for address, core in self.cores.items():
             self.clock.call_at(core.next_due(0.0), self._ticker(address))
 

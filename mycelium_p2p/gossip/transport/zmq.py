@@ -91,6 +91,7 @@ class ZmqTransport:
         self._poller.register(self.router, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._next_idle_check = time.monotonic() + config.peer_idle / 2
+        self._closed = False
 
     @staticmethod
     def _common(sock: zmq.Socket) -> None:
@@ -113,7 +114,9 @@ class ZmqTransport:
         return out
 
     def wake(self) -> None:
-        """Make a waiting ``receive`` return (any thread)."""
+        """Make a waiting ``receive`` return (any thread; nothing once closed)."""
+        if self._closed:
+            return  # the pipe's descriptors may belong to another file by now
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"x")
 
@@ -225,7 +228,11 @@ class ZmqTransport:
         return {**self.counters, "peers": len(self._peers)}
 
     def close(self) -> None:
-        """Close every socket and the wake-up pipe (after the thread that receives stopped)."""
+        """Close every socket and the wake-up pipe (after the thread that receives stopped;
+        idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         for sock, _ in self._peers.values():
             sock.close(0)
         self._peers.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from unittest import mock
 
 import msgpack
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipCore
+from mycelium_p2p.gossip import codec as codec_module
 from mycelium_p2p.gossip.broadcast import BroadcastQueue, retransmit_limit
 from mycelium_p2p.gossip.codec import Codec
 from mycelium_p2p.gossip.membership import Member, Membership, suspicion_bounds
@@ -358,3 +360,39 @@ def test_views_sharing_members_copy_before_they_change_one() -> None:
     assert a.apply(member("p2", Status.DEAD, 0, by="p0"), 1.0)
     assert a.members["p2"].status is Status.DEAD and a.num_live() == 2
     assert b.members["p2"].status is Status.ALIVE and shared["p2"].status is Status.ALIVE
+
+
+_STATE = {"t": "m", "i": "p", "a": "1.2.3.4:5", "s": 0, "n": 1}
+_WITH_RECORDS = [*_VALID, _frame(5, {"r": False, "m": [_STATE, _STATE | {"n": 2}]})]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(_WITH_RECORDS), st.data())
+def test_streamed_record_lists_decode_as_a_whole_frame_would(
+    frame: bytes, data: st.DataObject
+) -> None:
+    """Frames with record lists are unpacked entry by entry (entries seen before are not decoded
+    again): whatever the bytes, the outcome and the drop reason equal a plain ``unpackb``."""
+    buf = bytearray(frame)
+    for _ in range(data.draw(st.integers(0, 4))):
+        buf[data.draw(st.integers(3, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    mutated = bytes(buf[: data.draw(st.integers(3, len(buf)))])
+    streamed = Codec(60_000, 10**6, 512, GroupDelegate(60.0))
+    whole = Codec(60_000, 10**6, 512, GroupDelegate(60.0))
+    with mock.patch.object(codec_module, "_RECORD_PREFIXES", frozenset()):
+        expected = whole.decode(mutated)
+    assert streamed.decode(mutated) == expected
+    assert streamed.decode(mutated) == expected  # the second time from the memo
+    assert streamed.drops == whole.drops + whole.drops
+
+
+def test_an_entry_read_as_a_member_state_is_not_taken_for_a_member_update_elsewhere() -> None:
+    """The memo of decoded members keys on exact bytes, and only entries tagged as members:
+    a state entry tagged "g" (read as a member there, tags being optional in states) is still
+    an application item in an updates list, whatever was decoded before."""
+    c = Codec(60_000, 10**6, 512, GroupDelegate(60.0))
+    entry = {"t": "g", "i": "p7", "a": "1.2.3.4:5", "s": 0, "n": 1}
+    state = c.decode(_frame(5, {"r": False, "m": [entry]}))
+    assert state is not None and state.body.members[0].node_id == "p7"
+    assert c.decode(_frame(6, {"u": [entry]})) is None  # not a group record: invalid
+    assert c.drops["invalid"] == 1

@@ -19,12 +19,14 @@ from typing import Any, Protocol
 import msgpack
 
 from mycelium_p2p.gossip.messages import (
+    MESSAGE_RECORDS,
     MESSAGES,
     PROTOCOL_VERSION,
     Item,
     Kind,
     Message,
     Packed,
+    Raw,
     WireError,
     check_address,
     check_id,
@@ -114,7 +116,10 @@ class Codec:
         if size > self.max_model_bytes:
             raise _Drop("oversize")
         try:
-            obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+            if bytes(frame[:3]) in _RECORD_PREFIXES:
+                obj = _unpack_records(bytes(frame), self.max_meta_bytes)
+            else:
+                obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
         except Exception as exc:
             raise _Drop("malformed") from exc
         if not isinstance(obj, list) or len(obj) != 5:
@@ -145,32 +150,45 @@ class Codec:
             version=version,
         )
 
-    def decode_struct(self, cls: type, raw: dict[str, Any]) -> Any:
-        """Build a declared struct from its map, each field through its validator."""
+    def decode_struct(self, cls: type, raw: dict[str, Any], encoded: Any = None) -> Any:
+        """Build a declared struct from its map, each field through its validator.
+
+        ``encoded``: the ``Raw`` entry the map came from; a struct declared with a memo is then
+        remembered under those bytes (see ``entry``).
+        """
         spec = cls.WIRE  # type: ignore[attr-defined]
-        if spec.plain:
-            get = raw.get
-            values = [get(key, default) for key, default, _, _ in spec.plain]
-            key = _memo_key(self.max_meta_bytes, values) if spec.memo else None
-            if key is not None:
-                memo = _MEMOS.setdefault(cls, {})
-                hit = memo.get(key)
-                if hit is not None:
-                    return hit
-            out = cls(*[f[2](v, f[3], self) for f, v in zip(spec.plain, values, strict=True)])
-            if key is not None:
-                if len(memo) >= spec.memo:
-                    memo.clear()
-                memo[key] = out
-            return out
-        args = []
-        for _, f in spec.fields:
-            if f.spread:
-                rest = {k: v for k, v in raw.items() if k not in spec.keys}
-                args.append(f.check(rest, f.name, self))
-            else:
-                args.append(f.check(raw.get(f.key, f.default), f.name, self))
-        return cls(*args)
+        if not spec.plain:
+            args = []
+            for _, f in spec.fields:
+                if f.spread:
+                    rest = {k: v for k, v in raw.items() if k not in spec.keys}
+                    args.append(f.check(rest, f.name, self))
+                else:
+                    args.append(f.check(raw.get(f.key, f.default), f.name, self))
+            return cls(*args)
+        get = raw.get
+        out = cls(
+            *[check(get(key, default), name, self) for key, default, check, name in spec.plain]
+        )
+        if spec.memo and type(encoded) is Raw and spec.tag and raw.get(spec.tag[0]) == spec.tag[1]:
+            if len(_MEMO) >= spec.memo:
+                _MEMO.clear()
+            _MEMO[(self.max_meta_bytes, encoded.data)] = out
+        return out
+
+    def entry(self, v: Any, name: str) -> Any:
+        """A list entry as its map, or the struct decoded before from the same bytes.
+
+        ``v`` is a decoded map, or a ``Raw`` entry of a ``records`` list, which holds the
+        struct the memo knew for its bytes (see ``_unpack_records``) or its unpacked value.
+        """
+        if type(v) is Raw:
+            v = v.value
+            if type(v) in _MEMOIZED:
+                return v
+        if not isinstance(v, dict):
+            raise WireError(f"{name} must be a map")
+        return v
 
     def parse_item(self, raw: dict[str, Any]) -> Any:
         """An application item, through the application's schema."""
@@ -187,30 +205,62 @@ class _Drop(Exception):
         self.reason = reason
 
 
-#: Structs decoded from identical maps, per struct (``wire(memo=...)``), shared by every codec:
-#: a push-pull state carries every member, mostly unchanged since the last one.
-_MEMOS: dict[type, dict[tuple[Any, ...], Any]] = {}
-_SCALARS = (str, int, float, bool, type(None), bytes)
+#: Member entries decoded before, by (meta limit, exact bytes), shared by every codec: a push-pull
+#: state carries every member, mostly unchanged since the last one, and a queued update goes out
+#: many times. Bounded (``wire(memo=...)``); emptied when full.
+_MEMO: dict[tuple[int, bytes], Any] = {}
+_MEMOIZED = frozenset(cls for cls in MESSAGE_RECORDS if cls.WIRE.memo)  # type: ignore[attr-defined]
+
+_ARRAY_MARKERS = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
+_MAP_MARKERS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 
 
-def _memo_key(limit: int, values: list[Any]) -> tuple[Any, ...] | None:
-    """An exact key for decoded ``values``: each with its type (``True`` is not ``1``), maps as
-    their items; None if a value is neither a scalar nor a map of scalars (never memoized)."""
-    key: list[Any] = [limit]
-    for v in values:
-        t = type(v)
-        if t in _SCALARS:
-            key.append((t, v))
-        elif t is dict:
-            items = []
-            for k, x in v.items():
-                if type(x) not in _SCALARS:
-                    return None
-                items.append((k, type(x), x))
-            key.append(tuple(items))
-        else:
-            return None
-    return tuple(key)
+def _record_prefixes() -> frozenset[bytes]:
+    """The first three bytes of frames whose body has ``records`` lists, as an encoder writes
+    them: a 5-array, the protocol version and the kind, each a positive fixint."""
+    kinds = [k for k, cls in MESSAGES.items() if cls.WIRE.records]  # type: ignore[attr-defined]
+    return frozenset(bytes((0x95, PROTOCOL_VERSION, int(k))) for k in kinds)
+
+
+_RECORD_PREFIXES = _record_prefixes()
+
+
+def _unpack_records(frame: bytes, limit: int) -> list[Any]:
+    """``unpackb(frame)``, but each entry of a ``records`` list of the body as a ``Raw``: its
+    bytes, and the struct the memo holds for them under ``limit`` (not unpacked again), or else
+    its unpacked value. Raises exactly where ``unpackb`` would: before any validation."""
+    up = msgpack.Unpacker(
+        raw=False, strict_map_key=True, use_list=True, max_buffer_size=max(1, len(frame))
+    )
+    up.feed(frame)
+    if up.read_array_header() != 5:
+        raise ValueError("a frame is a 5-array")
+    version, kind, sender_id, sender_address = up.unpack(), up.unpack(), up.unpack(), up.unpack()
+    records = MESSAGES[Kind(kind)].WIRE.records  # type: ignore[attr-defined]
+    body: Any = {}
+    if frame[up.tell()] not in _MAP_MARKERS:
+        body = up.unpack()  # not a map: the validator says so
+    else:
+        for _ in range(up.read_map_header()):
+            key = up.unpack()
+            if type(key) is not str and type(key) is not bytes:
+                raise ValueError("map keys must be strings")
+            if key in records and frame[up.tell()] in _ARRAY_MARKERS:
+                entries = []
+                for _ in range(up.read_array_header()):
+                    start = up.tell()
+                    up.skip()
+                    data = frame[start : up.tell()]
+                    known = _MEMO.get((limit, data))
+                    if known is None:
+                        known = msgpack.unpackb(data, raw=False, strict_map_key=True)
+                    entries.append(Raw(data, known))
+                body[key] = entries
+            else:
+                body[key] = up.unpack()
+    if up.tell() != len(frame):
+        raise ValueError("extra data after the frame")
+    return [version, kind, sender_id, sender_address, body]
 
 
 def _header(n: int, fix: int, b16: int, b32: int) -> bytes:

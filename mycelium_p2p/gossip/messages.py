@@ -213,12 +213,24 @@ def _map(v: Any, name: str) -> dict[str, Any]:
     return v
 
 
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """An entry of a ``records`` list with its encoded bytes, as the codec hands it over:
+    ``value`` is the struct decoded before from the very same bytes (then not decoded again), or
+    else the entry as unpacked."""
+
+    data: bytes
+    value: Any
+
+
 def update(v: Any, name: str, codec: Codec) -> Any:
     """One tagged update: a ``MemberUpdate``, or an application item parsed by the delegate."""
-    d = _map(v, name)
+    d = codec.entry(v, name)
+    if isinstance(d, MemberUpdate):
+        return d
     t = d.get("t")
     if t == MEMBER_TAG:
-        return codec.decode_struct(MemberUpdate, d)
+        return codec.decode_struct(MemberUpdate, d, v)
     if t == APP_TAG:
         return codec.parse_item(d)
     raise WireError(f"update type must be {MEMBER_TAG!r} or {APP_TAG!r}")
@@ -231,7 +243,11 @@ def updates(v: Any, name: str, codec: Codec) -> tuple[Any, ...]:
 
 def member_list(v: Any, name: str, codec: Codec) -> tuple[MemberUpdate, ...]:
     """A list of member update maps (tag optional, as the push-pull state carries them)."""
-    return tuple(codec.decode_struct(MemberUpdate, _map(m, name)) for m in _items(v, name))
+    out = []
+    for m in _items(v, name):
+        d = codec.entry(m, name)
+        out.append(d if isinstance(d, MemberUpdate) else codec.decode_struct(MemberUpdate, d, m))
+    return tuple(out)
 
 
 def item_list(v: Any, name: str, codec: Codec) -> tuple[Any, ...]:
@@ -322,6 +338,9 @@ class Field:
     spread : bool
         A map whose entries sit beside the other keys of the body, made of every key no other
         field declares (the push-pull header) (default: False).
+    records : bool
+        A list whose entries the decoder hands over still encoded (``Raw``) to the validator,
+        which decodes each through ``Codec.entry`` (default: False).
     """
 
     key: str
@@ -330,6 +349,7 @@ class Field:
     name: str = ""
     encode: Callable[[Any], Any] | None = None
     spread: bool = False
+    records: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +357,9 @@ class Spec:
     """The wire layout of one struct, read from its annotations by ``wire``.
 
     ``plain`` lists ``(key, default, check, name)`` of each field in order when no field is
-    spread (the decoder's fast path), else it is empty. ``memo`` bounds the decoder's memo of
-    this struct (0: none; see ``codec.Codec.decode_struct``).
+    spread (the decoder's fast path), else it is empty. ``records`` holds the keys of its
+    ``records`` fields. ``memo`` bounds the decoder's memo of this struct by encoded bytes (0:
+    none; see ``codec.Codec.entry``).
     """
 
     cls: type
@@ -347,11 +368,13 @@ class Spec:
     fields: tuple[tuple[str, Field], ...]
     keys: frozenset[str]
     plain: tuple[tuple[str, Any, Check, str], ...] = ()
+    records: frozenset[str] = frozenset()
     memo: int = 0
 
 
-#: Struct of each kind (filled by ``wire``).
+#: Struct of each kind, and every declared record (filled by ``wire``).
 MESSAGES: dict[Kind, type] = {}
+MESSAGE_RECORDS: list[type] = []
 
 
 def wire(
@@ -360,8 +383,8 @@ def wire(
     """Declare a dataclass as a wire struct (of message ``kind``, or a record with a ``tag``).
 
     Every field must be ``Annotated[T, Field(...)]``; the layout is stored as ``cls.WIRE``.
-    ``memo`` (a bound on entries, 0 for none) lets the decoder reuse the struct decoded from an
-    identical map: only for structs whose validators depend on nothing but the codec's limits.
+    ``memo`` (a bound on entries, 0 for none) lets the decoder reuse the struct decoded from
+    the same bytes: only for structs whose validators depend on nothing but the codec's limits.
     """
 
     def declare(cls: type) -> type:
@@ -373,13 +396,16 @@ def wire(
             if spec is None:
                 raise TypeError(f"{cls.__name__}.{attr} has no wire Field")
             if not spec.name:
-                spec = Field(spec.key, spec.check, spec.default, attr, spec.encode, spec.spread)
+                spec = dataclasses.replace(spec, name=attr)
             fields.append((attr, spec))
         keys = frozenset(f.key for _, f in fields if not f.spread)
         plain = tuple((f.key, f.default, f.check, f.name) for _, f in fields)
         if any(f.spread for _, f in fields):
             plain = ()
-        cls.WIRE = Spec(cls, kind, tag, tuple(fields), keys, plain, memo)  # type: ignore[attr-defined]
+        records = frozenset(f.key for _, f in fields if f.records)
+        cls.WIRE = Spec(cls, kind, tag, tuple(fields), keys, plain, records, memo)  # type: ignore[attr-defined]
+        if tag is not None:
+            MESSAGE_RECORDS.append(cls)
         if kind is not None:
             if kind in MESSAGES:
                 raise TypeError(f"kind {kind.name} is declared twice")
@@ -410,7 +436,7 @@ class MemberUpdate:
 
 
 Update = MemberUpdate | AppItem
-_UPDATES = Field("u", updates, default=(), encode=_encode_updates)
+_UPDATES = Field("u", updates, default=(), encode=_encode_updates, records=True)
 
 
 @wire(Kind.PING)
@@ -470,7 +496,8 @@ class PushPull:
 
     reply: Annotated[bool, Field("r", flag)]
     members: Annotated[
-        tuple[MemberUpdate, ...], Field("m", member_list, default=(), encode=_encode_members)
+        tuple[MemberUpdate, ...],
+        Field("m", member_list, default=(), encode=_encode_members, records=True),
     ] = ()
     items: Annotated[tuple[Any, ...], Field("g", item_list, default=(), encode=_encode_items)] = ()
     header: Annotated[dict[str, Any], Field("", header, spread=True)] = field(default_factory=dict)

@@ -46,6 +46,10 @@ class SimCluster:
         Pre-fill every view (default: True).
     delegate : Callable[[], Delegate] | None
         Makes each node's delegate (default: None, no application).
+    steady_push_pull : bool
+        With ``full_view``, each node's next push-pull at a random phase of its period for N
+        members, as in a network up for long; False keeps a fresh start's, within the first
+        ``push_pull_interval`` (N full states exchanged at once) (default: True).
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class SimCluster:
         latency: tuple[float, float] = (0.001, 0.005),
         full_view: bool = True,
         delegate: Callable[[], Delegate] | None = None,
+        steady_push_pull: bool = True,
     ) -> None:
         self.config = config
         self.rng = random.Random(seed)
@@ -93,7 +98,8 @@ class SimCluster:
             for core in self.cores.values():
                 core.membership.adopt(known)
                 core.forget_broadcasts()
-                core.stagger_push_pull(0.0)
+                if steady_push_pull:
+                    core.stagger_push_pull(0.0)
         for address, core in self.cores.items():
             self.clock.call_at(core.next_due(0.0), self._ticker(address))
 

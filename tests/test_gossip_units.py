@@ -396,3 +396,15 @@ def test_an_entry_read_as_a_member_state_is_not_taken_for_a_member_update_elsewh
     assert state is not None and state.body.members[0].node_id == "p7"
     assert c.decode(_frame(6, {"u": [entry]})) is None  # not a group record: invalid
     assert c.drops["invalid"] == 1
+
+
+def test_the_member_memo_stays_small_whatever_the_entries() -> None:
+    """Unknown keys are ignored, so an entry can be padded: such an entry is accepted but never
+    remembered (the memo's memory is bounded by its entry count times ``MEMO_ENTRY_BYTES``)."""
+    c = Codec(60_000, 10**6, 512)
+    padded = [_STATE | {"n": 10 + i, "pad": "x" * 20_000} for i in range(2)]
+    before = len(codec_module._MEMO)
+    assert c.decode(_frame(5, {"r": False, "m": padded})) is not None
+    assert c.decode(_frame(5, {"r": False, "m": [_STATE | {"n": 99}]})) is not None
+    assert len(codec_module._MEMO) == before + 1
+    assert all(len(data) <= codec_module.MEMO_ENTRY_BYTES for _, data in codec_module._MEMO)

@@ -170,7 +170,13 @@ class Codec:
         out = cls(
             *[check(get(key, default), name, self) for key, default, check, name in spec.plain]
         )
-        if spec.memo and type(encoded) is Raw and spec.tag and raw.get(spec.tag[0]) == spec.tag[1]:
+        if (
+            spec.memo
+            and type(encoded) is Raw
+            and len(encoded.data) <= MEMO_ENTRY_BYTES
+            and spec.tag
+            and raw.get(spec.tag[0]) == spec.tag[1]
+        ):
             if len(_MEMO) >= spec.memo:
                 _MEMO.clear()
             _MEMO[(self.max_meta_bytes, encoded.data)] = out
@@ -209,6 +215,9 @@ class _Drop(Exception):
 #: state carries every member, mostly unchanged since the last one, and a queued update goes out
 #: many times. Bounded (``wire(memo=...)``); emptied when full.
 _MEMO: dict[tuple[int, bytes], Any] = {}
+#: Largest entry remembered (an honest member entry takes a few hundred bytes; unknown keys are
+#: ignored, so a padded one could be big): the memo holds at most ``memo`` times this.
+MEMO_ENTRY_BYTES = 1024
 _MEMOIZED = frozenset(cls for cls in MESSAGE_RECORDS if cls.WIRE.memo)  # type: ignore[attr-defined]
 
 _ARRAY_MARKERS = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])

@@ -80,6 +80,9 @@ class Node:
         Stable id (default: 12 random hex digits).
     rng
         Random source for jitter and policy order (default: seeded from the node id).
+    wrap_gossip_transport
+        Applied to the gossip transport when it is bound, e.g. ``Partition.wrap`` in tests
+        (default: None).
     """
 
     def __init__(

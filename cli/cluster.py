@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bootstrap.server import RegistryServer
 from bootstrap.store import LivenessConfig
+from mycelium_p2p.gossip.transport import Transport
 from mycelium_p2p.learning.data import NodeData
 from mycelium_p2p.learning.train import limit_threads
 from mycelium_p2p.node import Node
@@ -33,6 +34,8 @@ class LocalCluster:
         The registry's SQLite file (default: a new temporary file).
     names
         Node names (default: ``node-00``, ``node-01``, ...).
+    wrap_gossip_transport
+        Applied to every node's gossip transport, e.g. ``Partition.wrap`` (default: None).
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class LocalCluster:
         db_path: Path | None = None,
         names: Sequence[str] | None = None,
         liveness: LivenessConfig | None = None,
+        wrap_gossip_transport: Callable[[Transport], Transport] | None = None,
     ) -> None:
         self.datas = list(datas)
         self.config = config or NodeConfig.test()
@@ -60,6 +64,7 @@ class LocalCluster:
         )
         self.url = ""
         self.nodes: list[Node] = []
+        self._wrap = wrap_gossip_transport
 
     def start(self, stagger: float = 0.0) -> LocalCluster:
         """Start the registry and every node (``stagger`` seconds apart)."""
@@ -69,7 +74,12 @@ class LocalCluster:
             node_config = replace(
                 self.config, registry_url=self.url, name=self.names[index], node_index=index
             )
-            node = Node(node_config, data=data, node_id=f"n{index:03d}-{self.names[index]}")
+            node = Node(
+                node_config,
+                data=data,
+                node_id=f"n{index:03d}-{self.names[index]}",
+                wrap_gossip_transport=self._wrap,
+            )
             node.start()
             self.nodes.append(node)
             if stagger:

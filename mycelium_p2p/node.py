@@ -24,8 +24,8 @@ import numpy as np
 
 from mycelium_p2p import limits, view
 from mycelium_p2p.containment import Containment
-from mycelium_p2p.gossip import GossipNode
-from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.gossip.transport import Transport
+from mycelium_p2p.groups import GossipNode, GroupRecord
 from mycelium_p2p.learning import admission, models, train
 from mycelium_p2p.learning.data import NodeData, Split, load_node_data
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
@@ -80,6 +80,9 @@ class Node:
         Stable id (default: 12 random hex digits).
     rng
         Random source for jitter and policy order (default: seeded from the node id).
+    wrap_gossip_transport
+        Applied to the gossip transport when it is bound, e.g. ``Partition.wrap`` in tests
+        (default: None).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class Node:
         node_id: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wrap_gossip_transport: Callable[[Transport], Transport] | None = None,
     ) -> None:
         self.config = config = config.resolved()
         self.id = node_id or uuid.uuid4().hex[:12]
@@ -144,6 +148,7 @@ class Node:
             meta=self._meta(),
             secret=config.token,
             registry_url=config.registry_url,
+            wrap_transport=wrap_gossip_transport,
         )
         self.decisions: list[Decision] = []
         self.containment = Containment(log, self.name)

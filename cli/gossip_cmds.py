@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.main import bench
-from mycelium_p2p.gossip_bench import analytic_rounds, run_sim, run_zmq
+from mycelium_p2p.gossip.bench import analytic_rounds, run_sim, run_zmq
 
 
 def _ints(text: str) -> list[int]:

@@ -75,7 +75,7 @@ def join(config_file: str | None, preset: str | None, log_level: str, **flags: A
         raise click.UsageError(str(exc)) from exc
     if not config.network.peers and not config.network.registry_url:
         raise click.UsageError("give --peer HOST:PORT (any node) or --bootstrap URL (the registry)")
-    from mycelium_p2p.wire import check_address
+    from mycelium_p2p.gossip.messages import check_address
 
     for peer in config.network.peers:
         try:

@@ -221,7 +221,7 @@ def registry_snapshot(url: str) -> dict[str, Any]:
 def gossip_snapshot(peer: str, token: str | None) -> dict[str, Any]:
     """Groups and nodes as the node at ``peer`` knows them: one push-pull as an observer."""
     from mycelium_p2p.config import GossipConfig
-    from mycelium_p2p.gossip import GossipNode
+    from mycelium_p2p.groups import GossipNode
     from mycelium_p2p.netaddr import reachable_address
 
     observer = GossipNode(
@@ -251,15 +251,15 @@ def gossip_snapshot(peer: str, token: str | None) -> dict[str, Any]:
         nodes = [
             {
                 "id": m.id,
-                "name": m.meta.get("name", m.id),
+                "name": m.node_meta.name or m.id,
                 "status": m.status,
-                "group": m.meta.get("group") or None,
+                "group": m.node_meta.group or None,
                 "gossip_address": m.address,
-                "flower_address": m.meta.get("flower_address") or None,  # set while leading
-                "metrics": {"accuracy": m.meta.get("accuracy")},
+                "flower_address": m.node_meta.flower_address or None,  # set while leading
+                "metrics": {"accuracy": m.node_meta.accuracy},
             }
             for m in observer.members()
-            if m.id != observer.node_id and m.meta.get("role") != "observer"
+            if m.id != observer.node_id and m.node_meta.role != "observer"
         ]
     finally:
         observer.stop()

@@ -1,20 +1,45 @@
-"""Group records and the versioned group table (pure: no I/O, clock passed in).
+"""Learning groups on gossip: records, the versioned table, the delegate and the node facade.
 
 A record is ordered by ``(term, version)``; the table keeps, per group id, the strictly newest
 record it has seen, so every node converges to the same table whatever order or how many times
-records arrive (last-writer-wins on a total order).
+records arrive (last-writer-wins on a total order). ``GroupRecord`` and ``GroupTable`` are pure
+(no I/O, clock passed in).
+
+``GroupDelegate`` is how groups ride on gossip (``mycelium_p2p.gossip.delegate``): the table with
+its tombstones, the registry URL learned by push-pull and the model provider. Records travel as
+application items (``{"t": "g", ...}`` in updates lists, ``g`` in push-pull states, the registry
+URL as the push-pull header's ``url``).
+
+``GossipNode`` is what nodes and observers (viewer, ``status --peer``) use: a ``SwimNode`` with a
+``GroupDelegate``, on ZeroMQ unless given a transport.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import asdict, dataclass, field
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from mycelium_p2p import view
+from mycelium_p2p.config import GossipConfig
+from mycelium_p2p.gossip.core import GossipEvent
+from mycelium_p2p.gossip.delegate import NullDelegate
+from mycelium_p2p.gossip.membership import MemberView
+from mycelium_p2p.gossip.messages import MAX_ID_LEN, check_id
+from mycelium_p2p.gossip.node import SwimNode
+from mycelium_p2p.gossip.transport import Transport
+from mycelium_p2p.gossip.transport.zmq import ZmqTransport
 from mycelium_p2p.limits import MAX_COUNTER, MAX_LOSS
+from mycelium_p2p.security import keys_for
 
-MAX_ID_LEN = 64
+log = logging.getLogger(__name__)
+
 MAX_TEXT_LEN = 256
+MAX_URL_LEN = 2048
 MAX_MEMBERS = 4096
 
 
@@ -91,8 +116,8 @@ class GroupRecord:
         return other is None or self.order > other.order
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for the wire (members as a list)."""
-        d = asdict(self)
+        """Plain dict for the wire: every field in declaration order, members as a list."""
+        d = {name: getattr(self, name) for name in _FIELD_ORDER}
         d["members"] = list(self.members)
         return d
 
@@ -139,7 +164,8 @@ class GroupRecord:
         )
 
 
-_FIELDS = {f for f in GroupRecord.__dataclass_fields__}
+_FIELD_ORDER = tuple(GroupRecord.__dataclass_fields__)
+_FIELDS = set(_FIELD_ORDER)
 
 
 def _text(v: Any, name: str, limit: int, *, empty: bool = True) -> str:
@@ -229,3 +255,278 @@ class GroupTable:
 
     def __len__(self) -> int:
         return len(self._records)
+
+
+# ============================================================================ on gossip
+
+ModelProvider = Callable[[str], tuple[int, bytes] | None]
+
+
+class GroupDelegate(NullDelegate):
+    """Groups riding on gossip: the table, the registry URL and the model provider.
+
+    Runs on the gossip thread only (the node facade queues every call there).
+
+    Parameters
+    ----------
+    tombstone_ttl : float
+        Seconds a dissolved record is kept (``GossipConfig.tombstone_ttl``).
+    registry_url : str | None
+        The registry's URL if known, else learned from the first push-pull that carries one
+        (default: None).
+    """
+
+    def __init__(self, tombstone_ttl: float, registry_url: str | None = None) -> None:
+        super().__init__()
+        self.table = GroupTable(tombstone_ttl)
+        self.registry_url = registry_url
+        self.model_provider: ModelProvider | None = None
+
+    def parse_item(self, raw: dict[str, Any]) -> GroupRecord:
+        """A group record off the wire (ValueError if any field is invalid)."""
+        return GroupRecord.from_dict(raw)
+
+    def parse_header(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The push-pull header: the registry's ``url`` (a string of at most 2,048 characters)."""
+        url = raw.get("url")
+        if url is not None and (not isinstance(url, str) or len(url) > MAX_URL_LEN):
+            raise ValueError("registry url must be a string")
+        return {"url": url}
+
+    def notify(self, item: Any, now: float) -> bool:
+        """A peer's record: applied and gossiped on if strictly newer."""
+        return self.publish(item, now)
+
+    def publish(self, record: GroupRecord, now: float) -> bool:
+        """Apply ``record``; if strictly newer, gossip it and raise ``group_updated`` (or
+        ``group_dissolved``). True if it was."""
+        if not isinstance(record, GroupRecord):
+            raise ValueError("a group item must be a GroupRecord")
+        if not self.table.apply(record, now):
+            return False
+        self.broadcast(("g", record.id), record)
+        self.emit("group_dissolved" if record.dissolved else "group_updated", record)
+        return True
+
+    def local_state(self) -> tuple[dict[str, Any], list[Any]]:
+        return {"url": self.registry_url}, self.table.all()
+
+    def merge_remote_state(self, header: dict[str, Any], items: list[Any], now: float) -> None:
+        for record in items:
+            self.publish(record, now)
+        if self.registry_url is None and header.get("url"):
+            self.registry_url = header["url"]
+
+    def answer_model(self, group_id: str) -> tuple[int, bytes] | None:
+        provider = self.model_provider
+        return None if provider is None else provider(group_id)
+
+    def tick(self, now: float) -> None:
+        self.table.expire(now)
+
+
+class GossipNode:
+    """A Mycelium peer's gossip: a ``SwimNode`` carrying groups (``GroupDelegate``).
+
+    Thread-safe; ``subscribe`` callbacks run on the gossip thread (keep them quick; they may call
+    this node's methods except ``request_model``).
+
+    Parameters
+    ----------
+    node_id : str
+        This node's id.
+    config : GossipConfig
+        Gossip settings.
+    host : str
+        Interface to bind (default: "127.0.0.1").
+    port : int
+        Port to bind, 0 for any free one (default: 0).
+    advertise_host : str | None
+        Host peers should use to reach us (default: ``host``).
+    meta : dict | None
+        Initial member metadata, ``NodeMeta.to_map()`` or a part of it (default: None).
+    observer : bool
+        Receive everything, own no group: ``role`` is ``observer``, ``group`` empty
+        (default: False).
+    secret : str | bytes | None
+        Network secret: all gossip over CURVE with keys derived from it; None logs that gossip
+        is open (default: None).
+    registry_url : str | None
+        Known registry URL, else learned by push-pull (default: None).
+    rng : random.Random | None
+        Random source (default: a new ``random.Random()``).
+    transport : Transport | None
+        The endpoint to gossip on (default: None, a ``ZmqTransport`` bound at ``start`` from
+        ``host``, ``port``, ``advertise_host`` and ``secret``).
+    wrap_transport : Callable[[Transport], Transport] | None
+        Applied to the transport at ``start`` (e.g. ``Partition.wrap`` in tests) (default: None).
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        config: GossipConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        advertise_host: str | None = None,
+        meta: dict[str, Any] | None = None,
+        observer: bool = False,
+        secret: str | bytes | None = None,
+        registry_url: str | None = None,
+        *,
+        rng: random.Random | None = None,
+        transport: Transport | None = None,
+        wrap_transport: Callable[[Transport], Transport] | None = None,
+    ) -> None:
+        self.node_id = check_id(node_id, "node id")
+        self.config = config
+        self.host, self.port, self.advertise_host = host, port, advertise_host
+        self.observer = observer
+        m = dict(meta or {})
+        m["role"] = "observer" if observer else m.get("role", "node")
+        if observer:
+            m["group"] = ""
+        self._meta = m
+        self._keys = keys_for(secret) if transport is None else None
+        self._transport = transport
+        self._wrap = wrap_transport
+        self._rng = rng
+        self.delegate = GroupDelegate(config.tombstone_ttl, registry_url)
+        self.address: str | None = transport.address if transport is not None else None
+        self._swim: SwimNode | None = None
+        self._lock = threading.Lock()
+        self._subscribers: list[Callable[[GossipEvent], None]] = []
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Bind (unless given a transport) and start the gossip thread; ``address`` is set."""
+        if self._swim is not None:
+            raise RuntimeError("GossipNode already started")
+        transport: Transport = self._transport or ZmqTransport(
+            self.config, self.host, self.port, self.advertise_host, self._keys
+        )
+        if self._wrap is not None:
+            transport = self._wrap(transport)
+        swim = SwimNode(
+            self.node_id, self.config, transport, self.delegate, meta=self._meta, rng=self._rng
+        )
+        swim.subscribe(self._fan_out)
+        self.address = swim.address
+        self._swim = swim
+        swim.start()
+
+    def join(self, seeds: list[str], timeout: float) -> bool:
+        """Push-pull with the first seed that answers; True once one did within ``timeout``."""
+        return self._node().join(seeds, timeout)
+
+    def leave(self, timeout: float = 1.0) -> None:
+        """Announce a graceful leave, let the news go out (bounded by ``timeout``), stop."""
+        if self._swim is not None:
+            self._swim.leave(timeout)
+
+    def stop(self) -> None:
+        """Stop the thread and close the transport (idempotent)."""
+        if self._swim is not None:
+            self._swim.stop()
+
+    # ------------------------------------------------------------------ members
+
+    def update_meta(self, **fields: Any) -> None:
+        """Merge ``fields`` into own metadata, bump incarnation, gossip it (ValueError if bad)."""
+        if self.observer and fields.get("group"):
+            raise ValueError("an observer never belongs to a group")
+        if self.observer and fields.get("role", "observer") != "observer":
+            raise ValueError("an observer keeps role=observer")
+        self._node().update_meta(**fields)
+
+    def members(self) -> list[MemberView]:
+        """Every known member (self first): id, address, status, incarnation, meta."""
+        return self._node().members()
+
+    def group_members(self, group_id: str) -> list[str]:
+        """Live non-observer member ids whose ``NodeMeta.group`` is ``group_id``, sorted."""
+        return sorted(
+            m.id
+            for m in self.members()
+            if m.status in view.LIVE_STATUSES
+            and m.node_meta.group == group_id
+            and m.node_meta.role != "observer"
+        )
+
+    # ------------------------------------------------------------------ groups
+
+    def groups(self) -> dict[str, GroupRecord]:
+        """Live (non-dissolved) group records by id."""
+        return self._node().call(lambda core, now: self.delegate.table.live())
+
+    def next_version(self, group_id: str, term: int) -> int:
+        """Version to publish next for ``(group_id, term)``: highest seen + 1."""
+        return self._node().call(lambda core, now: self.delegate.table.next_version(group_id, term))
+
+    def publish_group(self, record: GroupRecord) -> bool:
+        """Gossip our group's record; True if it was strictly newer (and we lead the group)."""
+        if self.observer or record.leader != self.node_id:
+            return False
+        return self._node().call(lambda core, now: self.delegate.publish(record, now))
+
+    @property
+    def registry_url(self) -> str | None:
+        """Configured, or learned from a peer by push-pull."""
+        return self.delegate.registry_url
+
+    # ------------------------------------------------------------------ models
+
+    def set_model_provider(self, fn: ModelProvider) -> None:
+        """Answer MODEL_REQUEST{group_id} with ``fn(group_id) -> (round, payload) | None``.
+
+        ``fn`` runs on the gossip thread: keep it fast (serialize a cached model).
+        """
+        self._node().call(lambda core, now: setattr(self.delegate, "model_provider", fn))
+
+    def request_model(
+        self, address: str, group_id: str, timeout: float
+    ) -> tuple[int, bytes] | None:
+        """Ask ``address`` for its model of ``group_id``; ``(round, payload)`` or None.
+
+        Blocks the calling thread only (never call it from a subscriber callback).
+        """
+        swim = self._swim
+        return None if swim is None else swim.request_model(address, group_id, timeout)
+
+    # ------------------------------------------------------------------ the rest
+
+    def subscribe(self, callback: Callable[[GossipEvent], None]) -> None:
+        """Call ``callback(event)`` on the gossip thread for every event (keep it quick)."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+    def stats(self) -> dict[str, Any]:
+        """Gossip counters (see ``GossipCore.stats``), ``transport`` counters and ``groups``."""
+        s = self._node().stats()
+        s["groups"] = self._node().call(lambda core, now: len(self.delegate.table.live()))
+        return s
+
+    @property
+    def running(self) -> bool:
+        """True while the gossip thread runs (False before ``start`` and once it ended)."""
+        return self._swim is not None and self._swim.running
+
+    @property
+    def failure(self) -> str | None:
+        """Why the gossip thread ended on its own, if it did (None while running or stopped)."""
+        return None if self._swim is None else self._swim.failure
+
+    def _node(self) -> SwimNode:
+        if self._swim is None:
+            raise RuntimeError("GossipNode not started")
+        return self._swim
+
+    def _fan_out(self, event: GossipEvent) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for cb in subscribers:
+            try:
+                cb(event)
+            except Exception:
+                log.exception("gossip subscriber failed on %s", event.kind)

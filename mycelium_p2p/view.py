@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Protocol
+
+from mycelium_p2p.meta import NodeMeta
 
 LIVE_STATUSES = frozenset({"alive", "suspect"})
 
 
 class MemberLike(Protocol):
-    """The parts of a gossip member this module reads."""
+    """The parts of a gossip member this module reads (``MemberView`` has them)."""
 
     id: str
     status: str
-    meta: Mapping[str, Any]
+
+    @property
+    def node_meta(self) -> NodeMeta: ...
 
 
 class RecordLike(Protocol):
@@ -35,17 +39,15 @@ def live_ids(members: Iterable[MemberLike]) -> set[str]:
 def members_of(group_id: str, members: Iterable[MemberLike]) -> list[str]:
     """Live node ids whose own metadata says they are in ``group_id``, sorted (a stable order)."""
     return sorted(
-        m.id for m in members if m.status in LIVE_STATUSES and m.meta.get("group") == group_id
+        m.id for m in members if m.status in LIVE_STATUSES and m.node_meta.group == group_id
     )
 
 
 def occupied_groups(members: Iterable[MemberLike]) -> set[str]:
     """Ids of the groups that at least one live node says, in its own metadata, it is in."""
-    return {
-        str(m.meta.get("group"))
-        for m in members
-        if m.status in LIVE_STATUSES and m.meta.get("group")
-    }
+    groups = {m.node_meta.group for m in members if m.status in LIVE_STATUSES}
+    groups.discard("")
+    return groups
 
 
 def is_live_group(record: RecordLike, occupied: set[str]) -> bool:

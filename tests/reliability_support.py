@@ -22,7 +22,7 @@ import msgspec
 
 from mycelium_p2p import view
 from mycelium_p2p.config import GossipConfig
-from mycelium_p2p.gossip import GossipNode
+from mycelium_p2p.gossip import GossipNode, transport
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 from mycelium_p2p.testing.processes import mycelium_command
@@ -194,7 +194,7 @@ class Observer:
         return {
             m.id
             for m in self.node.members()
-            if m.status in view.LIVE_STATUSES and m.meta.get("role") != "observer"
+            if m.status in view.LIVE_STATUSES and m.node_meta.role != "observer"
         }
 
     def members_of(self, group_id: str) -> set[str]:
@@ -202,7 +202,7 @@ class Observer:
 
     def id_of(self, name: str) -> str | None:
         """Node id of the member whose metadata name is ``name``."""
-        return next((m.id for m in self.node.members() if m.meta.get("name") == name), None)
+        return next((m.id for m in self.node.members() if m.node_meta.name == name), None)
 
     def close(self) -> None:
         self.node.stop()
@@ -238,46 +238,14 @@ def wait_settled(probe: Callable[[], int], timeout: float, rounds: int = 3) -> i
     return last
 
 
-class Partition:
-    """Cut gossip between two sets of in-process nodes at the transport, then heal it.
+class Partition(transport.Partition):
+    """Cut gossip between two sets of in-process nodes at their transports, then heal it.
 
-    Each gossip node's transport ``send`` is wrapped: frames to an address on the other side
-    are dropped (and counted), as a broken switch would. Both directions are cut because both
-    sides wrap their own sends.
+    Give ``partition.wrap`` to each node as the wrapper of its gossip transport (``Node`` and
+    ``LocalCluster``: ``wrap_gossip_transport``); frames to an address on the other side are
+    dropped (and counted in ``dropped``), as a broken switch would. Both directions are cut
+    because both sides wrap their own transports.
     """
-
-    def __init__(self) -> None:
-        self.blocked: dict[str, set[str]] = {}  # own gossip address -> unreachable addresses
-        self.dropped = 0
-        self._lock = threading.Lock()
-
-    def install(self, gossip: GossipNode) -> None:
-        transport = gossip._transport  # the hook point: the one place every frame goes out
-        assert transport is not None and gossip.address is not None
-        send = transport.send
-        own = gossip.address
-
-        def filtered(dest: str, frame: bytes, now: float = 0.0) -> bool:
-            with self._lock:
-                if dest in self.blocked.get(own, ()):
-                    self.dropped += 1
-                    return False
-            return send(dest, frame, now)
-
-        transport.send = filtered  # type: ignore[method-assign]
-
-    def cut(self, side_a: Iterable[str], side_b: Iterable[str]) -> None:
-        """No gossip between the addresses of ``side_a`` and those of ``side_b``."""
-        a, b = set(side_a), set(side_b)
-        with self._lock:
-            for address in a:
-                self.blocked[address] = set(b)
-            for address in b:
-                self.blocked[address] = set(a)
-
-    def heal(self) -> None:
-        with self._lock:
-            self.blocked.clear()
 
 
 def describe(nodes: Iterable[object], url: str) -> str:

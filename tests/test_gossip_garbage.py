@@ -11,8 +11,9 @@ import zmq
 
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipNode
+from mycelium_p2p.gossip.codec import Codec
+from mycelium_p2p.gossip.messages import PROTOCOL_VERSION, Gossip, Kind, Message
 from mycelium_p2p.groups import GroupRecord
-from mycelium_p2p.wire import PROTOCOL_VERSION, Codec, Gossip, Kind, Message
 from tests.helpers import wait_until
 
 

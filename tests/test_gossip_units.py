@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import math
 import random
+from unittest import mock
 
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mycelium_p2p.broadcast import BroadcastQueue, retransmit_limit
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipCore
-from mycelium_p2p.groups import GroupRecord, GroupTable
-from mycelium_p2p.membership import Membership, suspicion_bounds
-from mycelium_p2p.wire import (
+from mycelium_p2p.gossip import codec as codec_module
+from mycelium_p2p.gossip.broadcast import BroadcastQueue, retransmit_limit
+from mycelium_p2p.gossip.codec import Codec
+from mycelium_p2p.gossip.membership import Member, Membership, suspicion_bounds
+from mycelium_p2p.gossip.messages import (
     Ack,
-    Codec,
     Gossip,
     Kind,
     MemberUpdate,
@@ -26,6 +27,7 @@ from mycelium_p2p.wire import (
     PingReq,
     Status,
 )
+from mycelium_p2p.groups import GroupDelegate, GroupRecord, GroupTable
 
 CFG = GossipConfig.lan()
 
@@ -200,20 +202,21 @@ def test_decoder_counts_each_reason() -> None:
 
 
 def test_codec_roundtrip_all_updates() -> None:
-    c = Codec(60_000, 10**6, 512)
+    c = Codec(60_000, 10**6, 512, GroupDelegate(60.0))
     body = Gossip((member("p1", Status.SUSPECT, 3, by="p2"), GroupRecord("g-1", term=1)))
     msg = Message(Kind.GOSSIP, "n1", "127.0.0.1:1", body)
     assert c.decode(c.encode(msg)) == msg
 
 
 def _core() -> GossipCore:
-    return GossipCore("me", "127.0.0.1:7000", CFG, random.Random(3), 0.0)
+    delegate = GroupDelegate(CFG.tombstone_ttl)
+    return GossipCore("me", "127.0.0.1:7000", CFG, random.Random(3), 0.0, delegate=delegate)
 
 
 def _snapshot(core: GossipCore) -> tuple:
     return (
         [(v.id, v.status, v.incarnation) for v in core.members()],
-        core.groups.all(),
+        core.delegate.table.all(),  # type: ignore[attr-defined]
         len(core.queue),
     )
 
@@ -309,3 +312,99 @@ def test_local_health_stretches_probes_after_failures_and_heals_on_acks() -> Non
     # A refutation of our own suspicion raises it.
     m.apply(member("me", Status.SUSPECT, m.incarnation, by="p1"), t)
     assert m.health == level
+
+
+def test_live_members_stay_exact_under_churn() -> None:
+    """The live list drawn from (stale entries included) always yields exactly the live ones."""
+    rng = random.Random(5)
+    m = make(40)
+    now = 0.0
+    for _ in range(3000):
+        node_id = f"p{rng.randrange(60)}"
+        status = rng.choice(list(Status))
+        known = m.members.get(node_id)
+        inc = (known.incarnation if known else 0) + rng.randrange(2)
+        m.apply(member(node_id, status, inc, by="" if status is Status.ALIVE else "p0"), now)
+        now += 0.3
+        m.tick(now)
+        live = {x.node_id for x in m.members.values() if x.status <= Status.SUSPECT}
+        assert {x.node_id for x in m.live()} == live
+        assert m.num_live() == 1 + len(live)
+        picked = [p.node_id for p in m.pick(5, exclude="p1")]
+        assert len(picked) == len(set(picked)) == min(5, len(live - {"p1"}))
+        assert set(picked) <= live - {"p1"}
+
+
+def test_pick_is_uniform_over_live_members_and_extras() -> None:
+    m = make(12)
+    for i in range(4):  # four stale entries in the list drawn from
+        m.apply(member(f"p{i}", Status.DEAD, 0, by="p9"), 1.0)
+    extra = [m.members["p0"]]  # e.g. a recently dead member, a gossip target all the same
+    counts: dict[str, int] = {}
+    for _ in range(9000):
+        for p in m.pick(1, extra):
+            counts[p.node_id] = counts.get(p.node_id, 0) + 1
+    assert set(counts) == {"p0", *(f"p{i}" for i in range(4, 12))}
+    assert all(800 < c < 1200 for c in counts.values()), counts  # 1000 each expected
+
+
+def test_views_sharing_members_copy_before_they_change_one() -> None:
+    shared = {
+        f"p{i}": Member(f"p{i}", f"10.0.0.{i}:1", Status.ALIVE, 0, {}, 0.0, True) for i in range(3)
+    }
+    a = Membership("p0", "10.0.0.0:1", {}, CFG, random.Random(1), 0.0)
+    b = Membership("p1", "10.0.0.1:1", {}, CFG, random.Random(2), 0.0)
+    a.adopt(shared)
+    b.adopt(shared)
+    assert set(a.members) == {"p1", "p2"} and a.num_live() == 3
+    assert a.apply(member("p2", Status.DEAD, 0, by="p0"), 1.0)
+    assert a.members["p2"].status is Status.DEAD and a.num_live() == 2
+    assert b.members["p2"].status is Status.ALIVE and shared["p2"].status is Status.ALIVE
+
+
+_STATE = {"t": "m", "i": "p", "a": "1.2.3.4:5", "s": 0, "n": 1}
+_WITH_RECORDS = [*_VALID, _frame(5, {"r": False, "m": [_STATE, _STATE | {"n": 2}]})]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(_WITH_RECORDS), st.data())
+def test_streamed_record_lists_decode_as_a_whole_frame_would(
+    frame: bytes, data: st.DataObject
+) -> None:
+    """Frames with record lists are unpacked entry by entry (entries seen before are not decoded
+    again): whatever the bytes, the outcome and the drop reason equal a plain ``unpackb``."""
+    buf = bytearray(frame)
+    for _ in range(data.draw(st.integers(0, 4))):
+        buf[data.draw(st.integers(3, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    mutated = bytes(buf[: data.draw(st.integers(3, len(buf)))])
+    streamed = Codec(60_000, 10**6, 512, GroupDelegate(60.0))
+    whole = Codec(60_000, 10**6, 512, GroupDelegate(60.0))
+    with mock.patch.object(codec_module, "_RECORD_PREFIXES", frozenset()):
+        expected = whole.decode(mutated)
+    assert streamed.decode(mutated) == expected
+    assert streamed.decode(mutated) == expected  # the second time from the memo
+    assert streamed.drops == whole.drops + whole.drops
+
+
+def test_an_entry_read_as_a_member_state_is_not_taken_for_a_member_update_elsewhere() -> None:
+    """The memo of decoded members keys on exact bytes, and only entries tagged as members:
+    a state entry tagged "g" (read as a member there, tags being optional in states) is still
+    an application item in an updates list, whatever was decoded before."""
+    c = Codec(60_000, 10**6, 512, GroupDelegate(60.0))
+    entry = {"t": "g", "i": "p7", "a": "1.2.3.4:5", "s": 0, "n": 1}
+    state = c.decode(_frame(5, {"r": False, "m": [entry]}))
+    assert state is not None and state.body.members[0].node_id == "p7"
+    assert c.decode(_frame(6, {"u": [entry]})) is None  # not a group record: invalid
+    assert c.drops["invalid"] == 1
+
+
+def test_the_member_memo_stays_small_whatever_the_entries() -> None:
+    """Unknown keys are ignored, so an entry can be padded: such an entry is accepted but never
+    remembered (the memo's memory is bounded by its entry count times ``MEMO_ENTRY_BYTES``)."""
+    c = Codec(60_000, 10**6, 512)
+    padded = [_STATE | {"n": 10 + i, "pad": "x" * 20_000} for i in range(2)]
+    before = len(codec_module._MEMO)
+    assert c.decode(_frame(5, {"r": False, "m": padded})) is not None
+    assert c.decode(_frame(5, {"r": False, "m": [_STATE | {"n": 99}]})) is not None
+    assert len(codec_module._MEMO) == before + 1
+    assert all(len(data) <= codec_module.MEMO_ENTRY_BYTES for _, data in codec_module._MEMO)

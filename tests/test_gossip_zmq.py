@@ -84,13 +84,13 @@ def test_model_request_and_meta_update(nodes: list[GossipNode]) -> None:
     assert b.request_model(a.address, "g-x", timeout=3.0) is None
     a.update_meta(group="g-1", accuracy=0.9)
     assert wait_until(
-        lambda: any(m.id == "a" and m.meta.get("group") == "g-1" for m in b.members()), 5.0
+        lambda: any(m.id == "a" and m.node_meta.group == "g-1" for m in b.members()), 5.0
     )
     with pytest.raises(ValueError):
         a.update_meta(blob="x" * 10_000)
     with pytest.raises(ValueError):
         b.update_meta(group="g-1")
-    assert next(m for m in a.members() if m.id == "b").meta["role"] == "observer"
+    assert next(m for m in a.members() if m.id == "b").node_meta.role == "observer"
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ def one_group_of(net: MemoryNetwork, size: int) -> Callable[[], bool]:
 
 
 def record(net: MemoryNetwork, node: SimNode, group_id: str) -> GroupRecord | None:
-    return node.core.groups.get(group_id)
+    return node.groups.table.get(group_id)
 
 
 def trained(net: MemoryNetwork, group_id: str, rounds: int) -> Callable[[], bool]:
@@ -227,7 +227,7 @@ def test_a_leader_that_leaves_is_replaced_and_the_last_one_out_leaves_a_tombston
     assert net.store.node(leader.id).status == "gone"
     net.leave(member)
     assert net.run_until(lambda: member.state.phase is Phase.STOPPED, 10)
-    tombstone = member.core.groups.get(group_id)
+    tombstone = member.groups.table.get(group_id)
     assert tombstone is not None and tombstone.dissolved
     assert net.store.group(group_id).status == "dissolved"
 

@@ -22,11 +22,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipNode
-from mycelium_p2p.groups import GroupRecord
-from mycelium_p2p.limits import MAX_COUNTER
-from mycelium_p2p.security import derive_keys
-from mycelium_p2p.wire import (
-    Codec,
+from mycelium_p2p.gossip.codec import Codec
+from mycelium_p2p.gossip.messages import (
     Gossip,
     Kind,
     MemberUpdate,
@@ -34,6 +31,9 @@ from mycelium_p2p.wire import (
     ModelResponse,
     Status,
 )
+from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.limits import MAX_COUNTER
+from mycelium_p2p.security import derive_keys
 from tests.helpers import ROOT, wait_for
 
 SECRET = "s3cret"

@@ -1,8 +1,9 @@
 """A gossip partition between two halves of a network, then healing.
 
 Six in-process nodes over real ZeroMQ, Flower and HTTP; the cut is made at the gossip transport
-(every frame to the other half is dropped), the registry stays reachable from both halves (the
-arbiter of leadership terms, as a registry on a third switch would be).
+(each node's ZeroMQ transport is wrapped: every frame to the other half is dropped), the registry
+stays reachable from both halves (the arbiter of leadership terms, as a registry on a third
+switch would be).
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ def rounds_led_by(side: list[Node]) -> dict[str, int]:
 def test_partition_then_heal_converges_to_one_leader_per_group(cut: str) -> None:
     config = NodeConfig.test().replace(group_capacity=3)
     datas = [load_node_data("digits:iid", i, NODES, seed=0) for i in range(NODES)]
-    with LocalCluster(datas, config, registry=cluster_registry) as cluster:
+    partition = Partition()
+    with LocalCluster(
+        datas, config, registry=cluster_registry, wrap_gossip_transport=partition.wrap
+    ) as cluster:
         nodes = cluster.nodes
 
         def agreed() -> bool:
@@ -52,9 +56,6 @@ def test_partition_then_heal_converges_to_one_leader_per_group(cut: str) -> None
             wait_for(agreed, 90, interval=0.5, what="groups formed and views agreeing")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{describe(nodes, cluster.url)}") from None
-        partition = Partition()
-        for node in nodes:
-            partition.install(node.gossip)
         first = nodes[0].group_id
         if cut == "between-groups":  # each half holds whole groups
             side_a = [n for n in nodes if n.group_id == first]
@@ -70,7 +71,9 @@ def test_partition_then_heal_converges_to_one_leader_per_group(cut: str) -> None
             if set(g["members"]) & {n.id for n in side_a}
             and set(g["members"]) & {n.id for n in side_b}
         }
-        partition.cut([n.gossip.address for n in side_a], [n.gossip.address for n in side_b])
+        partition.cut(
+            [str(n.gossip.address) for n in side_a], [str(n.gossip.address) for n in side_b]
+        )
         cut_at = time.monotonic()
 
         # Each half sees the other half dead, and goes on training in groups led from inside it.

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from mycelium_p2p.meta import NodeMeta
 from viz.scene import (
     PALETTE,
     GroupInfo,
@@ -284,14 +285,17 @@ def test_view_from_registry_rejects_non_objects(payload: object) -> None:
     assert view_from_registry({}, now=0.0).nodes == ()
 
 
+def member(node_id: str, status: str, meta: dict) -> SimpleNamespace:
+    """What a gossip ``MemberView`` shows a reader."""
+    return SimpleNamespace(id=node_id, status=status, meta=meta, node_meta=NodeMeta.from_map(meta))
+
+
 def test_gossip_members_and_groups_become_a_view() -> None:
     members = [
-        SimpleNamespace(
-            id="a", status="alive", meta={"name": "alpha", "group": "G", "accuracy": 0.9}
-        ),
-        SimpleNamespace(id="b", status="suspect", meta={"group": "", "role": "node"}),
-        SimpleNamespace(id="c", status="alive", meta={}),  # in G by the record only
-        SimpleNamespace(id="v", status="alive", meta={"role": "observer", "name": "viewer"}),
+        member("a", "alive", {"name": "alpha", "group": "G", "accuracy": 0.9}),
+        member("b", "suspect", {"group": "", "role": "node"}),
+        member("c", "alive", {}),  # in G by the record only
+        member("v", "alive", {"role": "observer", "name": "viewer"}),
     ]
     record = SimpleNamespace(
         id="G",

@@ -233,20 +233,19 @@ def view_from_gossip(
         )
     nodes: list[NodeInfo] = []
     for m in members:
-        meta = getattr(m, "meta", None) or {}
         node_id = str(getattr(m, "id", ""))
         if not node_id:
             continue
+        meta = m.node_meta
+        said = "group" in (getattr(m, "meta", None) or {})  # else its group comes from records
         nodes.append(
             NodeInfo(
                 id=node_id,
-                name=_str_or_none(meta.get("name")) or node_id,
+                name=meta.name or node_id,
                 status=str(getattr(m, "status", "alive")),
-                group=(
-                    _str_or_none(meta.get("group")) if "group" in meta else member_of.get(node_id)
-                ),
-                accuracy=_float_or_none(meta.get("accuracy")),
-                role=_str_or_none(meta.get("role")) or "node",
+                group=(meta.group or None) if said else member_of.get(node_id),
+                accuracy=meta.accuracy,
+                role=meta.role,
             )
         )
     return NetworkView(now, tuple(nodes), tuple(infos), dict(stats))
@@ -382,7 +381,7 @@ class GossipSource:
         can join, and shows the registry snapshot meanwhile.
         """
         try:
-            from mycelium_p2p.gossip import GossipNode
+            from mycelium_p2p.groups import GossipNode
         except ImportError as exc:
             raise SourceError(f"the gossip module is not available: {exc}") from exc
         if self.bootstrap:

@@ -347,10 +347,12 @@ class Controller:
         self._publish(force=True)
 
     def _stop_server(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-        self._server = None
+        # Forget the server before stopping it: the watchdog must never see a stopped server
+        # still named as the group's (it would take it for a dead thread).
+        server, self._server = self._server, None
         self.state.server_address = None
+        if server is not None:
+            server.stop()
 
     def _leave_leadership(self, *, handing_over: bool) -> None:
         """Stop leading the current group (before a move, or on stepping down)."""

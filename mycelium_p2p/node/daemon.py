@@ -20,11 +20,12 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from mycelium_p2p.containment import Containment
-from mycelium_p2p.gossip import GossipNode
-from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.gossip.transport import Transport
+from mycelium_p2p.groups import GossipNode, GroupRecord
 from mycelium_p2p.learning import admission, models
 from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.data import NodeData, load_node_data
@@ -132,6 +133,9 @@ class Node:
         Random source for jitter and policy order (default: seeded from the node id).
     clock
         Monotonic seconds (default: ``time.monotonic``).
+    wrap_gossip_transport
+        Applied to the gossip transport when it is bound, e.g. ``Partition.wrap`` in tests
+        (default: None).
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class Node:
         node_id: str | None = None,
         rng: random.Random | None = None,
         clock: Any = time.monotonic,
+        wrap_gossip_transport: Callable[[Transport], Transport] | None = None,
     ) -> None:
         self.config = config = config.resolved()
         net, learn = config.network, config.learning
@@ -192,6 +197,7 @@ class Node:
             meta=NodeMeta(name=self.name, model=self.spec, **self.learning.sizes()).to_map(),
             secret=net.token,
             registry_url=net.registry_url,
+            wrap_transport=wrap_gossip_transport,
         )
         url = self._registry_url
         self.controller = Controller(

@@ -22,12 +22,14 @@ Clock = Callable[[], float]
 
 
 class MemberLike(Protocol):
-    """A gossip member as the node reads it."""
+    """A gossip member as the node reads it (``gossip.membership.MemberView`` is one)."""
 
     id: str
     address: str
     status: str
-    meta: NodeMeta
+
+    @property
+    def node_meta(self) -> NodeMeta: ...
 
 
 class GossipPort(Protocol):

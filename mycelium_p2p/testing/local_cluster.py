@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from mycelium_p2p.gossip.transport import Transport
 from mycelium_p2p.learning.data import NodeData
 from mycelium_p2p.learning.train import limit_threads
 from mycelium_p2p.node import Node
@@ -48,6 +49,8 @@ class LocalCluster:
         The registry's SQLite file (default: a new temporary file).
     names
         Node names (default: ``node-00``, ``node-01``, ...).
+    wrap_gossip_transport
+        Applied to every node's gossip transport, e.g. ``Partition.wrap`` (default: None).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class LocalCluster:
         registry: RegistryFactory,
         db_path: Path | None = None,
         names: Sequence[str] | None = None,
+        wrap_gossip_transport: Callable[[Transport], Transport] | None = None,
     ) -> None:
         self.datas = list(datas)
         self.config = config or NodeConfig.test()
@@ -72,6 +76,7 @@ class LocalCluster:
         )
         self.url = ""
         self.nodes: list[Node] = []
+        self._wrap = wrap_gossip_transport
 
     def start(self, stagger: float = 0.0) -> LocalCluster:
         """Start the registry and every node (``stagger`` seconds apart)."""
@@ -81,7 +86,12 @@ class LocalCluster:
             node_config = self.config.replace(
                 registry_url=self.url, name=self.names[index], node_index=index
             )
-            node = Node(node_config, data=data, node_id=f"n{index:03d}-{self.names[index]}")
+            node = Node(
+                node_config,
+                data=data,
+                node_id=f"n{index:03d}-{self.names[index]}",
+                wrap_gossip_transport=self._wrap,
+            )
             node.start()
             self.nodes.append(node)
             if stagger:

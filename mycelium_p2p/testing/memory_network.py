@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mycelium_p2p import view
-from mycelium_p2p.gossip import REPLY, GossipCore
-from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.gossip.core import REPLY, GossipCore
+from mycelium_p2p.gossip.messages import Gossip, Kind, MemberUpdate, Message, Status
+from mycelium_p2p.gossip.transport.memory import FakeClock
+from mycelium_p2p.gossip.transport.memory import MemoryNetwork as FrameNetwork
+from mycelium_p2p.groups import GroupDelegate, GroupRecord
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.meta import NodeMeta
 from mycelium_p2p.node.controller import Controller
@@ -37,8 +40,6 @@ from mycelium_p2p.node.state import NodeState
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.testing.fake_learner import FakeLearner, FakeWorld
 from mycelium_p2p.testing.store_registry import StoreRegistry
-from mycelium_p2p.transport import MemoryNetwork as FrameNetwork
-from mycelium_p2p.wire import Gossip, Kind, MemberUpdate, Message, Status
 
 #: Seconds since the epoch at simulated time 0 (group records and the registry stamp wall time).
 EPOCH = 1_700_000_000.0
@@ -49,8 +50,9 @@ StoreFactory = Callable[[Callable[[], float], random.Random], Any]
 class SimGossip:
     """The gossip port of one in-memory node: its gossip core, sending on the frame network."""
 
-    def __init__(self, core: GossipCore, network: MemoryNetwork) -> None:
+    def __init__(self, core: GossipCore, groups: GroupDelegate, network: MemoryNetwork) -> None:
         self.core = core
+        self.groups_app = groups
         self.network = network
 
     @property
@@ -59,19 +61,21 @@ class SimGossip:
 
     @property
     def registry_url(self) -> str | None:
-        return self.core.registry_url
+        return self.groups_app.registry_url
 
     def members(self) -> list[MemberLike]:
         return self.core.members()  # type: ignore[return-value]
 
     def groups(self) -> dict[str, GroupRecord]:
-        return self.core.groups.live()
+        return self.groups_app.table.live()
 
     def set_meta(self, meta: NodeMeta) -> None:
         self.core.update_meta(**meta.to_map())
 
     def publish_group(self, record: GroupRecord) -> bool:
-        return self.core.publish_group(record, self.network.now)
+        if record.leader != self.core.node_id:
+            return False  # only a group's leader publishes its record
+        return self.groups_app.publish(record, self.network.now)
 
     def join(self, seeds: list[str], timeout: float) -> bool:
         del timeout  # nothing waits on a fake clock: answers merge when they arrive
@@ -98,6 +102,7 @@ class SimNode:
     index: int
     concept: int
     core: GossipCore
+    groups: GroupDelegate
     learner: FakeLearner
     registry: StoreRegistry
     controller: Controller
@@ -157,7 +162,10 @@ class MemoryNetwork:
     ) -> None:
         self.config = config or NodeConfig.lan()
         self.rng = random.Random(seed)
-        self.frames = FrameNetwork(random.Random(self.rng.getrandbits(64)), loss, latency)
+        self.clock = FakeClock()
+        self.frames = FrameNetwork(
+            random.Random(self.rng.getrandbits(64)), loss, latency, driver=self.clock
+        )
         self.step_interval = step_interval
         self.arrival = arrival
         self.val_size = val_size
@@ -165,20 +173,19 @@ class MemoryNetwork:
         self.world = FakeWorld(concepts, self.call_at, lambda: self.now)
         self.nodes: list[SimNode] = [self._make(i, i % concepts) for i in range(nodes)]
         self._by_address = {n.core.address: n for n in self.nodes}
-        self._sides: list[set[str]] = []
         self.call_at(self.config_sweep(), self._sweep)
 
     # ------------------------------------------------------------------ clock
 
     @property
     def now(self) -> float:
-        return self.frames.now
+        return self.clock.now
 
     def wall_clock(self) -> float:
-        return EPOCH + self.frames.now
+        return EPOCH + self.clock.now
 
     def call_at(self, when: float, fn: Callable[[], None]) -> None:
-        self.frames.call_at(when, fn)
+        self.clock.call_at(when, fn)
 
     def config_sweep(self) -> float:
         return self.now + 1.0
@@ -193,21 +200,24 @@ class MemoryNetwork:
             self.world, concept, random.Random(rng.getrandbits(64)), val_size=self.val_size
         )
         meta = NodeMeta(name=node_id, model=learner.spec, **learner.sizes()).to_map()
-        core = GossipCore(node_id, address, self.config.gossip, rng, self.now, meta=meta)
+        groups = GroupDelegate(self.config.gossip.tombstone_ttl)
+        core = GossipCore(
+            node_id, address, self.config.gossip, rng, self.now, meta=meta, delegate=groups
+        )
         registry = StoreRegistry(self.store)
         state = NodeState(node_id, node_id, learner.spec)
         params = controller_params(self.config)
         controller = Controller(
             state,
             params,
-            gossip=SimGossip(core, self),
+            gossip=SimGossip(core, groups, self),
             registry=registry,
             learning=learner,
             clock=lambda: self.now,
             wall_clock=self.wall_clock,
             rng=random.Random(rng.getrandbits(64)),
         )
-        node = SimNode(index, concept, core, learner, registry, controller, None)  # type: ignore[arg-type]
+        node = SimNode(index, concept, core, groups, learner, registry, controller, None)  # type: ignore[arg-type]
         node.heartbeats = Heartbeats(
             StoreRegistry(self.store),
             node_id,
@@ -216,7 +226,7 @@ class MemoryNetwork:
             node.events.append,
         )
         learner.on_round = lambda result, n=node: self._post(n, result)
-        core.model_provider = controller.answer_model
+        groups.model_provider = controller.answer_model
         return node
 
     def _post(self, node: SimNode, result: Any) -> None:
@@ -230,7 +240,7 @@ class MemoryNetwork:
     def start(self) -> None:
         """Schedule every node's start within ``arrival`` simulated seconds."""
         for node in self.nodes:
-            self.frames.transport(node.core.address, self._receiver(node))
+            self.frames.attach(node.core.address, self._receiver(node))
             self.call_at(self.now + self.rng.uniform(0.0, self.arrival), self._starter(node))
 
     def _starter(self, node: SimNode) -> Callable[[], None]:
@@ -243,8 +253,8 @@ class MemoryNetwork:
 
         return start
 
-    def _receiver(self, node: SimNode) -> Callable[[str, bytes], None]:
-        def receive(src: str, frame: bytes) -> None:
+    def _receiver(self, node: SimNode) -> Callable[[str, Any, bytes], None]:
+        def receive(src: str, token: Any, frame: bytes) -> None:
             if node.alive:
                 out = node.core.handle(src, frame, self.now)
                 self.send(node.core.address, [(src if d == REPLY else d, f) for d, f in out])
@@ -287,39 +297,42 @@ class MemoryNetwork:
 
     def send(self, src: str, out: list[tuple[str, bytes]]) -> None:
         for dest, frame in out:
-            if not self._cut(src, dest):
-                self.frames.send(src, dest, frame)
+            self.frames.send(src, dest, frame)
 
     def request(self, src: str, dest: str, frame: bytes) -> bytes | None:
-        """Deliver a request and return the answer at once (lost like any frame)."""
+        """Deliver a request and return the answer at once (lost, or cut, like any frame)."""
         target = self._by_address.get(dest)
         lost = self.frames.loss and self.rng.random() < self.frames.loss
-        if target is None or not target.alive or lost or self._cut(src, dest):
+        cut = self.frames.partition.blocks(src, dest) or self.frames.partition.blocks(dest, src)
+        if target is None or not target.alive or lost or cut:
             return None
         answers = [f for d, f in target.core.handle(src, frame, self.now) if d == REPLY]
         return answers[0] if answers else None
 
     def run_for(self, seconds: float) -> None:
         """Run the clock ``seconds`` forward."""
-        self.frames.run_until(self.now + seconds)
+        self.clock.run_until(self.now + seconds)
 
     def run_until(self, done: Callable[[], bool], timeout: float, check_every: float = 1.0) -> bool:
         """Run until ``done()`` (True) or ``timeout`` simulated seconds passed (False)."""
-        return self.frames.run_while(lambda: not done(), self.now + timeout, check_every)
+        deadline = self.now + timeout
+        while not done():
+            if self.now >= deadline:
+                return False
+            self.clock.run_until(min(deadline, self.now + check_every))
+        return True
 
     # ------------------------------------------------------------------ faults
 
     def partition(self, *sides: list[SimNode]) -> None:
         """Cut gossip (and model probes) between the given sets of nodes, until ``heal``."""
-        self._sides = [{n.core.address for n in side} for side in sides]
+        addresses = [[n.core.address for n in side] for side in sides]
+        for i, a in enumerate(addresses):
+            for b in addresses[i + 1 :]:
+                self.frames.cut(a, b)
 
     def heal(self) -> None:
-        self._sides = []
-
-    def _cut(self, src: str, dest: str) -> bool:
-        a = next((i for i, side in enumerate(self._sides) if src in side), None)
-        b = next((i for i, side in enumerate(self._sides) if dest in side), None)
-        return a is not None and b is not None and a != b
+        self.frames.heal()
 
     def gossip_to(self, node: SimNode, record: GroupRecord, member_in: str) -> None:
         """Deliver one gossip frame to ``node``: ``record``, and a member of its own (alive, in
@@ -398,3 +411,7 @@ class MemoryNetwork:
 
     def view_of(self, node: SimNode) -> set[str]:
         return view.live_ids(node.core.members())
+
+    def record(self, node: SimNode, group_id: str) -> GroupRecord | None:
+        """``node``'s view of the record of ``group_id`` (tombstones too)."""
+        return node.groups.table.get(group_id)

@@ -91,7 +91,7 @@ def max_round(net: MemoryNetwork) -> int:
     best = 0
     for group_id in net.groups():
         leader = net.leader_of(group_id)
-        record = None if leader is None else leader.core.groups.get(group_id)
+        record = None if leader is None else leader.groups.table.get(group_id)
         if record is not None:
             best = max(best, record.round)
     return best

@@ -1,31 +1,24 @@
-"""Transports for gossip frames: ZeroMQ for real, in-memory for tests and simulations.
+"""``ZmqTransport``: gossip frames over ZeroMQ TCP, with CURVE and ZAP admission under a secret.
 
-Both send opaque frames to a ``host:port`` address; the sender's own address travels inside the
-frame (``wire.Message.sender_address``), never as a socket identity.
-
-``ZmqTransport`` binds one ROUTER and keeps a bounded, least-recently-used set of outbound
-DEALERs, one per peer. Every socket has ``LINGER 0`` and high-water marks; sends never block (a
-frame that would block is dropped and counted). The ROUTER takes frames of at most
+The sender's own address travels inside the frame (``messages.Message.sender_address``), never as
+a socket identity. One bound ROUTER receives; a bounded, least-recently-used set of outbound
+DEALERs, one per peer, sends. Every socket has ``LINGER 0`` and high-water marks; sends never
+block (a frame that would block is dropped and counted). The ROUTER takes frames of at most
 ``max_frame_bytes`` (libzmq drops a connection that announces a bigger one, before allocating
 it); the one exchange that carries bigger frames, a model request, runs on a DEALER of its own that
 the requester opens for that request and reads once (``request``), answered on the same
 connection (``reply``). With a secret, every socket runs CURVE with key pairs derived from it, and
 the ROUTER admits only the client keys it trusts (a ZAP handler, see ``security.py``).
-
-``MemoryNetwork`` is a discrete-event network on a fake clock: a send schedules a delivery event
-(after a random latency, unless lost), so handlers never recurse and 1,000 nodes fit in one
-process.
+``receive`` polls the ROUTER and a wake-up pipe, and closes idle outbound connections as it goes.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import contextlib
 import logging
-import random
+import os
+import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
-from typing import Protocol
 
 import zmq
 
@@ -35,23 +28,6 @@ from mycelium_p2p.security import Admission, CurveKeys, admit_only
 log = logging.getLogger(__name__)
 
 _ENVELOPE_SLACK = 4096
-
-
-class Transport(Protocol):
-    """Sends frames to peers by address; how frames arrive depends on the implementation."""
-
-    address: str
-
-    def send(self, dest: str, frame: bytes) -> bool:
-        """Queue ``frame`` for ``dest`` without blocking; False if it was dropped."""
-        ...
-
-    def close(self) -> None:
-        """Release every resource."""
-        ...
-
-
-# ============================================================================ ZeroMQ
 
 
 class ZmqTransport:
@@ -85,7 +61,7 @@ class ZmqTransport:
         self.config = config
         self.keys = keys
         self.ctx = context or zmq.Context.instance()
-        self.stats: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
         self._peers: OrderedDict[str, tuple[zmq.Socket, float]] = OrderedDict()
         self.router = self.ctx.socket(zmq.ROUTER)
         self._common(self.router)
@@ -108,14 +84,41 @@ class ZmqTransport:
             raise
         self.port = bound
         self.address = f"{advertise_host or host}:{bound}"
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = zmq.Poller()
+        self._poller.register(self.router, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._next_idle_check = time.monotonic() + config.peer_idle / 2
+        self._closed = False
 
     @staticmethod
     def _common(sock: zmq.Socket) -> None:
         sock.setsockopt(zmq.LINGER, 0)
 
-    def fileno_socket(self) -> zmq.Socket:
-        """The socket to register in a poller for incoming frames."""
-        return self.router
+    def receive(self, timeout: float) -> list[tuple[bytes, bytes]]:
+        """Wait up to ``timeout`` s for frames (or a ``wake``); ``(identity, frame)`` pairs.
+
+        Also closes outbound connections idle for ``peer_idle`` seconds, every ``peer_idle / 2``.
+        """
+        ready = dict(self._poller.poll(max(0.0, timeout) * 1000))
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.read(self._wake_r, 4096)
+        out = self.recv_many() if self.router in ready else []
+        now = time.monotonic()
+        if now >= self._next_idle_check:
+            self._next_idle_check = now + self.config.peer_idle / 2
+            self.close_idle(now)
+        return out
+
+    def wake(self) -> None:
+        """Make a waiting ``receive`` return (any thread; nothing once closed)."""
+        if self._closed:
+            return  # the pipe's descriptors may belong to another file by now
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"x")
 
     def recv_many(self, limit: int = 256) -> list[tuple[bytes, bytes]]:
         """Up to ``limit`` received ``(connection identity, frame)`` pairs, without blocking."""
@@ -126,7 +129,7 @@ class ZmqTransport:
             except zmq.Again:
                 break
             if len(parts) != 2:
-                self.stats["recv_bad_parts"] += 1
+                self.counters["recv_bad_parts"] += 1
                 continue
             out.append((parts[0], parts[1]))
         return out
@@ -136,7 +139,7 @@ class ZmqTransport:
         try:
             self.router.send_multipart([identity, frame], zmq.NOBLOCK)
         except zmq.ZMQError:  # the requester is gone (or its queue is full): nothing to do
-            self.stats["reply_dropped"] += 1
+            self.counters["reply_dropped"] += 1
             return False
         return True
 
@@ -178,7 +181,7 @@ class ZmqTransport:
         while len(self._peers) >= self.config.max_peers:
             _, (old, _) = self._peers.popitem(last=False)
             old.close(0)
-            self.stats["peers_evicted"] += 1
+            self.counters["peers_evicted"] += 1
         sock = self.ctx.socket(zmq.DEALER)
         self._common(sock)
         sock.setsockopt(zmq.SNDHWM, self.config.send_hwm)
@@ -189,15 +192,15 @@ class ZmqTransport:
         self._peers[dest] = (sock, now)
         return sock
 
-    def send(self, dest: str, frame: bytes, now: float = 0.0) -> bool:
+    def send(self, dest: str, frame: bytes) -> bool:
         """Send without blocking; a full queue or bad address drops the frame (counted)."""
         try:
-            self._dealer(dest, now).send(frame, zmq.NOBLOCK)
+            self._dealer(dest, time.monotonic()).send(frame, zmq.NOBLOCK)
         except zmq.Again:
-            self.stats["send_dropped"] += 1
+            self.counters["send_dropped"] += 1
             return False
         except zmq.ZMQError as exc:
-            self.stats["send_error"] += 1
+            self.counters["send_error"] += 1
             log.debug("send to %s failed: %s", dest, exc)
             return False
         return True
@@ -220,124 +223,22 @@ class ZmqTransport:
     def peer_count(self) -> int:
         return len(self._peers)
 
+    def stats(self) -> dict[str, int]:
+        """Drop and error counters, and ``peers`` (open outbound connections)."""
+        return {**self.counters, "peers": len(self._peers)}
+
     def close(self) -> None:
+        """Close every socket and the wake-up pipe (after the thread that receives stopped;
+        idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         for sock, _ in self._peers.values():
             sock.close(0)
         self._peers.clear()
         self.router.close(0)
         if self._admission is not None:
             self._admission.close()
-
-
-# ============================================================================ in memory
-
-
-Handler = Callable[[str, bytes], None]
-
-
-class MemoryNetwork:
-    """A discrete-event network with a fake clock, loss and latency.
-
-    Parameters
-    ----------
-    rng : random.Random
-        Drives loss and latency draws.
-    loss : float
-        Probability that a frame is lost (default: 0.0).
-    latency : tuple[float, float]
-        Uniform range of one-way delay in seconds (default: (0.001, 0.005)).
-    start : float
-        Initial clock value (default: 0.0).
-    """
-
-    def __init__(
-        self,
-        rng: random.Random,
-        loss: float = 0.0,
-        latency: tuple[float, float] = (0.001, 0.005),
-        start: float = 0.0,
-    ) -> None:
-        if not 0.0 <= loss < 1.0:
-            raise ValueError("loss must be in [0, 1)")
-        self.rng = rng
-        self.loss = loss
-        self.latency = latency
-        self.now = start
-        self._events: list[tuple[float, int, Callable[[], None]]] = []
-        self._serial = itertools.count()
-        self._handlers: dict[str, Handler] = {}
-        self.stats: Counter[str] = Counter()
-        self.sent_by: Counter[str] = Counter()
-        self.bytes_by: Counter[str] = Counter()
-
-    def transport(self, address: str, handler: Handler) -> MemoryTransport:
-        """Attach an endpoint at ``address``; ``handler(sender, frame)`` receives frames."""
-        if address in self._handlers:
-            raise ValueError(f"address {address} is taken")
-        self._handlers[address] = handler
-        return MemoryTransport(self, address)
-
-    def detach(self, address: str) -> None:
-        """Remove an endpoint: frames to it vanish from now on (a crash)."""
-        self._handlers.pop(address, None)
-
-    def call_at(self, when: float, fn: Callable[[], None]) -> None:
-        """Schedule ``fn`` at time ``when`` (never before now)."""
-        heapq.heappush(self._events, (max(when, self.now), next(self._serial), fn))
-
-    def send(self, src: str, dest: str, frame: bytes) -> bool:
-        self.stats["sent"] += 1
-        self.stats["bytes"] += len(frame)
-        self.sent_by[src] += 1
-        self.bytes_by[src] += len(frame)
-        if self.loss and self.rng.random() < self.loss:
-            self.stats["lost"] += 1
-            return True  # the sender cannot tell
-        delay = self.rng.uniform(*self.latency)
-        self.call_at(self.now + delay, lambda: self._deliver(src, dest, frame))
-        return True
-
-    def _deliver(self, src: str, dest: str, frame: bytes) -> None:
-        handler = self._handlers.get(dest)
-        if handler is None:
-            self.stats["undeliverable"] += 1
-            return
-        self.stats["delivered"] += 1
-        handler(src, frame)
-
-    def step(self) -> bool:
-        """Run the next event; False if there is none."""
-        if not self._events:
-            return False
-        when, _, fn = heapq.heappop(self._events)
-        self.now = max(self.now, when)
-        fn()
-        return True
-
-    def run_until(self, t: float) -> None:
-        """Run every event scheduled before ``t``; the clock ends at ``t``."""
-        while self._events and self._events[0][0] <= t:
-            self.step()
-        self.now = max(self.now, t)
-
-    def run_while(self, busy: Callable[[], bool], deadline: float, check_every: float) -> bool:
-        """Run until ``busy()`` is False (True) or the clock passes ``deadline`` (False)."""
-        while busy():
-            if self.now >= deadline:
-                return False
-            self.run_until(min(deadline, self.now + check_every))
-        return True
-
-
-class MemoryTransport:
-    """An endpoint of a ``MemoryNetwork``."""
-
-    def __init__(self, network: MemoryNetwork, address: str) -> None:
-        self.network = network
-        self.address = address
-
-    def send(self, dest: str, frame: bytes) -> bool:
-        return self.network.send(self.address, dest, frame)
-
-    def close(self) -> None:
-        self.network.detach(self.address)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -35,8 +35,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mycelium_p2p.config import GossipConfig
+from mycelium_p2p.gossip.messages import (
+    Ack,
+    MemberUpdate,
+    Packed,
+    Ping,
+    PingReq,
+    Status,
+    check_meta,
+    pack_update,
+)
 from mycelium_p2p.limits import MAX_COUNTER
-from mycelium_p2p.wire import Ack, MemberUpdate, Ping, PingReq, Status, check_meta
+from mycelium_p2p.meta import NodeMeta
 
 Outbound = tuple[str, Ping | PingReq | Ack]
 
@@ -48,7 +58,12 @@ MAX_INCARNATION_STEP = 2**16
 
 @dataclass(slots=True)
 class Member:
-    """What we know of one other member."""
+    """What we know of one other member.
+
+    ``shared`` marks an entry several views hold (a simulation's pre-filled views): a view
+    copies it before changing it (``Membership._own``). ``packed`` caches the encoded state
+    update (``update().packed()``), cleared on every change.
+    """
 
     node_id: str
     address: str
@@ -56,6 +71,8 @@ class Member:
     incarnation: int
     meta: dict[str, Any]
     since: float
+    shared: bool = False
+    packed: Packed | None = None
 
     def update(self, by: str = "") -> MemberUpdate:
         """This member's state as an update to gossip."""
@@ -63,16 +80,31 @@ class Member:
             self.node_id, self.address, self.status, self.incarnation, self.meta, by
         )
 
+    def state(self) -> Packed:
+        """This member's update as a push-pull state carries it, encoded once per change."""
+        if self.packed is None:
+            self.packed = pack_update(self.update())
+        return self.packed
+
 
 @dataclass(frozen=True, slots=True)
 class MemberView:
-    """A read-only view of a member for callers (status as a string)."""
+    """A read-only view of a member for callers (status as a string).
+
+    ``meta`` is the member's metadata map as gossiped (validated by ``check_meta``);
+    ``node_meta`` reads it as Mycelium's typed ``NodeMeta``.
+    """
 
     id: str
     address: str
     status: str
     incarnation: int
     meta: dict[str, Any]
+
+    @property
+    def node_meta(self) -> NodeMeta:
+        """The metadata as a ``NodeMeta`` (unknown keys ignored, bad values defaulted)."""
+        return NodeMeta.from_map(self.meta)
 
 
 def suspicion_bounds(config: GossipConfig, n: int) -> tuple[float, float, int]:
@@ -170,10 +202,12 @@ class Membership:
         # Random phase so that nodes started together do not probe in lockstep.
         self._next_probe_at = now + rng.uniform(0.0, config.probe_interval)
         self._forwards: dict[int, tuple[str, int, float]] = {}
-        # Dead/left ids (reaped after dead_ttl) and a cache of live members, rebuilt on change:
-        # ticks and frame budgets ask for them far more often than statuses change.
+        # Dead/left ids (reaped after dead_ttl), and the ids of live members as a list to draw
+        # peers from without copying it: a member that goes down stays listed, as stale, until
+        # stale ids are half the list (each change is O(1), amortized).
         self._down: set[str] = set()
-        self._live_cache: list[Member] | None = None
+        self._listed: list[str] = []
+        self._stale: set[str] = set()
 
     # ------------------------------------------------------------------ views
 
@@ -183,21 +217,69 @@ class Membership:
         return MemberUpdate(self.node_id, self.address, status, self.incarnation, self.meta)
 
     def live(self) -> list[Member]:
-        """Other members that are alive or suspect (probe and gossip targets); do not mutate."""
-        if self._live_cache is None:
-            self._live_cache = [m for m in self.members.values() if m.status <= Status.SUSPECT]
-        return self._live_cache
+        """Other members that are alive or suspect (probe and gossip targets), a new list."""
+        return [self.members[i] for i in self._listed if i not in self._stale]
+
+    def pick(self, k: int, extra: list[Member] | None = None, exclude: str = "") -> list[Member]:
+        """Up to ``k`` distinct members drawn uniformly from the live ones (but ``exclude``)
+        and ``extra``, without copying the live set."""
+        listed, stale = self._listed, self._stale
+        extra = extra or []
+        n = len(listed) + len(extra)
+        want = min(n, k + len(stale) + (1 if exclude else 0))
+        out: list[Member] = []
+        # A uniform ordered draw, filtered, stays uniform over what the filter keeps.
+        for j in self.rng.sample(range(n), want):
+            if j < len(listed):
+                i = listed[j]
+                if i in stale or i == exclude:
+                    continue
+                out.append(self.members[i])
+            else:
+                out.append(extra[j - len(listed)])
+            if len(out) == k:
+                break
+        return out
 
     def num_live(self) -> int:
         """Live members including this node (the N of the formulas)."""
-        return 1 + len(self.live())
+        return 1 + len(self.members) - len(self._down)
 
-    def _changed(self, m: Member) -> None:
-        self._live_cache = None
-        if m.status in (Status.DEAD, Status.LEFT):
-            self._down.add(m.node_id)
+    def recently_dead(self, now: float, window: float) -> list[Member]:
+        """Members declared dead less than ``window`` seconds ago."""
+        members = self.members
+        return [
+            m
+            for m in (members[i] for i in self._down)
+            if m.status is Status.DEAD and now - m.since < window
+        ]
+
+    def _changed(self, m: Member, was_live: bool) -> None:
+        """Book a change of ``m`` (new, or ``was_live`` before it)."""
+        m.packed = None
+        i = m.node_id
+        if m.status <= Status.SUSPECT:
+            self._down.discard(i)
+            if not was_live:
+                if i in self._stale:
+                    self._stale.discard(i)  # still listed
+                else:
+                    self._listed.append(i)
         else:
-            self._down.discard(m.node_id)
+            self._down.add(i)
+            if was_live:
+                self._stale.add(i)
+                if len(self._stale) > 16 and 2 * len(self._stale) > len(self._listed):
+                    self._listed = [x for x in self._listed if x not in self._stale]
+                    self._stale.clear()
+
+    def _own(self, m: Member) -> Member:
+        """``m`` as this view's own entry (copied first if other views share it)."""
+        if not m.shared:
+            return m
+        own = Member(m.node_id, m.address, m.status, m.incarnation, m.meta, m.since)
+        self.members[m.node_id] = own
+        return own
 
     def view(self, m: Member) -> MemberView:
         return MemberView(m.node_id, m.address, m.status.name.lower(), m.incarnation, m.meta)
@@ -237,13 +319,21 @@ class Membership:
 
     # ------------------------------------------------------------------ updates
 
+    def adopt(self, members: dict[str, Member]) -> None:
+        """Know ``members`` (all alive, shared with other views) without gossiping them: the
+        bootstrap of a simulation where every node knows every other (see ``SimCluster``)."""
+        self.members = dict(members)
+        self.members.pop(self.node_id, None)
+        self._down, self._stale = set(), set()
+        self._listed = list(self.members)
+
     def add_known(self, u: MemberUpdate, now: float) -> None:
         """Insert a member without gossiping it (simulation bootstrap; see ``SimCluster``)."""
         if u.node_id != self.node_id and u.node_id not in self.members:
             self.members[u.node_id] = m = Member(
                 u.node_id, u.address, u.status, u.incarnation, u.meta, now
             )
-            self._changed(m)
+            self._changed(m, False)
 
     def apply(self, u: MemberUpdate, now: float, *, from_state: bool = False) -> bool:
         """Apply a gossiped update with SWIM precedence; True if it changed our view.
@@ -271,7 +361,7 @@ class Membership:
                 self.members[u.node_id] = m = Member(
                     u.node_id, u.address, u.status, u.incarnation, u.meta, now
                 )
-                self._changed(m)
+                self._changed(m, False)
             return False
         if u.incarnation < m.incarnation or m.status in (Status.DEAD, Status.LEFT):
             return False
@@ -302,12 +392,13 @@ class Membership:
         if m is None:
             m = Member(u.node_id, u.address, Status.ALIVE, u.incarnation, u.meta, now)
             self.members[u.node_id] = m
-            self._changed(m)
+            self._changed(m, False)
             self.events.append(("member_alive", self.view(m)))
             self.broadcasts.append(u)
             return True
         if u.incarnation <= m.incarnation:
             return False
+        m = self._own(m)
         was = m.status
         m.address, m.status, m.incarnation, m.meta, m.since = (
             u.address,
@@ -317,7 +408,7 @@ class Membership:
             now,
         )
         self.suspicions.pop(m.node_id, None)
-        self._changed(m)
+        self._changed(m, was <= Status.SUSPECT)
         self.events.append(
             ("member_alive" if was is not Status.ALIVE else "member_updated", self.view(m))
         )
@@ -333,8 +424,9 @@ class Membership:
             return False
         if m.status is Status.SUSPECT and incarnation < m.incarnation:
             return False
+        m = self._own(m)
         m.status, m.incarnation, m.since = Status.SUSPECT, incarnation, now
-        self._changed(m)
+        self._changed(m, True)
         low, high, k = suspicion_bounds(self.config, self.num_live())
         s = Suspicion(now, low, high, k)
         s.confirm(by)
@@ -344,8 +436,9 @@ class Membership:
         return True
 
     def _set_down(self, m: Member, status: Status, incarnation: int, now: float, by: str) -> None:
+        m = self._own(m)
         m.status, m.incarnation, m.since = status, incarnation, now
-        self._changed(m)
+        self._changed(m, True)
         self.suspicions.pop(m.node_id, None)
         if self._probe is not None and self._probe.target_id == m.node_id:
             self._probe = None
@@ -362,9 +455,7 @@ class Membership:
         timeout = self.config.probe_timeout * stretch
         if p is not None and not p.indirect_sent and now >= p.sent_at + timeout:
             p.indirect_sent = True
-            helpers = [m for m in self.live() if m.node_id != p.target_id]
-            k = min(self.config.indirect_checks, len(helpers))
-            for h in self.rng.sample(helpers, k):
+            for h in self.pick(self.config.indirect_checks, exclude=p.target_id):
                 out.append((h.address, PingReq(p.seq, p.target_id, p.target_address)))
         if p is not None and now >= p.sent_at + self.config.probe_interval * stretch:
             self._probe = None
@@ -402,15 +493,21 @@ class Membership:
         self.health = min(max(self.health + delta, 0), self.config.awareness_max)
 
     def _next_target(self) -> Member | None:
-        # Round-robin over a shuffled list; reshuffle after each pass (SWIM's bounded detection).
+        # Round-robin over a random order of the live members, a new order each pass (SWIM's
+        # bounded detection). The order is drawn as the pass goes (a lazy Fisher-Yates shuffle):
+        # the same uniform permutation as shuffling up front, without an O(N) shuffle per pass.
         for _ in range(2):
-            while self._probe_index < len(self._probe_order):
-                m = self.members.get(self._probe_order[self._probe_index])
+            order = self._probe_order
+            while self._probe_index < len(order):
+                i = self._probe_index
+                j = self.rng.randrange(i, len(order))
+                order[i], order[j] = order[j], order[i]
                 self._probe_index += 1
+                m = self.members.get(order[i])
                 if m is not None and m.status <= Status.SUSPECT:
                     return m
-            self._probe_order = [m.node_id for m in self.live()]
-            self.rng.shuffle(self._probe_order)
+            stale = self._stale
+            self._probe_order = [i for i in self._listed if i not in stale]
             self._probe_index = 0
         return None
 

@@ -283,7 +283,21 @@ class GroupDelegate(NullDelegate):
         self.model_provider: ModelProvider | None = None
 
     def parse_item(self, raw: dict[str, Any]) -> GroupRecord:
-        """A group record off the wire (ValueError if any field is invalid)."""
+        """A group record off the wire (ValueError if any field is invalid).
+
+        Most records gossip delivers are ones this node holds already (every news is sent
+        several times): a record no newer than the held one is answered with the held one,
+        unchecked, since applying it would change nothing anyway.
+        """
+        held = self.table.get(raw.get("id")) if isinstance(raw.get("id"), str) else None
+        term, version = raw.get("term"), raw.get("version")
+        if (
+            held is not None
+            and type(term) is int
+            and type(version) is int
+            and (term, version) <= held.order
+        ):
+            return held
         return GroupRecord.from_dict(raw)
 
     def parse_header(self, raw: dict[str, Any]) -> dict[str, Any]:

@@ -136,12 +136,17 @@ class GroupSettings:
         Seconds a Flower round waits for stragglers (default: 30).
     round_pause
         Seconds between rounds (default: 1.0); frees the CPU for the others.
+    record_interval
+        Seconds between two gossiped records of the group's round figures (default: 5). Every
+        record reaches every node, so gossip traffic grows with groups / this interval; a change
+        of members, term or leader is gossiped at once whatever it says.
     """
 
     group_capacity: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
     strategy: str = "median"
     round_timeout: Seconds = 30.0
     round_pause: Annotated[float, msgspec.Meta(ge=0, le=3_600)] = 1.0
+    record_interval: Annotated[float, msgspec.Meta(ge=0, le=3_600)] = 5.0
 
 
 @dataclass(frozen=True)

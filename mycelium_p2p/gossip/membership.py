@@ -29,6 +29,7 @@ incarnation towards the bound, where it could no longer refute or publish metada
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class Member:
     since: float
     shared: bool = False
     packed: Packed | None = None
+    viewed: MemberView | None = None  # the read-only view handed out, cleared on every change
 
     def update(self, by: str = "") -> MemberUpdate:
         """This member's state as an update to gossip."""
@@ -87,12 +89,13 @@ class Member:
         return self.packed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MemberView:
     """A read-only view of a member for callers (status as a string).
 
     ``meta`` is the member's metadata map as gossiped (validated by ``check_meta``);
-    ``node_meta`` reads it as Mycelium's typed ``NodeMeta``.
+    ``node_meta`` reads it as Mycelium's typed ``NodeMeta`` (once per view: a view is made once
+    per change of its member and handed out until the next).
     """
 
     id: str
@@ -101,7 +104,7 @@ class MemberView:
     incarnation: int
     meta: dict[str, Any]
 
-    @property
+    @functools.cached_property
     def node_meta(self) -> NodeMeta:
         """The metadata as a ``NodeMeta`` (unknown keys ignored, bad values defaulted)."""
         return NodeMeta.from_map(self.meta)
@@ -257,6 +260,7 @@ class Membership:
     def _changed(self, m: Member, was_live: bool) -> None:
         """Book a change of ``m`` (new, or ``was_live`` before it)."""
         m.packed = None
+        m.viewed = None
         i = m.node_id
         if m.status <= Status.SUSPECT:
             self._down.discard(i)
@@ -282,7 +286,11 @@ class Membership:
         return own
 
     def view(self, m: Member) -> MemberView:
-        return MemberView(m.node_id, m.address, m.status.name.lower(), m.incarnation, m.meta)
+        if m.viewed is None:
+            m.viewed = MemberView(
+                m.node_id, m.address, m.status.name.lower(), m.incarnation, m.meta
+            )
+        return m.viewed
 
     def self_view(self) -> MemberView:
         u = self.self_update()

@@ -69,6 +69,8 @@ class ControllerParams:
         Capacity of a group this node founds (default: 5).
     report_interval : float
         Seconds between two round reports to the registry (default: 30, one heartbeat).
+    record_interval : float
+        Seconds between two gossiped records carrying round figures (default: 5).
     seed_timeout : float
         Seconds to wait for the first seed to answer at start (default: 5).
     leave_timeout : float
@@ -80,6 +82,7 @@ class ControllerParams:
     leadership: LeadershipParams = field(default_factory=LeadershipParams)
     capacity: int = 5
     report_interval: float = 30.0
+    record_interval: float = 5.0
     seed_timeout: float = 5.0
     leave_timeout: float = 2.0
 
@@ -130,7 +133,10 @@ class Controller:
         self.published = Published()
         self._on_fail = on_fail
         self._server: ServerHandle | None = None
+        self._viewed: tuple[float, GossipView] | None = None
         self._next_report = 0.0
+        self._next_record = 0.0  # round figures wait for this time (members never wait)
+        self._record_due = False
         self._handlers: dict[type, Callable[[Any], None]] = {
             Register: self._do_register,
             LookUpPeers: self._do_look_up_peers,
@@ -267,7 +273,14 @@ class Controller:
     # ------------------------------------------------------------------ internals
 
     def _view(self) -> GossipView:
-        return GossipView(self.state.id, self.gossip.members(), self.gossip.groups())
+        """The gossip view, read again unless it was read at this very moment (one step)."""
+        now = self.clock()
+        if self._viewed is None or self._viewed[0] != now:
+            self._viewed = (
+                now,
+                GossipView(self.state.id, self.gossip.members(), self.gossip.groups()),
+            )
+        return self._viewed[1]
 
     def _record(self) -> GroupRecord | None:
         return self.gossip.groups().get(self.state.group_id or "")
@@ -403,6 +416,8 @@ class Controller:
         )
         self.gossip.publish_group(record)
         state.published_members = current
+        self._record_due = False
+        self._next_record = self.clock() + self.params.record_interval
 
     # ------------------------------------------------------------------ commands
 
@@ -579,7 +594,10 @@ class Controller:
         self.timers.at(Timer.CHOOSE, self.clock())
 
     def _do_publish(self, command: Publish) -> None:
-        self._publish(force=command.force)
+        if command.force:  # round news: at most one record per record_interval
+            self._record_due = True
+        force = self._record_due and self.clock() >= self._next_record
+        self._publish(force=force)
 
     def _do_report(self, command: Report) -> None:
         state, result = self.state, self.state.unreported

@@ -114,6 +114,7 @@ def controller_params(config: NodeConfig) -> ControllerParams:
         # Round figures go to the registry every fourth heartbeat: gossip carries every round
         # to the nodes; the registry's copy is for newcomers and the viewer.
         report_interval=REPORT_EVERY * config.registry.heartbeat_interval,
+        record_interval=config.group.record_interval,
         leave_timeout=min(2.0, config.network.leave_timeout),
     )
 

@@ -7,6 +7,7 @@ immutable value (``Published``) that the control thread replaces whole.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 
@@ -103,26 +104,45 @@ class NodeState:
         )
 
 
-@dataclass(frozen=True)
 class GossipView:
-    """One reading of the gossip view, taken once per step of the control loop."""
+    """One reading of the gossip view (members and group records), taken once per step.
 
-    me: str
-    members: list[MemberLike]
-    groups: dict[str, GroupRecord]
+    Its indexes (who is alive, who says it is in which group) are computed once, on first use:
+    a step asks them many times, and a member's metadata is decoded only once per reading.
+    """
+
+    def __init__(self, me: str, members: list[MemberLike], groups: dict[str, GroupRecord]):
+        self.me = me
+        self.members = members
+        self.groups = groups
+
+    @functools.cached_property
+    def _live(self) -> set[str]:
+        return view.live_ids(self.members)
+
+    @functools.cached_property
+    def _by_group(self) -> dict[str, list[str]]:
+        by_group: dict[str, list[str]] = {}
+        for m in self.members:
+            if m.status in view.LIVE_STATUSES:
+                group = m.node_meta.group
+                if group:
+                    by_group.setdefault(group, []).append(m.id)
+        return {g: sorted(ids) for g, ids in by_group.items()}
 
     @property
     def alive(self) -> set[str]:
         """Ids gossip believes alive (suspects included), this node always."""
-        return view.live_ids(self.members) | {self.me}
+        return self._live | {self.me}
 
     def members_of(self, group_id: str) -> list[str]:
         """Live members whose own metadata names ``group_id``, sorted."""
-        return view.members_of(group_id, self.members)
+        return list(self._by_group.get(group_id, ()))
 
     def others(self) -> set[str]:
         """Live members other than this node."""
-        return view.live_ids(self.members) - {self.me}
+        return self._live - {self.me}
 
     def occupied(self) -> set[str]:
-        return view.occupied_groups(self.members)
+        """Groups some live node says it is in."""
+        return set(self._by_group)

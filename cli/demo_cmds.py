@@ -131,7 +131,7 @@ def _live_table(url: str, duration: float, console: Console) -> None:
 
     def table() -> Table:
         try:
-            return groups_table(registry_snapshot(url)["groups"])
+            return groups_table(registry_snapshot(url).groups)
         except click.ClickException as exc:
             return Table(title=exc.message)
 
@@ -147,9 +147,9 @@ def _summary(url: str, console: Console) -> None:
     from cli.registry_cmds import registry_snapshot
 
     network = registry_snapshot(url)
-    groups = [g for g in network["groups"] if g["members"]]
-    alive = [n for n in network["nodes"] if n["status"] == "alive"]
-    sizes = ", ".join(str(len(g["members"])) for g in groups)
+    groups = [g for g in network.groups if g.members]
+    alive = [n for n in network.nodes if n.status == "alive"]
+    sizes = ", ".join(str(len(g.members)) for g in groups)
     console.print(f"final: {len(groups)} groups ({sizes} members), {len(alive)} nodes alive")
 
 

@@ -8,15 +8,19 @@ import json
 import logging
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import msgspec
 from rich.console import Console
 from rich.table import Table
 
 from cli.main import bench, main
+
+if TYPE_CHECKING:
+    from mycelium_p2p.registry_api import GroupOut, NodeOut
+    from mycelium_p2p.snapshot import Snapshot
 
 log = logging.getLogger("mycelium.registry")
 
@@ -200,26 +204,28 @@ def status(url: str, peer: str | None, token: str | None, as_json: bool) -> None
     """Print groups and nodes as tables: the registry's, or a node's gossip view (--peer)."""
     snapshot = gossip_snapshot(peer, token) if peer else registry_snapshot(url)
     if as_json:
-        click.echo(json.dumps({"groups": snapshot["groups"], "nodes": snapshot["nodes"]}))
+        click.echo(json.dumps(snapshot.to_json()))
         return
     console = Console()
-    console.print(groups_table(snapshot["groups"]))
-    console.print(nodes_table(snapshot["nodes"]))
+    console.print(groups_table(snapshot.groups))
+    console.print(nodes_table(snapshot.nodes))
 
 
-def registry_snapshot(url: str) -> dict[str, Any]:
-    """The registry's ``GET /network`` (groups and nodes), or a one-line error."""
+def registry_snapshot(url: str) -> Snapshot:
+    """The registry's picture of the network, or a one-line error."""
+    from mycelium_p2p import snapshot
     from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 
     try:
         with RegistryClient(url, retries=1, timeout=5.0) as client:
-            return msgspec.to_builtins(client.network(events=0))  # type: ignore[no-any-return]
+            return snapshot.from_registry(client.network(events=0))
     except (RegistryError, RegistryUnavailable) as exc:
         raise click.ClickException(f"cannot read {url}: {exc}") from exc
 
 
-def gossip_snapshot(peer: str, token: str | None) -> dict[str, Any]:
-    """Groups and nodes as the node at ``peer`` knows them: one push-pull as an observer."""
+def gossip_snapshot(peer: str, token: str | None) -> Snapshot:
+    """The network as the node at ``peer`` knows it: one push-pull as an observer."""
+    from mycelium_p2p import snapshot
     from mycelium_p2p.config import GossipConfig
     from mycelium_p2p.groups import GossipNode
     from mycelium_p2p.netaddr import reachable_address
@@ -235,35 +241,10 @@ def gossip_snapshot(peer: str, token: str | None) -> dict[str, Any]:
     try:
         if not observer.join([peer], timeout=5.0):
             raise click.ClickException(f"no answer from {peer} (wrong address or secret?)")
-        groups = [
-            {
-                "id": r.id,
-                "name": r.name,
-                "leader": r.leader,
-                "term": r.term,
-                "metrics": {"round": r.round, "accuracy": r.accuracy if r.round else None},
-                "members": list(r.members),
-                "capacity": r.capacity,
-                "status": "gossip",
-            }
-            for r in observer.groups().values()
-        ]
-        nodes = [
-            {
-                "id": m.id,
-                "name": m.node_meta.name or m.id,
-                "status": m.status,
-                "group": m.node_meta.group or None,
-                "gossip_address": m.address,
-                "flower_address": m.node_meta.flower_address or None,  # set while leading
-                "metrics": {"accuracy": m.node_meta.accuracy},
-            }
-            for m in observer.members()
-            if m.id != observer.node_id and m.node_meta.role != "observer"
-        ]
+        members = [m for m in observer.members() if m.id != observer.node_id]
+        return snapshot.from_gossip(members, observer.groups())
     finally:
         observer.stop()
-    return {"groups": groups, "nodes": nodes}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -274,40 +255,38 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def groups_table(groups: list[dict[str, Any]]) -> Table:
+def groups_table(groups: Sequence[GroupOut]) -> Table:
     """A rich table of groups (id, name, leader, term, round, accuracy, members)."""
     table = Table(title=f"Groups ({len(groups)})")
     for column in ("id", "name", "leader", "term", "round", "accuracy", "members", "status"):
         table.add_column(column)
     for g in groups:
-        metrics = g.get("metrics", {})
-        members = g.get("members", [])
         table.add_row(
-            g["id"],
-            g["name"],
-            _fmt(g.get("leader")),
-            str(g["term"]),
-            _fmt(metrics.get("round")),
-            _fmt(metrics.get("accuracy")),
-            f"{len(members)}/{g['capacity']}: {', '.join(members)}",
-            g.get("status", ""),
+            g.id,
+            g.name,
+            _fmt(g.leader),
+            str(g.term),
+            _fmt(g.metrics.round),
+            _fmt(g.metrics.accuracy),
+            f"{len(g.members)}/{g.capacity}: {', '.join(g.members)}",
+            g.status,
         )
     return table
 
 
-def nodes_table(nodes: list[dict[str, Any]]) -> Table:
+def nodes_table(nodes: Sequence[NodeOut]) -> Table:
     """A rich table of nodes (id, name, status, group)."""
     table = Table(title=f"Nodes ({len(nodes)})")
     for column in ("id", "name", "status", "group", "gossip", "accuracy"):
         table.add_column(column)
     for n in nodes:
         table.add_row(
-            n["id"],
-            n["name"],
-            n["status"],
-            _fmt(n.get("group")),
-            n["gossip_address"],
-            _fmt(n.get("metrics", {}).get("accuracy")),
+            n.id,
+            n.name,
+            n.status,
+            _fmt(n.group),
+            n.gossip_address,
+            _fmt(n.metrics.accuracy),
         )
     return table
 

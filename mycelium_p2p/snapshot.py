@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -47,6 +47,7 @@ class Snapshot:
     groups: tuple[GroupOut, ...]
     nodes: tuple[NodeOut, ...]
     events: tuple[EventOut, ...] = ()
+    names: Mapping[str, str] = field(default_factory=dict)  # every group's name, dissolved too
 
     def group(self, group_id: str) -> GroupOut | None:
         return next((g for g in self.groups if g.id == group_id), None)
@@ -66,8 +67,9 @@ def from_registry(network: NetworkOut) -> Snapshot:
     groups = sorted(
         (g for g in network.groups if g.status != "dissolved"), key=lambda g: g.created_at
     )
+    names = {g.id: g.name for g in network.groups}
     return Snapshot("registry", network.time, tuple(groups), tuple(network.nodes),
-                    tuple(network.events))  # fmt: skip
+                    tuple(network.events), names)  # fmt: skip
 
 
 class MemberLike(view.MemberLike):
@@ -85,7 +87,8 @@ def from_gossip(
     live = [r for r in records.values() if view.is_live_group(r, occupied)]
     groups = tuple(_group(r) for r in sorted(live, key=lambda r: (r.created_at, r.id)))
     nodes = tuple(_node(m) for m in members if m.node_meta.role != "observer")
-    return Snapshot("gossip", time.time() if now is None else now, groups, nodes)
+    names = {r.id: r.name or r.id for r in records.values()}
+    return Snapshot("gossip", time.time() if now is None else now, groups, nodes, (), names)
 
 
 def _group(r: GroupRecord) -> GroupOut:

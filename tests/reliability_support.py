@@ -20,11 +20,12 @@ from pathlib import Path
 
 import msgspec
 
-from mycelium_p2p import view
+from mycelium_p2p import snapshot, view
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipNode, transport
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
+from mycelium_p2p.snapshot import Snapshot
 from mycelium_p2p.testing.processes import mycelium_command
 from tests.helpers import wait_for
 
@@ -186,8 +187,15 @@ class Observer:
         seeds = list(seeds)
         wait_for(lambda: self.node.join(seeds, timeout=2.0), 30, what=f"gossip answer from {seeds}")
 
+    def snapshot(self) -> Snapshot:
+        """The network as this observer sees it (the viewer's and ``status``'s rules)."""
+        members = [m for m in self.node.members() if m.id != self.node.node_id]
+        return snapshot.from_gossip(members, self.node.groups())
+
     def groups(self) -> dict[str, GroupRecord]:
-        return self.node.groups()
+        """Live group records (zombies left out, as every reader does)."""
+        records = self.node.groups()
+        return {g.id: records[g.id] for g in self.snapshot().groups}
 
     def live(self) -> set[str]:
         """Ids of live nodes (observers left out)."""

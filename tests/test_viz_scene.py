@@ -6,9 +6,13 @@ import itertools
 import math
 from types import SimpleNamespace
 
+import msgspec
 import pytest
 
+from mycelium_p2p import snapshot
+from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.meta import NodeMeta
+from mycelium_p2p.registry_api import NetworkOut
 from viz.scene import (
     PALETTE,
     GroupInfo,
@@ -19,11 +23,9 @@ from viz.scene import (
     diff_views,
 )
 from viz.sources import (
-    SourceError,
     message_count,
     parse_peers,
-    view_from_gossip,
-    view_from_registry,
+    view_from_snapshot,
 )
 
 
@@ -215,38 +217,35 @@ def test_diff_views_explains_changes() -> None:
     assert diff_views(NetworkView(0, groups=(g_old,)), NetworkView(1))[0].kind == "dissolved"
 
 
+def group_out(gid: str, name: str, **fields: object) -> dict[str, object]:
+    """A group as the registry's /network answers it."""
+    metrics = {"accuracy": None, "loss": None, "round": 0, "examples": 0}
+    return {"id": gid, "name": name, "leader": None, "term": 1, "version": 1,
+            "flower_address": "h:1", "members": [], "capacity": 5, "model": "m",
+            "join_policy": "open", "invited": [], "status": "active", "metrics": metrics,
+            "created_at": 0.0, "updated_at": 0.0, **fields}  # fmt: skip
+
+
+def node_out(nid: str, name: str, status: str, group: str | None, **metrics: object) -> dict:
+    """A node as the registry's /network answers it."""
+    return {"id": nid, "name": name, "status": status, "group": group,
+            "gossip_address": "h:2", "flower_address": None, "model": "m", "data": {},
+            "metrics": {"accuracy": None, "loss": None, "round": None, **metrics},
+            "registered_at": 0.0, "last_seen": 0.0}  # fmt: skip
+
+
 REGISTRY_PAYLOAD = {
     "time": 100.0,
     "groups": [
-        {
-            "id": "g-2",
-            "name": "second",
-            "leader": "n2",
-            "term": 3,
-            "members": ["n2"],
-            "status": "active",
-            "created_at": 20.0,
-            "metrics": {"accuracy": 0.8, "loss": 0.4, "round": 7, "examples": 50},
-        },
-        {
-            "id": "g-1",
-            "name": "first",
-            "leader": None,
-            "term": 1,
-            "members": ["n1", 5],
-            "created_at": 10.0,
-            "metrics": {"accuracy": None, "loss": None, "round": 0, "examples": 0},
-        },
-        {"id": "g-old", "name": "old", "status": "dissolved", "members": []},
-        {"name": "no id"},
-        "garbage",
+        group_out("g-2", "second", leader="n2", term=3, members=["n2"], created_at=20.0,
+                  metrics={"accuracy": 0.8, "loss": 0.4, "round": 7, "examples": 50}),
+        group_out("g-1", "first", members=["n1"], created_at=10.0),
+        group_out("g-old", "old", status="dissolved"),
     ],
     "nodes": [
-        {"id": "n1", "name": "one", "status": "alive", "group": "g-1", "metrics": {}},
-        {"id": "n2", "name": "two", "status": "suspect", "group": "g-2",
-         "metrics": {"accuracy": 0.7}},
-        {"id": "n3", "status": "gone", "group": None, "metrics": {"accuracy": "NaN"}},
-        ["not", "a", "node"],
+        node_out("n1", "one", "alive", "g-1"),
+        node_out("n2", "two", "suspect", "g-2", accuracy=0.7),
+        node_out("n3", "three", "gone", None),
     ],
     "events": [
         {"id": 2, "ts": 50.0, "kind": "migrated", "node": "n2", "group": "g-2",
@@ -254,13 +253,13 @@ REGISTRY_PAYLOAD = {
         {"id": 1, "ts": 40.0, "kind": "created", "node": "n1", "group": "g-1",
          "data": {"name": "first"}},
         {"id": 3, "ts": 60.0, "kind": "dissolved", "node": None, "group": "g-old", "data": {}},
-        42,
     ],
 }  # fmt: skip
 
 
-def test_view_from_registry_parses_the_network_snapshot() -> None:
-    view = view_from_registry(REGISTRY_PAYLOAD, now=123.0, registry="snap")
+def test_a_registry_snapshot_becomes_a_view() -> None:
+    snap = snapshot.from_registry(msgspec.convert(REGISTRY_PAYLOAD, NetworkOut))
+    view = view_from_snapshot(snap, now=123.0, stats={"registry": "snap"})
     assert view.time == 123.0 and view.stats == {"registry": "snap"}
     assert [g.id for g in view.groups] == ["g-1", "g-2"]  # creation order, dissolved dropped
     g1, g2 = view.groups
@@ -269,52 +268,42 @@ def test_view_from_registry_parses_the_network_snapshot() -> None:
     assert [(n.id, n.name, n.status, n.group, n.accuracy) for n in view.nodes] == [
         ("n1", "one", "alive", "g-1", None),
         ("n2", "two", "suspect", "g-2", 0.7),
-        ("n3", "n3", "gone", None, None),
+        ("n3", "three", "gone", None, None),
     ]
     assert [e.text for e in view.events] == [
         "group first created by one",
         "two migrated first -> second",
-        "group old dissolved",
+        "group old dissolved",  # a dissolved group still names its events
     ]
-
-
-@pytest.mark.parametrize("payload", [None, [], "x", 3])
-def test_view_from_registry_rejects_non_objects(payload: object) -> None:
-    with pytest.raises(SourceError):
-        view_from_registry(payload, now=0.0)
-    assert view_from_registry({}, now=0.0).nodes == ()
 
 
 def member(node_id: str, status: str, meta: dict) -> SimpleNamespace:
     """What a gossip ``MemberView`` shows a reader."""
-    return SimpleNamespace(id=node_id, status=status, meta=meta, node_meta=NodeMeta.from_map(meta))
+    return SimpleNamespace(
+        id=node_id, address=f"{node_id}:1", status=status, meta=meta,
+        node_meta=NodeMeta.from_map(meta),
+    )  # fmt: skip
 
 
-def test_gossip_members_and_groups_become_a_view() -> None:
+def test_a_gossip_snapshot_leaves_zombies_and_observers_out() -> None:
     members = [
         member("a", "alive", {"name": "alpha", "group": "G", "accuracy": 0.9}),
         member("b", "suspect", {"group": "", "role": "node"}),
-        member("c", "alive", {}),  # in G by the record only
+        member("c", "alive", {"group": "G"}),
         member("v", "alive", {"role": "observer", "name": "viewer"}),
     ]
-    record = SimpleNamespace(
-        id="G",
-        name="gee",
-        leader="a",
-        members=("c", "a"),
-        accuracy=0.8,
-        loss=0.2,
-        round=4,
-        term=2,
-        dissolved=False,
-    )
-    dead_record = SimpleNamespace(id="H", name="h", dissolved=True)
-    view = view_from_gossip(members, {"G": record, "H": dead_record}, 5.0, {"registry": "x"})
+    record = GroupRecord("G", name="gee", leader="a", members=("c", "a"), accuracy=0.8,
+                         loss=0.2, round=4, term=2, capacity=5)  # fmt: skip
+    zombie = GroupRecord("Z", name="z", leader="x", members=("x",), round=1)  # nobody says Z
+    dead = GroupRecord("H", name="h", dissolved=True)
+    snap = snapshot.from_gossip(members, {"G": record, "Z": zombie, "H": dead}, now=5.0)
+    view = view_from_snapshot(snap, 5.0)
     assert [g.id for g in view.groups] == ["G"] and view.groups[0].members == ("a", "c")
     by_id = {n.id: n for n in view.nodes}
+    assert set(by_id) == {"a", "b", "c"}  # the observer is not a node
     assert by_id["a"].name == "alpha" and by_id["a"].accuracy == 0.9
     assert by_id["b"].group is None and by_id["b"].status == "suspect"
-    assert by_id["c"].group == "G" and by_id["v"].role == "observer"
+    assert snap.to_json()["groups"][0]["metrics"]["round"] == 4
 
 
 def test_parse_peers_and_message_count() -> None:

@@ -179,8 +179,7 @@ def test_gossip_source_observes_real_nodes_over_zeromq() -> None:
         assert {n.group for n in view.nodes if n.role == "node"} == {"g-1"}
         nodes[2].leave(timeout=2.0)
         assert wait_until(
-            lambda: any(e.text == "node-2 is left" or "node-2 left" in e.text
-                        for e in source.view().events), 15.0
+            lambda: any(e.text == "node-2 is gone" for e in source.view().events), 15.0
         )  # fmt: skip
     finally:
         source.close()

@@ -1,8 +1,10 @@
 """Where the viewer's :class:`~viz.scene.NetworkView` snapshots come from.
 
 Every source has ``start()``, ``view() -> NetworkView`` and ``close()``; the run loop calls
-``view()`` a few times a second. Parsing (registry JSON, gossip member lists) is kept in pure
-functions so that it is tested without a network.
+``view()`` a few times a second. Both the registry and a gossip observer give a
+``mycelium_p2p.snapshot.Snapshot`` (the same rules for every reader, zombie groups left out);
+``view_from_snapshot`` turns one into the viewer's picture, a pure function tested without a
+network.
 
 - :class:`RegistrySnapshotSource`: one ``GET {url}/network`` at start, then that picture.
 - :class:`GossipSource`: an observer in the gossip mesh (joined through ``--peer`` or through
@@ -20,14 +22,13 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import msgspec
-
+from mycelium_p2p import snapshot
 from mycelium_p2p.netaddr import reachable_address
-from mycelium_p2p.view import occupied_groups
+from mycelium_p2p.registry_api import EventOut
+from mycelium_p2p.snapshot import Snapshot
 from viz.scene import GroupInfo, NetworkView, NodeInfo, ViewEvent, diff_views, stable_unit
 
 Clock = Callable[[], float]
@@ -65,33 +66,16 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _event_time(raw: Mapping[str, Any], default: float) -> float:
-    for key in ("time", "at", "timestamp", "created_at", "ts"):
-        value = raw.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                continue
-    return default
-
-
-def _event_text(raw: Mapping[str, Any], kind: str, names: Mapping[str, str]) -> str:
-    """A readable ticker line for a registry event (``ts, kind, node, group, data``)."""
-    for key in ("text", "message", "detail", "description"):
-        if isinstance(raw.get(key), str) and raw[key]:
-            return raw[key]
-    data = raw.get("data") if isinstance(raw.get("data"), Mapping) else {}
-    node_id = _str_or_none(raw.get("node"))
-    group_id = _str_or_none(raw.get("group"))
-    node = names.get(node_id, node_id) if node_id else "a node"
-    group = names.get(group_id, group_id) if group_id else ""
+def _event_text(event: EventOut, names: Mapping[str, str]) -> str:
+    """A readable ticker line for a registry event."""
+    data = event.data
+    node = names.get(event.node, event.node) if event.node else "a node"
+    group = names.get(event.group, event.group) if event.group else ""
+    kind = event.kind
     if kind == "created":
         return f"group {data.get('name') or group} created by {node}"
     if kind == "migrated":
-        before = _str_or_none(data.get("from"))
+        before = data.get("from") if isinstance(data.get("from"), str) else None
         return f"{node} migrated {names.get(before, before) if before else '?'} -> {group}"
     if kind == "leader-changed":
         return f"{node} leads {group} (term {data.get('term', '?')})"
@@ -100,68 +84,39 @@ def _event_text(raw: Mapping[str, Any], kind: str, names: Mapping[str, str]) -> 
     return f"{node} {kind} {group}".strip()
 
 
-def view_from_registry(payload: Any, now: float, registry: str = "snapshot") -> NetworkView:
-    """Build a view from the registry's ``GET /network`` JSON (groups, nodes, events).
-
-    Unknown or malformed entries are skipped, never fatal: the viewer shows what it can.
-    Raises :class:`SourceError` only when ``payload`` is not a JSON object.
-    """
-    if not isinstance(payload, Mapping):
-        raise SourceError(f"registry /network answered {type(payload).__name__}, not an object")
-    groups: list[GroupInfo] = []
-    names: dict[str, str] = {}
-    raw_groups = [g for g in payload.get("groups") or [] if isinstance(g, Mapping)]
-    raw_groups.sort(key=lambda g: _float_or_none(g.get("created_at")) or 0.0)  # creation order
-    for raw in raw_groups:
-        if not _str_or_none(raw.get("id")):
-            continue
-        if isinstance(raw.get("name"), str) and raw["name"]:
-            names[raw["id"]] = raw["name"]  # dissolved groups still name events
-        if raw.get("status") == "dissolved":
-            continue
-        metrics = raw.get("metrics") if isinstance(raw.get("metrics"), Mapping) else {}
-        members = tuple(sorted(m for m in raw.get("members") or [] if isinstance(m, str)))
-        gid = raw["id"]
-        name = _str_or_none(raw.get("name")) or gid
-        names[gid] = name
-        groups.append(
-            GroupInfo(
-                id=gid,
-                name=name,
-                leader=_str_or_none(raw.get("leader")),
-                members=members,
-                accuracy=_float_or_none(metrics.get("accuracy")),
-                loss=_float_or_none(metrics.get("loss")),
-                round=_int(metrics.get("round")),
-                term=_int(raw.get("term")),
-            )
+def view_from_snapshot(
+    snap: Snapshot, now: float, stats: Mapping[str, Any] | None = None
+) -> NetworkView:
+    """The viewer's picture of a network snapshot (from the registry or from gossip)."""
+    names = {**snap.names, **{n.id: n.name for n in snap.nodes}}
+    groups = tuple(
+        GroupInfo(
+            id=g.id,
+            name=g.name or g.id,
+            leader=g.leader,
+            members=tuple(sorted(g.members)),
+            accuracy=_float_or_none(g.metrics.accuracy),
+            loss=_float_or_none(g.metrics.loss),
+            round=g.metrics.round,
+            term=g.term,
         )
-    nodes: list[NodeInfo] = []
-    for raw in payload.get("nodes") or []:
-        if not isinstance(raw, Mapping) or not _str_or_none(raw.get("id")):
-            continue
-        metrics = raw.get("metrics") if isinstance(raw.get("metrics"), Mapping) else {}
-        status = raw.get("status") if isinstance(raw.get("status"), str) else "alive"
-        name = _str_or_none(raw.get("name")) or raw["id"]
-        names[raw["id"]] = name
-        nodes.append(
-            NodeInfo(
-                id=raw["id"],
-                name=name,
-                status=status,
-                group=_str_or_none(raw.get("group")),
-                accuracy=_float_or_none(metrics.get("accuracy", raw.get("accuracy"))),
-                role=_str_or_none(raw.get("role")) or "node",
-            )
+        for g in snap.groups
+    )
+    nodes = tuple(
+        NodeInfo(
+            id=n.id,
+            name=n.name or n.id,
+            status=n.status,
+            group=n.group,
+            accuracy=_float_or_none(n.metrics.accuracy),
         )
-    events: list[ViewEvent] = []
-    for raw in payload.get("events") or []:
-        if not isinstance(raw, Mapping):
-            continue
-        kind = _str_or_none(raw.get("kind")) or _str_or_none(raw.get("type")) or "event"
-        events.append(ViewEvent(_event_time(raw, now), kind, _event_text(raw, kind, names)))
-    events.sort(key=lambda e: e.time)
-    return NetworkView(now, tuple(nodes), tuple(groups), {"registry": registry}, tuple(events))
+        for n in snap.nodes
+    )
+    events = sorted(
+        (ViewEvent(e.ts, e.kind, _event_text(e, names)) for e in snap.events),
+        key=lambda e: e.time,
+    )
+    return NetworkView(now, nodes, groups, dict(stats or {}), tuple(events))
 
 
 def _registry_call(url: str, token: str | None, call: Callable[[Any], Any]) -> Any:
@@ -175,9 +130,9 @@ def _registry_call(url: str, token: str | None, call: Callable[[Any], Any]) -> A
         raise SourceError(f"registry {url}: {exc}") from exc
 
 
-def fetch_network(url: str, token: str | None = None) -> Any:
-    """One ``GET {url}/network``; raises :class:`SourceError` with the reason on any failure."""
-    return _registry_call(url, token, lambda c: msgspec.to_builtins(c.network()))
+def fetch_network(url: str, token: str | None = None) -> Snapshot:
+    """One ``GET {url}/network`` as a snapshot; :class:`SourceError` with the reason on failure."""
+    return _registry_call(url, token, lambda c: snapshot.from_registry(c.network()))
 
 
 def fetch_peers(url: str, token: str | None = None, limit: int = 5) -> list[str]:
@@ -198,57 +153,6 @@ def parse_peers(payload: Any) -> list[str]:
             if addr:
                 out.append(addr)
     return out
-
-
-def view_from_gossip(
-    members: Iterable[Any], groups: Mapping[str, Any], now: float, stats: Mapping[str, Any]
-) -> NetworkView:
-    """Build a view from ``GossipNode.members()`` and ``.groups()`` (see docs/architecture.md).
-
-    A member's group comes from its metadata, else from the group records' member lists. A
-    group that no live node claims to be in is a zombie (its nodes died or moved on) and is left
-    out (see ``mycelium_p2p.view.occupied_groups``).
-    """
-    members = list(members)
-    occupied = occupied_groups(members)
-    infos: list[GroupInfo] = []
-    member_of: dict[str, str] = {}
-    for gid, rec in groups.items():
-        if getattr(rec, "dissolved", False) or gid not in occupied:
-            continue
-        members_t = tuple(sorted(getattr(rec, "members", ()) or ()))
-        for m in members_t:
-            member_of[m] = gid
-        infos.append(
-            GroupInfo(
-                id=gid,
-                name=getattr(rec, "name", None) or gid,
-                leader=getattr(rec, "leader", None),
-                members=members_t,
-                accuracy=_float_or_none(getattr(rec, "accuracy", None)),
-                loss=_float_or_none(getattr(rec, "loss", None)),
-                round=_int(getattr(rec, "round", 0)),
-                term=_int(getattr(rec, "term", 0)),
-            )
-        )
-    nodes: list[NodeInfo] = []
-    for m in members:
-        node_id = str(getattr(m, "id", ""))
-        if not node_id:
-            continue
-        meta = m.node_meta
-        said = "group" in (getattr(m, "meta", None) or {})  # else its group comes from records
-        nodes.append(
-            NodeInfo(
-                id=node_id,
-                name=meta.name or node_id,
-                status=str(getattr(m, "status", "alive")),
-                group=(meta.group or None) if said else member_of.get(node_id),
-                accuracy=meta.accuracy,
-                role=meta.role,
-            )
-        )
-    return NetworkView(now, tuple(nodes), tuple(infos), dict(stats))
 
 
 def message_count(stats: Mapping[str, Any]) -> int:
@@ -296,8 +200,8 @@ class RegistrySnapshotSource:
     def start(self) -> None:
         """Fetch the snapshot (raises :class:`SourceError` if the registry cannot answer)."""
         now = self._clock()
-        self._view = view_from_registry(
-            fetch_network(self.url, self.token), now, f"snapshot of {self.url}"
+        self._view = view_from_snapshot(
+            fetch_network(self.url, self.token), now, {"registry": f"snapshot of {self.url}"}
         )
 
     def view(self) -> NetworkView:
@@ -386,9 +290,7 @@ class GossipSource:
             raise SourceError(f"the gossip module is not available: {exc}") from exc
         if self.bootstrap:
             try:
-                snap = view_from_registry(
-                    fetch_network(self.bootstrap, self.token), self._clock(), ""
-                )
+                snap = view_from_snapshot(fetch_network(self.bootstrap, self.token), self._clock())
             except SourceError:
                 if not self.peers:
                     raise
@@ -467,7 +369,8 @@ class GossipSource:
             "messages_per_s": self._msgs_per_s,
             "registry": registry,
         }
-        view = view_from_gossip(node.members(), node.groups(), now, stats)
+        members = [m for m in node.members() if m.id != node.node_id]
+        view = view_from_snapshot(snapshot.from_gossip(members, node.groups(), now), now, stats)
         with self._lock:
             # the first gossip view is not compared with the registry snapshot: they come from
             # different sources and the diff would be noise

@@ -23,6 +23,7 @@ import pytest
 from bootstrap.server import RegistryServer
 from bootstrap.store import LivenessConfig
 from mycelium_p2p.node_config import load_config
+from mycelium_p2p.registry_api import GroupOut, HealthOut
 from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 from tests.helpers import RegistryProcess, wait_for, wait_until
 from tests.registry_backends import fresh_postgres
@@ -47,7 +48,9 @@ def test_client_moves_to_the_next_url_and_remembers_it() -> None:
             return httpx.Response(503, json={"detail": "busy"})
         if request.url.path == "/nodes/ghost":
             return httpx.Response(404, json={"detail": "unknown node 'ghost'"})
-        return httpx.Response(200, json={"status": "ok", "from": host})
+        return httpx.Response(
+            200, json={"status": "ok", "schema_version": 1, "time": float(ord(host))}
+        )
 
     sleeps: list[float] = []
     client = RegistryClient(
@@ -57,13 +60,13 @@ def test_client_moves_to_the_next_url_and_remembers_it() -> None:
         sleep=sleeps.append,
     )
     assert client.urls == ("http://a:8000", "http://b:8000", "http://c:8000")
-    assert client.health()["from"] == "b"  # a refused the connection: b at once, no backoff
-    assert client.health()["from"] == "b"  # remembered: a is not tried again
+    assert client.health().time == ord("b")  # a refused the connection: b at once, no backoff
+    assert client.health().time == ord("b")  # remembered: a is not tried again
     assert calls == ["a", "b", "b"] and sleeps == []
     with pytest.raises(RegistryError) as info:  # a 4xx is an answer: no failover
         client.node("ghost")
     assert info.value.status == 404 and calls[-1] == "b" and len(calls) == 4
-    assert client._request("GET", "/busy")["from"] == "c"  # a 5xx moves on too
+    assert client._request("GET", "/busy", HealthOut).time == ord("c")  # a 5xx moves on too
     down.update({"b", "c"})
     with pytest.raises(RegistryUnavailable, match="each of 3 registries"):
         client.health()
@@ -73,8 +76,8 @@ def test_client_moves_to_the_next_url_and_remembers_it() -> None:
 def test_join_passes_several_registry_urls_through_unchanged() -> None:
     urls = "http://127.0.0.1:8000,http://127.0.0.1:8001"
     config = load_config({"registry_url": urls}, None, env={}, preset="lan")
-    assert config.registry_url == urls
-    assert RegistryClient(config.registry_url).base_url == urls  # what the node compares
+    assert config.network.registry_url == urls
+    assert RegistryClient(urls).base_url == urls  # what the node compares
 
 
 # ---- two registries in one process -----------------------------------------------------------
@@ -119,24 +122,24 @@ def test_two_registries_share_writes_races_and_expiry(
         beater = threading.Thread(target=beat, args=(stop,), daemon=True)
         beater.start()
         # Registered through A a moment ago: B answers its heartbeat (it asks the database).
-        assert cb.heartbeat("n1", round=1)["status"] == "alive"
+        assert cb.heartbeat("n1", round=1).status == "alive"
         etag = httpx.get(f"{b.url}/groups").headers["etag"]
         ca.create_group("race", "n0", "127.0.0.1:1", MODEL, capacity=4, id="g-race")
-        assert wait_until(lambda: [g["id"] for g in cb.groups()] == ["g-race"], timeout=5)
+        assert wait_until(lambda: [g.id for g in cb.groups()] == ["g-race"], timeout=5)
         assert httpx.get(f"{b.url}/groups").headers["etag"] != etag
         # Eleven joins for three places, through both registries at once.
         clients = [RegistryClient(a.url if i % 2 else b.url) for i in range(12)]
         results = race(
             [lambda c=clients[i], i=i: c.join_group(f"n{i}", "g-race") for i in range(1, 12)]
         )
-        won = [r for r in results if isinstance(r, dict)]
+        won = [r for r in results if isinstance(r, GroupOut)]
         lost = [r for r in results if isinstance(r, RegistryError) and r.status == 409]
         print(f"11 joins for 3 places through two registries: {len(won)} won, {len(lost)} refused")
         assert len(won) == 3 and len(lost) == 8, results
         # Each registry's view catches up with the other's writes within its poll interval.
-        assert wait_until(lambda: len(ca.group("g-race")["members"]) == 4, timeout=5)
-        members = ca.group("g-race")["members"]
-        assert wait_until(lambda: cb.group("g-race")["members"] == members, timeout=5)
+        assert wait_until(lambda: len(ca.group("g-race").members) == 4, timeout=5)
+        members = ca.group("g-race").members
+        assert wait_until(lambda: cb.group("g-race").members == members, timeout=5)
         for term in (2, 3, 4):
             claims = race(
                 [
@@ -144,19 +147,19 @@ def test_two_registries_share_writes_races_and_expiry(
                     lambda t=term: clients[2].claim_leadership("g-race", members[2], t, "h:12"),
                 ]
             )
-            assert sum(isinstance(r, dict) for r in claims) == 1, claims
+            assert sum(isinstance(r, GroupOut) for r in claims) == 1, claims
             for c in (ca, cb):
-                assert wait_until(lambda c=c, t=term: c.group("g-race")["term"] == t, timeout=5)
+                assert wait_until(lambda c=c, t=term: c.group("g-race").term == t, timeout=5)
         for c in clients:
             c.close()
 
         try:
-            wait_for(lambda: cb.node("n11")["status"] == "dead", 20, what="n11 expired")
-            statuses = {n["id"]: n["status"] for n in ca.nodes()}
+            wait_for(lambda: cb.node("n11").status == "dead", 20, what="n11 expired")
+            statuses = {n.id: n.status for n in ca.nodes()}
         finally:
             stop.set()
             beater.join(5)
-        expired = sorted({e["node"] for e in ca.events() if e["kind"] == "expired"})
+        expired = sorted({e.node for e in ca.events() if e.kind == "expired"})
         print(f"statuses: {statuses}; expired: {expired}")
         assert expired == ["n11"]
         assert all(statuses[f"n{i}"] == "alive" for i in range(11))
@@ -200,9 +203,9 @@ def test_killing_one_of_two_registries_loses_nothing_acknowledged(tmp_path: Path
                         target = rng.choice([*groups, None])
                         try:
                             if target is None:
-                                got = client.leave_group(node_id)["group"]
+                                got = client.leave_group(node_id).group
                             else:
-                                got = client.join_group(node_id, target)["id"]
+                                got = client.join_group(node_id, target).id
                         except RegistryError as exc:
                             if exc.status == 409:  # full or leader-only rules: nothing changed
                                 continue
@@ -250,18 +253,18 @@ def test_killing_one_of_two_registries_loses_nothing_acknowledged(tmp_path: Path
             )
             assert failures == []
             with RegistryClient(second.url) as survivor:
-                truth = {n["id"]: n for n in survivor.nodes()}
-                final = {nid: truth[nid]["group"] for nid in nodes}
+                truth = {n.id: n for n in survivor.nodes()}
+                final = {nid: truth[nid].group for nid in nodes}
                 assert final == acked, {
                     k: (acked[k], final[k]) for k in nodes if acked[k] != final[k]
                 }
-                assert all(truth[nid]["status"] == "alive" for nid in nodes)
+                assert all(truth[nid].status == "alive" for nid in nodes)
                 for g in survivor.groups(include_dissolved=True):
-                    assert len(g["members"]) <= g["capacity"]
-                    assert sorted(g["members"]) == sorted(n for n in nodes if final[n] == g["id"])
+                    assert len(g.members) <= g.capacity
+                    assert sorted(g.members) == sorted(n for n in nodes if final[n] == g.id)
                 events = survivor.events()
-                assert "expired" not in {e["kind"] for e in events}
-                ids = [e["id"] for e in events]
+                assert "expired" not in {e.kind for e in events}
+                ids = [e.id for e in events]
                 assert ids == sorted(set(ids))
         finally:
             first.stop()

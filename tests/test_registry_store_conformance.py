@@ -21,6 +21,7 @@ from bootstrap.store import LivenessConfig, RegistryStore
 from mycelium_p2p.limits import MAX_COUNTER
 from mycelium_p2p.registry_api import (
     CreateGroupBody,
+    GroupOut,
     HeartbeatBody,
     LeaderBody,
     PerformanceBody,
@@ -149,14 +150,14 @@ def test_capacity_and_term_races_over_http(db: str | Path) -> None:
                 for i, c in enumerate(clients[1:], 1)
             ]
             results = race(calls)
-            won = [r for r in results if isinstance(r, dict)]
+            won = [r for r in results if isinstance(r, GroupOut)]
             lost = [r for r in results if isinstance(r, RegistryError)]
             print(f"11 joins for 3 places: {len(won)} won, {len(lost)} refused")
             assert len(won) == 3 and len(lost) == 8, results
             assert all(e.status == 409 and "full" in e.detail for e in lost)
-            members = clients[0].group("g-race")["members"]
+            members = clients[0].group("g-race").members
             assert len(members) == 4
-            in_group = [n["id"] for n in clients[0].nodes() if n["group"] == "g-race"]
+            in_group = [n.id for n in clients[0].nodes() if n.group == "g-race"]
             assert sorted(in_group) == sorted(members)
             for term in (2, 3, 4, 5):
                 a, b = members[1], members[2]
@@ -170,12 +171,12 @@ def test_capacity_and_term_races_over_http(db: str | Path) -> None:
                         ),
                     ]
                 )
-                wins = [r for r in claims if isinstance(r, dict)]
+                wins = [r for r in claims if isinstance(r, GroupOut)]
                 losses = [r for r in claims if isinstance(r, RegistryError)]
                 assert len(wins) == 1 and len(losses) == 1, claims
                 assert losses[0].status == 409
                 group = clients[0].group("g-race")
-                assert group["term"] == term and group["leader"] == wins[0]["leader"]
+                assert group.term == term and group.leader == wins[0].leader
         finally:
             for c in clients:
                 c.close()

@@ -187,7 +187,7 @@ def test_nodes_announce_their_sizes_and_a_lying_node_is_held_to_them(
     from mycelium_p2p.lifecycle import Phase
     from mycelium_p2p.node_config import NodeConfig
     from mycelium_p2p.testing.local_cluster import LocalCluster
-    from mycelium_p2p.wire import check_meta
+    from mycelium_p2p.gossip.messages import check_meta
 
     caplog.set_level(logging.WARNING)
     config = NodeConfig.test().replace(group_capacity=2, round_pause=0.0)

@@ -184,10 +184,10 @@ def test_nodes_announce_their_sizes_and_a_lying_node_is_held_to_them(
 ) -> None:
     """Real nodes (registry, gossip, Flower): the member lies with its own, real client."""
     from bootstrap.server import cluster_registry
+    from mycelium_p2p.gossip.messages import check_meta
     from mycelium_p2p.lifecycle import Phase
     from mycelium_p2p.node_config import NodeConfig
     from mycelium_p2p.testing.local_cluster import LocalCluster
-    from mycelium_p2p.gossip.messages import check_meta
 
     caplog.set_level(logging.WARNING)
     config = NodeConfig.test().replace(group_capacity=2, round_pause=0.0)

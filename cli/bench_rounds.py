@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.main import bench
+from cli.node_cmds import task_options
 from mycelium_p2p.testing.processes import mycelium_command
 
 
@@ -33,7 +34,8 @@ def rss_mb(pid: int | None = None) -> float:
 def mycelium_seconds_per_round(
     datas: list[Any], rounds: int, warmup: int = 2
 ) -> tuple[list[float], float]:
-    """Seconds between consecutive rounds of one Mycelium group holding every node.
+    """Seconds between consecutive rounds of one Mycelium group holding every node (``datas``:
+    one data set for the built-in task, or one task, per node).
 
     Returns the per-round gaps (after ``warmup`` rounds with everyone connected) and the MB of
     memory the cluster added to this process, per node.
@@ -72,14 +74,15 @@ def mycelium_seconds_per_round(
     return [b - a for a, b in itertools.pairwise(stamps)], per_node_mb
 
 
-def node_process_startup(url: str, data: str) -> tuple[float, float]:
-    """Start one ``mycelium join`` process: seconds until it leads a group, and its RSS in MB."""
+def node_process_startup(url: str, learns: list[str]) -> tuple[float, float]:
+    """Start one ``mycelium join`` process (``learns``: its ``--data`` or ``--task`` flags):
+    seconds until it leads a group, and its RSS in MB."""
     from mycelium_p2p.registry_client import RegistryClient
 
     started = time.monotonic()
     process = subprocess.Popen(
         mycelium_command(
-            "join", "--bootstrap", url, "--preset", "test", "--data", data, "--log-level", "WARNING"
+            "join", "--bootstrap", url, "--preset", "test", *learns, "--log-level", "WARNING"
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -103,28 +106,48 @@ def node_process_startup(url: str, data: str) -> tuple[float, float]:
 @click.option("--nodes", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--rounds", type=click.IntRange(2, 500), default=20, show_default=True)
 @click.option("--data", default="digits:iid", show_default=True, help="Data spec of the nodes.")
+@click.option(
+    "--task",
+    metavar="MODULE:ATTR",
+    help="Measure your own task instead (a factory returning a task or a Flower NumPyClient; "
+    "every node calls it with the same --task-option values).",
+)
+@click.option(
+    "--task-option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=lambda _ctx, _param, values: task_options(values),
+    help="Keyword argument of the task's factory (repeatable).",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
-def bench_rounds(nodes: int, rounds: int, data: str, json_path: str | None) -> None:
-    """Median seconds per round: plain Flower against a Mycelium group, same nodes and data."""
+def bench_rounds(
+    nodes: int,
+    rounds: int,
+    data: str,
+    task: str | None,
+    options: dict[str, str] | None,
+    json_path: str | None,
+) -> None:
+    """Median seconds per round: plain Flower against a Mycelium group, same nodes and task."""
     from bootstrap.server import RegistryServer
     from mycelium_p2p.learning import flower
-    from mycelium_p2p.learning.data import load_node_data
-    from mycelium_p2p.learning.models import model_spec
     from mycelium_p2p.learning.train import limit_threads
 
     limit_threads()
     console = Console()
-    datas = [load_node_data(data, i, nodes, seed=0) for i in range(nodes)]
-    spec = model_spec("mlp", datas[0].input_shape, datas[0].classes)
+    plain_clients, initial, tasks, learns = bench_nodes(nodes, data, task, options)
+    what = task or data
     console.print(f"plain Flower: {nodes} clients, {rounds} rounds ...")
-    plain = flower.plain_flower_rounds(datas, spec, rounds + 2)[2:]  # the first pay warm-up
+    # The first rounds pay warm-up.
+    plain = flower.plain_client_rounds(plain_clients, initial, rounds + 2)[2:]
     console.print(f"Mycelium group: {nodes} nodes, {rounds} rounds ...")
-    ours, per_node_mb = mycelium_seconds_per_round(datas, rounds)
+    ours, per_node_mb = mycelium_seconds_per_round(tasks, rounds)
     with tempfile.TemporaryDirectory() as tmp:
         registry = RegistryServer(Path(tmp) / "bench.db")
         url = registry.start()
         try:
-            startup_s, process_mb = node_process_startup(url, data)
+            startup_s, process_mb = node_process_startup(url, learns)
         finally:
             registry.stop()
     plain_median = statistics.median(plain)
@@ -132,7 +155,9 @@ def bench_rounds(nodes: int, rounds: int, data: str, json_path: str | None) -> N
     result = {
         "nodes": nodes,
         "rounds": rounds,
-        "data": data,
+        "data": data if task is None else None,
+        "task": task,
+        "task_options": options or {},
         "plain_flower_s_per_round": round(plain_median, 4),
         "mycelium_s_per_round": round(ours_median, 4),
         "ratio": round(ours_median / plain_median, 3),
@@ -143,7 +168,7 @@ def bench_rounds(nodes: int, rounds: int, data: str, json_path: str | None) -> N
         "in_process_node_mb": round(per_node_mb, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    table = Table(title=f"seconds per round, {nodes} nodes, {data}, median of {rounds}")
+    table = Table(title=f"seconds per round, {nodes} nodes, {what}, median of {rounds}")
     for column in ("", "plain Flower", "Mycelium group", "ratio"):
         table.add_column(column, justify="right")
     table.add_row("s/round", f"{plain_median:.4f}", f"{ours_median:.4f}", f"{result['ratio']:.2f}")
@@ -158,3 +183,33 @@ def bench_rounds(nodes: int, rounds: int, data: str, json_path: str | None) -> N
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2))
         console.print(f"wrote {json_path}")
+
+
+def bench_nodes(
+    nodes: int, data: str, task: str | None, options: dict[str, str] | None
+) -> tuple[list[Any], list[Any], list[Any], list[str]]:
+    """The benchmark's nodes: plain Flower clients and their initial parameters, Mycelium's
+    tasks (the same built-in task or user factory, built again), and the ``join`` flags."""
+    from mycelium_p2p.learning.builtin import ModelTask
+    from mycelium_p2p.learning.data import load_node_data
+    from mycelium_p2p.learning.flower.adapter import ClientTask, TaskClient
+    from mycelium_p2p.learning.loader import load_task
+    from mycelium_p2p.learning.task import GuardedTask, TaskError
+
+    if task is None:
+        datas = [load_node_data(data, i, nodes, seed=0) for i in range(nodes)]
+        plain = [GuardedTask(ModelTask(d, "mlp", seed=i)) for i, d in enumerate(datas)]
+        clients: list[Any] = [TaskClient(t, i) for i, t in enumerate(plain)]
+        return clients, plain[0].initial_parameters(), list(datas), ["--data", data]
+    try:
+        plain = [load_task(task, options) for _ in range(nodes)]
+        tasks: list[Any] = [load_task(task, options) for _ in range(nodes)]
+    except TaskError as exc:
+        raise click.ClickException(f"task {task}: {exc}") from None
+    # A stock NumPyClient runs in plain Flower as it is; a task through the same adapter.
+    clients = [
+        t.task.client if isinstance(t.task, ClientTask) else TaskClient(t, i)
+        for i, t in enumerate(plain)
+    ]
+    flags = ["--task", task, *(f"--task-option={k}={v}" for k, v in (options or {}).items())]
+    return clients, plain[0].initial_parameters(), tasks, flags

@@ -52,6 +52,7 @@ from cli import (  # noqa: E402, F401
     gossip_cmds,
     node_cmds,
     registry_cmds,
+    task_cmds,
     viz_cmds,
 )
 

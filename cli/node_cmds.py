@@ -36,6 +36,20 @@ def configure_logging(level: str) -> None:
     "--data", help="Data spec: synthetic | digits[:iid|:label-shift:K|:rotation:K] | npz:PATH."
 )
 @click.option("--model", type=click.Choice(["mlp", "cnn"]), help="Model family.")
+@click.option(
+    "--task",
+    metavar="MODULE:ATTR",
+    help="Your own model and data instead of --data/--model: a factory returning a task or a "
+    "Flower NumPyClient (module:attribute or path/to/file.py:attribute).",
+)
+@click.option(
+    "--task-option",
+    "task_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=lambda _ctx, _param, values: task_options(values),
+    help="Keyword argument of the task's factory (repeatable; values are strings).",
+)
 @click.option("--gossip-port", type=click.IntRange(0, 65535), help="Gossip port (0: OS picks).")
 @click.option("--flower-port", type=click.IntRange(0, 65535), help="Flower port when leading.")
 @click.option("--name", help="Human-readable node name.")
@@ -64,9 +78,12 @@ def join(config_file: str | None, preset: str | None, log_level: str, **flags: A
     import os
 
     from mycelium_p2p.learning.data import DataSpecError
+    from mycelium_p2p.learning.task import TaskError
     from mycelium_p2p.node import Node
 
     configure_logging(log_level)
+    if flags["task"] and (flags["data"] or flags["model"]):
+        raise click.UsageError("give --task, or --data and --model, not both")
     try:
         config = load_config(
             flags, config_file, preset=preset or os.environ.get("MYCELIUM_PRESET", "lan")
@@ -84,6 +101,8 @@ def join(config_file: str | None, preset: str | None, log_level: str, **flags: A
             raise click.UsageError(str(exc)) from exc
     try:
         node = Node(config)
+    except TaskError as exc:
+        raise click.ClickException(f"task {config.learning.task}: {exc}") from None
     except DataSpecError as exc:
         raise click.UsageError(f"--data: {exc}") from exc
     except ValueError as exc:
@@ -115,6 +134,16 @@ def join(config_file: str | None, preset: str | None, log_level: str, **flags: A
 
 
 PEER_WAIT = 10.0  # seconds a node started with only --peer waits for any peer to answer
+
+
+def task_options(values: tuple[str, ...]) -> dict[str, str] | None:
+    """``--task-option KEY=VALUE`` flags as a dict (None when there are none: unset)."""
+    from mycelium_p2p.node_config import parse_options
+
+    try:
+        return parse_options(values) or None
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("setting task_options: ")) from None
 
 
 def _stranded(node: Any) -> bool:

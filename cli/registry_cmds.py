@@ -207,8 +207,21 @@ def status(url: str, peer: str | None, token: str | None, as_json: bool) -> None
         click.echo(json.dumps(snapshot.to_json()))
         return
     console = Console()
-    console.print(groups_table(snapshot.groups))
-    console.print(nodes_table(snapshot.nodes))
+    specs = by_spec(snapshot)
+    for spec, (groups, nodes) in specs.items():
+        title = f" with spec {spec}" if len(specs) > 1 else ""
+        console.print(groups_table(groups, title))
+        console.print(nodes_table(nodes, title))
+
+
+def by_spec(snapshot: Snapshot) -> dict[str, tuple[list[GroupOut], list[NodeOut]]]:
+    """Groups and nodes by model spec: only nodes of one spec ever share a group."""
+    out: dict[str, tuple[list[GroupOut], list[NodeOut]]] = {}
+    for g in snapshot.groups:
+        out.setdefault(g.model, ([], []))[0].append(g)
+    for n in snapshot.nodes:
+        out.setdefault(n.model or "-", ([], []))[1].append(n)
+    return out or {"-": ([], [])}
 
 
 def registry_snapshot(url: str) -> Snapshot:
@@ -255,9 +268,9 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def groups_table(groups: Sequence[GroupOut]) -> Table:
+def groups_table(groups: Sequence[GroupOut], title: str = "") -> Table:
     """A rich table of groups (id, name, leader, term, round, accuracy, members)."""
-    table = Table(title=f"Groups ({len(groups)})")
+    table = Table(title=f"Groups ({len(groups)}){title}")
     for column in ("id", "name", "leader", "term", "round", "accuracy", "members", "status"):
         table.add_column(column)
     for g in groups:
@@ -274,12 +287,13 @@ def groups_table(groups: Sequence[GroupOut]) -> Table:
     return table
 
 
-def nodes_table(nodes: Sequence[NodeOut]) -> Table:
-    """A rich table of nodes (id, name, status, group)."""
-    table = Table(title=f"Nodes ({len(nodes)})")
-    for column in ("id", "name", "status", "group", "gossip", "accuracy"):
+def nodes_table(nodes: Sequence[NodeOut], title: str = "") -> Table:
+    """A rich table of nodes (id, name, status, group, accuracy, milliseconds per probe)."""
+    table = Table(title=f"Nodes ({len(nodes)}){title}")
+    for column in ("id", "name", "status", "group", "gossip", "accuracy", "probe ms"):
         table.add_column(column)
     for n in nodes:
+        probe = n.data.get("probe_ms")
         table.add_row(
             n.id,
             n.name,
@@ -287,6 +301,7 @@ def nodes_table(nodes: Sequence[NodeOut]) -> Table:
             _fmt(n.group),
             n.gossip_address,
             _fmt(n.metrics.accuracy),
+            str(probe) if isinstance(probe, int) and probe > 0 else "-",
         )
     return table
 

@@ -40,6 +40,9 @@ class NodeMeta:
     train, val : int
         How many training and validation examples it holds: a leader bounds the example counts
         a member reports in Flower by them (default: 0, unknown).
+    probe_ms : int
+        Median milliseconds its latest evaluations of a model on its validation split took
+        (default: 0, unknown).
     """
 
     name: str = ""
@@ -51,6 +54,7 @@ class NodeMeta:
     round: int = 0
     train: int = 0
     val: int = 0
+    probe_ms: int = 0
 
     def to_map(self) -> dict[str, Any]:
         """The wire form: a flat map of scalars."""
@@ -72,6 +76,7 @@ class NodeMeta:
             round=_count(raw.get("round")),
             train=_count(raw.get("train")),
             val=_count(raw.get("val")),
+            probe_ms=_count(raw.get("probe_ms")),
         )
 
 

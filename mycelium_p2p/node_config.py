@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,6 +34,9 @@ Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 Positive = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+#: A task option: a Python keyword argument and its value, as text.
+OptionName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+OptionValue = Annotated[str, msgspec.Meta(max_length=4096)]
 
 
 class ConfigError(ValueError):
@@ -155,6 +158,13 @@ class LearningSettings:
 
     Attributes
     ----------
+    task
+        The user's task, ``module:attribute`` or ``path/to/file.py:attribute``: a factory that
+        returns a task or a Flower ``NumPyClient`` (see ``docs/tasks.md``); it loads its own
+        data, so ``model`` and ``data`` are not used (default: empty: the built-in task of
+        ``model`` on ``data``).
+    task_options
+        Keyword arguments of the task's factory, all strings (default: none).
     model
         Model family: ``mlp`` or ``cnn`` (default: ``mlp``).
     data
@@ -165,6 +175,8 @@ class LearningSettings:
         Local training per Flower round (defaults: 2, 32, 0.003).
     """
 
+    task: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    task_options: dict[OptionName, OptionValue] = field(default_factory=dict)
     model: Literal["mlp", "cnn"] = "mlp"
     data: str = "synthetic"
     node_index: Count = 0
@@ -310,8 +322,10 @@ def _validated(cls: type, values: Mapping[str, Any]) -> Any:
     try:
         return msgspec.convert(dict(values), cls, strict=False)
     except msgspec.ValidationError as exc:
-        what, _, where = str(exc).partition(" - at `$.")
-        name = where.rstrip("`").split("[", 1)[0]
+        what, _, where = str(exc).partition(" - at ")
+        name = where.rpartition("`$.")[2].rstrip("`").split("[", 1)[0]
+        if where.startswith("`key`"):  # a bad key of a table setting (task_options)
+            what = f"bad key: {what}"
         raise ConfigError(f"setting {name}: {what}") from exc
 
 
@@ -418,10 +432,23 @@ def _with_origin(exc: ConfigError, origins: Mapping[str, str]) -> ConfigError:
 
 
 def _list(name: str, raw: str) -> Any:
-    """Environment values are text; a list setting takes commas."""
+    """Environment values are text; a list setting takes commas (task options ``k=v,k2=v2``)."""
     if name == "peers":
         return tuple(v.strip() for v in raw.split(",") if v.strip())
+    if name == "task_options":
+        return parse_options(v for v in raw.split(",") if v.strip())
     return raw
+
+
+def parse_options(pairs: Iterable[str]) -> dict[str, str]:
+    """``{"key": "value"}`` of ``key=value`` texts (ConfigError for one without ``=``)."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"setting task_options: expected KEY=VALUE, got {pair!r}")
+        options[key.strip()] = value
+    return options
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import msgspec
 
 from mycelium_p2p import view
 from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.meta import NodeMeta
 from mycelium_p2p.registry_api import (
     EventOut,
     GroupMetrics,
@@ -116,6 +117,11 @@ def _group(r: GroupRecord) -> GroupOut:
     )
 
 
+def _sizes(meta: NodeMeta) -> dict[str, int]:
+    """What a member announces of its data and probes (nothing before it knows its sizes)."""
+    return {"train": meta.train, "val": meta.val, "probe_ms": meta.probe_ms} if meta.train else {}
+
+
 def _node(m: MemberLike) -> NodeOut:
     meta = m.node_meta
     return NodeOut(
@@ -126,7 +132,7 @@ def _node(m: MemberLike) -> NodeOut:
         gossip_address=m.address,
         flower_address=meta.flower_address or None,  # set while it leads
         model=meta.model or None,
-        data={"train": meta.train, "val": meta.val} if meta.train else {},
+        data=_sizes(meta),
         metrics=NodeMetrics(accuracy=meta.accuracy, loss=None, round=meta.round or None),
         registered_at=0.0,
         last_seen=0.0,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mycelium_p2p.learning import models
 from mycelium_p2p.learning.data import load_node_data
 from mycelium_p2p.lifecycle import IllegalTransition, Lifecycle, Phase
 from mycelium_p2p.node import Node
@@ -20,16 +19,16 @@ def node() -> Node:
 
 def test_a_probed_model_of_the_wrong_shape_or_with_nan_is_refused(node: Node) -> None:
     learner = node.learning
-    good = models.get_weights(learner.local_model)
-    assert 0.0 <= learner.score_weights(good, learner.data.val) <= 1.0
+    good = learner.local_parameters()
+    assert 0.0 <= learner.score_weights(good) <= 1.0
     with pytest.raises(ValueError, match="shape"):
-        learner.score_weights([w[..., :1] for w in good], learner.data.val)
+        learner.score_weights([w[..., :1] for w in good])
     poisoned = [w.copy() for w in good]
     poisoned[0][0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        learner.score_weights(poisoned, learner.data.val)
+        learner.score_weights(poisoned)
     with pytest.raises(ValueError, match="arrays"):
-        learner.score_weights(good[:-1], learner.data.val)
+        learner.score_weights(good[:-1])
     with pytest.raises(ValueError):
         learner.score(b"not a model")
 

@@ -79,6 +79,7 @@ class GroupInfo:
     loss: float | None = None
     round: int = 0
     term: int = 0
+    spec: str = ""  # the model spec: groups of one spec sit side by side
 
 
 @dataclass(frozen=True)
@@ -339,6 +340,9 @@ class Scene:
             "rounds": str(rounds),
             "migrations": str(self.migrations),
         }
+        specs = {h.info.spec for h in self.hubs.values() if h.present}
+        if len(specs) > 1:  # nodes of different specs never share a group
+            out["specs"] = str(len(specs))
         rate = view.stats.get("messages_per_s") if view else None
         out["gossip msgs/s"] = f"{rate:.0f}" if isinstance(rate, int | float) else "-"
         mean = self.mean_history[-1][1] if self.mean_history else None
@@ -348,7 +352,7 @@ class Scene:
 
     # -- layout ------------------------------------------------------------------------------
     def _ordered_hubs(self) -> list[SceneHub]:
-        return sorted(self.hubs.values(), key=lambda h: h.order)
+        return sorted(self.hubs.values(), key=lambda h: (h.info.spec, h.order))
 
     def _hub_slot(self, index: int, count: int) -> tuple[float, float]:
         if count <= 1:

@@ -99,6 +99,7 @@ def view_from_snapshot(
             loss=_float_or_none(g.metrics.loss),
             round=g.metrics.round,
             term=g.term,
+            spec=g.model,
         )
         for g in snap.groups
     )

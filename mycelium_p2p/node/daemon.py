@@ -26,9 +26,12 @@ from typing import Any
 from mycelium_p2p.containment import Containment
 from mycelium_p2p.gossip.transport import Transport
 from mycelium_p2p.groups import GossipNode, GroupRecord
-from mycelium_p2p.learning import admission, models
+from mycelium_p2p.learning import admission
 from mycelium_p2p.learning.admission import MemberLimits
+from mycelium_p2p.learning.builtin import ModelTask
 from mycelium_p2p.learning.data import NodeData, load_node_data
+from mycelium_p2p.learning.loader import load_task
+from mycelium_p2p.learning.task import GuardedTask, Task, TaskError, check_task
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.meta import NodeMeta
 from mycelium_p2p.node.controller import Controller, ControllerParams
@@ -120,14 +123,18 @@ def controller_params(config: NodeConfig) -> ControllerParams:
 
 
 class Node:
-    """A Mycelium node: private data, a model, and a place in one learning group.
+    """A Mycelium node: a task (its private data and model), and a place in one learning group.
 
     Parameters
     ----------
     config
         Settings (see :class:`~mycelium_p2p.node_config.NodeConfig`).
     data
-        The node's data; loaded from ``config.data`` when omitted.
+        The node's data for the built-in task (``config.model`` on it); loaded from
+        ``config.data`` when neither it nor ``task`` is given and ``config.task`` is empty.
+    task
+        What the node learns, instead of ``data`` (default: None: ``config.task`` when set, loaded,
+        then checked by one fit and one evaluate, else the built-in task).
     node_id
         Stable id (default: 12 random hex digits).
     rng
@@ -144,6 +151,7 @@ class Node:
         config: NodeConfig,
         data: NodeData | None = None,
         *,
+        task: Task | GuardedTask | None = None,
         node_id: str | None = None,
         rng: random.Random | None = None,
         clock: Any = time.monotonic,
@@ -153,10 +161,8 @@ class Node:
         net, learn = config.network, config.learning
         self.id = node_id or uuid.uuid4().hex[:12]
         self.name = config.network.name or f"node-{self.id[:6]}"
-        self.data = data or load_node_data(
-            learn.data, learn.node_index, learn.num_nodes, learn.seed
-        )
-        self.spec = models.model_spec(learn.model, self.data.input_shape, self.data.classes)
+        self.data = data
+        self.task = task if task is not None else self._build_task(data)
         self.rng = rng or random.Random(self.id)
         self.clock = clock
         self.failure: str | None = None
@@ -168,8 +174,7 @@ class Node:
         self._heartbeat_thread: threading.Thread | None = None
         host = config.advertised_host()
         self.learning = FlowerLearning(
-            self.data,
-            self.spec,
+            self.task,
             FlowerSettings(
                 strategy=config.group.strategy,
                 bind_host=net.bind_host,
@@ -177,9 +182,6 @@ class Node:
                 advertised_host=host,
                 round_timeout=config.group.round_timeout,
                 round_pause=config.group.round_pause,
-                local_epochs=learn.local_epochs,
-                batch_size=learn.batch_size,
-                learning_rate=learn.learning_rate,
                 seed=learn.seed + learn.node_index,
                 token=net.token,
             ),
@@ -188,6 +190,7 @@ class Node:
             node_id=self.id,
             member_limits=self.member_limits,
         )
+        self.spec = self.learning.spec
         self.state = NodeState(self.id, self.name, self.spec)
         self.gossip = GossipNode(
             self.id,
@@ -217,6 +220,41 @@ class Node:
             self.name,
             lambda: self.controller.published,
             self._events.put,
+        )
+
+    def _build_task(self, data: NodeData | None) -> Task | GuardedTask:
+        """The task of ``config``: the user's (loaded and checked), else the built-in one.
+
+        Raises
+        ------
+        TaskError
+            The user's task does not load or fails its check (one line naming the problem).
+        """
+        learn = self.config.learning
+        if learn.task and data is None:
+            task = load_task(learn.task, learn.task_options)
+            report = check_task(task)
+            log.info(
+                "%s: task %s, spec %s: %d parameters, %.3f s per fit, %.3f s per probe",
+                self.name,
+                learn.task,
+                report.spec.key,
+                report.spec.parameter_count,
+                report.fit_seconds,
+                report.probe_seconds,
+            )
+            return task
+        if data is None:
+            data = self.data = load_node_data(
+                learn.data, learn.node_index, learn.num_nodes, learn.seed
+            )
+        return ModelTask(
+            data,
+            learn.model,
+            local_epochs=learn.local_epochs,
+            batch_size=learn.batch_size,
+            lr=learn.learning_rate,
+            seed=learn.seed + learn.node_index,
         )
 
     def _registry_url(self) -> str | None:
@@ -276,7 +314,10 @@ class Node:
                     with unit("an event"):
                         self.controller.handle(event)
                 with unit("a control step"):
-                    self.controller.step()
+                    try:
+                        self.controller.step()
+                    except TaskError as exc:
+                        self._task_failed(str(exc))
                 if self.containment.total() > errors:
                     self._stop.wait(1.0)  # after a failure, pause rather than fail again at once
         finally:
@@ -308,9 +349,18 @@ class Node:
     def _round_done(self, result: RoundSummary) -> None:
         self._events.put(RoundDone(result))
 
+    def _task_failed(self, why: str) -> None:
+        """The task broke (a failure or a wrong answer of its code): say so and stop."""
+        if self.failure is None:
+            log.error("%s: its task failed: %s; leaving the network and stopping", self.name, why)
+            self._failed(f"its task failed: {why}")
+
     def _watch(self) -> None:
         """Every long-lived thread of the node is watched (see the module docstring)."""
         while not self._stop.wait(WATCH_INTERVAL):
+            if self.learning.failure is not None:  # the task broke on a Flower thread
+                self._task_failed(self.learning.failure)
+                return
             dead = self._dead_thread()
             if dead is None or self._stop.is_set():
                 continue

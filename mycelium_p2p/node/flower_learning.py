@@ -1,15 +1,20 @@
-"""The learning port over a node's data, its PyTorch model and Flower (the daemon's learner).
+"""The learning port over a node's task and Flower (the daemon's learner).
 
-The local model trains on the node's own data for the policy's "alone" figure; a `MemberClient`
-trains with whichever group the node follows; a `GroupServer` runs the group the node leads.
-Round results arrive on the server's thread and are handed to ``on_round`` (the daemon turns
-them into events for the control thread).
+The task (``learning.task``) is what the node learns: built in (``--model``/``--data``) or the
+user's own (``--task``). The local model trains on it for the policy's "alone" figure; a
+`MemberClient` trains with whichever group the node follows; a `GroupServer` runs the group the
+node leads. Every evaluation on the validation split (a probe of a group, the current group, the
+local model) is timed. Round results arrive on the server's thread and are handed to
+``on_round`` (the daemon turns them into events for the control thread).
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 import math
 import random
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -18,12 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from mycelium_p2p.learning import flower, models, train
+from mycelium_p2p.learning import flower, models
 from mycelium_p2p.learning.admission import MemberLimits
-from mycelium_p2p.learning.data import NodeData, Split
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
+from mycelium_p2p.learning.task import GuardedTask, SplitName, Task, TaskError
 from mycelium_p2p.learning.tls import TlsMaterial
 from mycelium_p2p.node.ports import RoundSummary
+
+log = logging.getLogger("mycelium.node")
+
+PROBES_KEPT = 32  # probe timings behind the figure a node announces
 
 
 @dataclass(frozen=True)
@@ -40,10 +49,8 @@ class FlowerSettings:
         Host members use to reach the server (default: "127.0.0.1").
     round_timeout, round_pause : float
         Seconds a round waits for stragglers, and between rounds (defaults: 30, 1).
-    local_epochs, batch_size, learning_rate : int, int, float
-        Local training per round (defaults: 2, 32, 3e-3).
     seed : int
-        Seed of local training (default: 0).
+        Seed of the task's randomness in group rounds (default: 0).
     token : str | None
         The network secret: Flower over TLS with certificates from it (default: None: clear).
     """
@@ -54,9 +61,6 @@ class FlowerSettings:
     advertised_host: str = "127.0.0.1"
     round_timeout: float = 30.0
     round_pause: float = 1.0
-    local_epochs: int = 2
-    batch_size: int = 32
-    learning_rate: float = 3e-3
     seed: int = 0
     token: str | None = None
 
@@ -100,12 +104,10 @@ class FlowerLearning:
 
     Parameters
     ----------
-    data : NodeData
-        The node's private data.
-    spec : str
-        Its model spec.
+    task : Task or GuardedTask
+        What the node learns (guarded here if it is not yet).
     settings : FlowerSettings
-        Training and serving settings.
+        Serving settings.
     on_round : callable
         Called with each round's summary of a group this node leads (on the server's thread).
     rng : random.Random
@@ -114,12 +116,15 @@ class FlowerLearning:
         Stated in every Flower result of this node, so that a leader can hold it to its sizes.
     member_limits : callable
         For a group this node leads: a member's announced sizes, None if it is not a member.
+
+    A `TaskError` of the task, on any thread, is kept in `failure` (the first one): the node
+    stops on it. One timed evaluation of the initial parameters runs at once (the first probe
+    figure; a stock NumPyClient learns its validation size from it).
     """
 
     def __init__(
         self,
-        data: NodeData,
-        spec: str,
+        task: Task | GuardedTask,
         settings: FlowerSettings,
         on_round: Callable[[RoundSummary], None],
         rng: random.Random,
@@ -127,13 +132,15 @@ class FlowerLearning:
         member_limits: Callable[[str], MemberLimits | None],
     ) -> None:
         flower.install()  # process-wide Flower settings, before any server or client exists
-        self.data = data
-        self._spec = spec
+        self.task = task if isinstance(task, GuardedTask) else GuardedTask(task)
+        self.task.on_error = self._task_failed
+        self.failure: str | None = None
         self.settings = settings
         self._on_round = on_round
         self._rng = rng
         self._member_limits = member_limits
-        self.local_model = models.build_model(spec)
+        self._local = self.task.initial_parameters()
+        self._probe_seconds: collections.deque[float] = collections.deque(maxlen=PROBES_KEPT)
         self._servers: list[_Server] = []  # running, the newest last
         self._servers_lock = threading.Lock()
         token = settings.token
@@ -141,69 +148,90 @@ class FlowerLearning:
             TlsMaterial.for_server(token, settings.advertised_host) if token else None
         )
         self.client = MemberClient(
-            data,
-            spec,
-            local_epochs=settings.local_epochs,
-            batch_size=settings.batch_size,
-            lr=settings.learning_rate,
+            self.task,
             seed=settings.seed,
             tls=TlsMaterial.for_member(token) if token else None,
             node_id=node_id,
         )
         self.round_times: list[tuple[int, float]] = []  # (round, monotonic time) while leading
+        self._evaluate(self._local, "val")
+        self._description = self.task.describe()
+
+    def _task_failed(self, why: str) -> None:
+        if self.failure is None:
+            self.failure = why
 
     # -- what the node is ------------------------------------------------------------------
 
     @property
     def spec(self) -> str:
-        return self._spec
+        return self.task.spec.key
 
     @property
     def val_size(self) -> int:
-        return len(self.data.val.y)
+        val = self.task.sizes().val
+        probe = self.task.probe_samples
+        return val if probe is None else min(val, probe)
+
+    def probe_ms(self) -> int:
+        """Median milliseconds of the latest evaluations on the validation split, at least 1
+        (0: none measured yet)."""
+        times = list(self._probe_seconds)
+        return max(1, math.ceil(1000 * statistics.median(times))) if times else 0
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "description": self.data.description,
-            "train": len(self.data.train.y),
-            "val": len(self.data.val.y),
-            "concept": self.data.concept,
-        }
+        sizes = self.task.sizes()
+        return {**self._description, "train": sizes.train, "val": sizes.val,
+                "probe_ms": self.probe_ms()}  # fmt: skip
 
     def sizes(self) -> dict[str, int]:
-        return {"train": len(self.data.train.y), "val": len(self.data.val.y)}
+        """``train`` and ``val`` counts and ``probe_ms``, announced in gossip metadata."""
+        sizes = self.task.sizes()
+        return {"train": sizes.train, "val": sizes.val, "probe_ms": self.probe_ms()}
 
     # -- scoring ---------------------------------------------------------------------------
 
+    def local_parameters(self) -> list[np.ndarray]:
+        """A copy of the node's own model, trained on its own data alone."""
+        return [p.copy() for p in self._local]
+
     def train_local(self) -> float:
-        s = self.settings
-        train.train(
-            self.local_model,
-            self.data.train,
-            epochs=s.local_epochs,
-            batch_size=s.batch_size,
-            lr=s.learning_rate,
-            seed=self._rng.randrange(2**31),
-        )
-        return train.evaluate(self.local_model, self.data.val).accuracy
+        try:
+            fitted = self.task.fit(
+                self._local, {"server_round": 0, "seed": self._rng.randrange(2**31)}
+            )
+            self._local = fitted.parameters
+        except ValueError as exc:
+            if isinstance(exc, TaskError):
+                raise
+            log.warning("local training diverged (%s): the local model starts again", exc)
+            self._local = self.task.initial_parameters()
+        return self._evaluate(self._local, "val")
 
     def score(self, payload: bytes) -> float:
-        return self.score_weights(models.weights_from_bytes(payload), self.data.val)
+        return self.score_weights(models.weights_from_bytes(payload))
 
-    def score_weights(self, weights: list[np.ndarray], split: Split) -> float:
-        """Accuracy of a model with ``weights`` on one of this node's splits.
+    def score_weights(self, weights: list[np.ndarray], split: SplitName = "val") -> float:
+        """Score of a model with ``weights`` on one of this node's splits.
 
         Raises
         ------
         ValueError
-            When the weights do not fit this node's model spec (or are not finite).
+            When the weights do not fit this node's spec (or are not finite).
         """
-        reason = models.check_update(weights, models.get_weights(self.local_model), math.inf)
+        reason = self.task.spec.mismatch([np.asarray(w) for w in weights], dtypes=False)
+        if reason is None:
+            reason = models.check_update(weights, self._local, math.inf)
         if reason is not None:
             raise ValueError(reason)
-        model = models.build_model(self._spec)
-        models.set_weights(model, weights)
-        return train.evaluate(model, split).accuracy
+        return self._evaluate(weights, split)
+
+    def _evaluate(self, weights: list[np.ndarray], split: SplitName) -> float:
+        started = time.perf_counter()
+        scored = self.task.evaluate(weights, split)
+        if split == "val":
+            self._probe_seconds.append(time.perf_counter() - started)
+        return scored.accuracy
 
     def group_weights(self) -> list[np.ndarray] | None:
         """The latest model of the node's group: its own server's, else the last received."""
@@ -226,20 +254,18 @@ class FlowerLearning:
 
     def group_accuracy(self) -> float | None:
         weights = self.group_weights()
-        return None if weights is None else self.score_weights(weights, self.data.val)
+        return None if weights is None else self.score_weights(weights)
 
     def test_accuracy(self) -> float | None:
-        """Accuracy of the group's model on the node's held-out test split."""
+        """Score of the group's model on the node's held-out test split."""
         weights = self.group_weights()
-        return None if weights is None else self.score_weights(weights, self.data.test)
+        return None if weights is None else self.score_weights(weights, "test")
 
     # -- Flower ----------------------------------------------------------------------------
 
     def start_server(self, start_round: int, *, from_group: bool) -> _Server:
         s = self.settings
-        weights = (self.client.last_global_weights if from_group else None) or models.get_weights(
-            self.local_model
-        )
+        weights = (self.client.last_global_weights if from_group else None) or self._local
         server = GroupServer(
             weights,
             strategy=s.strategy,

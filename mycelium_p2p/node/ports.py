@@ -126,7 +126,8 @@ class LearningPort(Protocol):
         ...
 
     def sizes(self) -> dict[str, int]:
-        """``train`` and ``val`` example counts, announced in gossip metadata."""
+        """``train`` and ``val`` example counts (and ``probe_ms``, milliseconds per probe, when
+        measured), announced in gossip metadata."""
         ...
 
     def train_local(self) -> float:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from mycelium_p2p.gossip.transport import Transport
 from mycelium_p2p.learning.data import NodeData
+from mycelium_p2p.learning.task import Task
 from mycelium_p2p.learning.train import limit_threads
 from mycelium_p2p.node import Node
 from mycelium_p2p.node_config import NodeConfig
@@ -40,7 +41,8 @@ class LocalCluster:
     Parameters
     ----------
     datas
-        One data set per node (node ``i`` gets ``datas[i]``).
+        One data set (for the built-in task) or one task per node (node ``i`` gets
+        ``datas[i]``).
     registry
         Makes the registry (``bootstrap.server.cluster_registry``).
     config
@@ -55,7 +57,7 @@ class LocalCluster:
 
     def __init__(
         self,
-        datas: Sequence[NodeData],
+        datas: Sequence[NodeData | Task],
         config: NodeConfig | None = None,
         *,
         registry: RegistryFactory,
@@ -86,9 +88,10 @@ class LocalCluster:
             node_config = self.config.replace(
                 registry_url=self.url, name=self.names[index], node_index=index
             )
+            learns = {"data": data} if isinstance(data, NodeData) else {"task": data}
             node = Node(
                 node_config,
-                data=data,
+                **learns,  # type: ignore[arg-type]
                 node_id=f"n{index:03d}-{self.names[index]}",
                 wrap_gossip_transport=self._wrap,
             )

@@ -4,6 +4,7 @@
 - ``strategies``: the table of aggregation strategies and the checks around them;
 - ``server``: `GroupServer`, a group's continuous rounds on a thread, stoppable, on port 0;
 - ``client``: `MemberClient`, a member that connects, switches and leaves in-process;
+- ``adapter``: a stock ``NumPyClient`` as a task (`ClientTask`), and a task as a client;
 - ``channels`` and ``calls``: gRPC addresses and channels, and each member's recorded stream;
 - ``plain``: plain Flower, for the benchmark.
 
@@ -12,7 +13,7 @@ Keeping every ``flwr`` import in this package means a move to another Flower API
 
 from mycelium_p2p.learning.flower.channels import check_address, wait_for_server
 from mycelium_p2p.learning.flower.client import MemberClient
-from mycelium_p2p.learning.flower.plain import plain_flower_rounds
+from mycelium_p2p.learning.flower.plain import plain_client_rounds, plain_flower_rounds
 from mycelium_p2p.learning.flower.server import GroupServer, RoundResult
 from mycelium_p2p.learning.flower.setup import install
 from mycelium_p2p.learning.flower.strategies import (
@@ -31,6 +32,7 @@ __all__ = [
     "check_address",
     "install",
     "make_strategy",
+    "plain_client_rounds",
     "plain_flower_rounds",
     "robust_minimum",
     "wait_for_server",

@@ -1,45 +1,49 @@
 """A member's Flower client: connect, switch and disconnect at run time, in-process.
 
-`MemberClient` is a ``NumPyClient`` over one node's data that stays connected to a wanted server
-address, reconnects after a round timeout or a lost server, and can ``switch`` servers without
-a new process.
+`MemberClient` is a ``NumPyClient`` over one node's task (``task.GuardedTask``) that stays
+connected to a wanted server address, reconnects after a round timeout or a lost server, and can
+``switch`` servers without a new process. It reports what a leader admits (``admission``): its
+node id, the task's training loss and its score as ``accuracy``, with example counts held to the
+sizes the node announces.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+import math
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from flwr.common import Scalar
 from flwr.compat.client import app as _client_app
 from flwr.compat.client.numpy_client import NumPyClient
 
+from mycelium_p2p.learning.builtin import ModelTask
 from mycelium_p2p.learning.data import NodeData
 from mycelium_p2p.learning.flower import calls
 from mycelium_p2p.learning.flower.channels import check_address, wait_for_server
 from mycelium_p2p.learning.flower.setup import install
-from mycelium_p2p.learning.models import build_model, get_weights, message_limit, set_weights
+from mycelium_p2p.learning.models import message_limit
+from mycelium_p2p.learning.task import GuardedTask, Task
 from mycelium_p2p.learning.tls import TlsMaterial
-from mycelium_p2p.learning.train import evaluate, train
 
 log = logging.getLogger("mycelium_p2p.learning.flower")
 
 
 class MemberClient(NumPyClient):
-    """A member's Flower client over its own data; connect, switch and disconnect at run time.
+    """A member's Flower client over its task; connect, switch and disconnect at run time.
 
     Parameters
     ----------
-    data : NodeData
-        Fit on ``data.train``, evaluate on ``data.val``.
-    spec : str
-        Model spec (``models.model_spec``).
-    local_epochs, batch_size, lr, seed
-        Local training settings (defaults: 2, 32, 3e-3, 0); the seed is advanced per round.
+    task : Task or NodeData
+        What the node learns: ``fit`` trains, ``evaluate`` scores on the validation split. A
+        `NodeData` with ``spec`` (``models.model_spec``) makes the built-in `ModelTask` with
+        ``local_epochs``, ``batch_size`` and ``lr`` (defaults: 2, 32, 3e-3).
+    spec : str or None
+        The built-in model spec, only with a `NodeData` (default: None).
+    seed : int
+        Seed of the task's randomness, advanced per round (default: 0).
     on_global : callable or None
         Called with ``(weights, round)`` whenever a newer global model arrives (default: None).
     connect_timeout : float
@@ -52,13 +56,15 @@ class MemberClient(NumPyClient):
         Stated as ``node_id`` in every fit and evaluate result, for a leader that checks who
         speaks (`GroupServer`'s ``member_limits``) (default: None, not stated).
 
-    The channel refuses messages larger than `models.message_limit` of the model.
+    The channel refuses messages larger than `models.message_limit` of the model. A failure of
+    the task (``task.TaskError``) fails that round's fit or evaluate; the guarded task's
+    ``on_error`` tells the node.
     """
 
     def __init__(
         self,
-        data: NodeData,
-        spec: str,
+        task: Task | GuardedTask | NodeData,
+        spec: str | None = None,
         *,
         local_epochs: int = 2,
         batch_size: int = 32,
@@ -70,19 +76,21 @@ class MemberClient(NumPyClient):
         node_id: str | None = None,
     ) -> None:
         install()
-        self.data = data
+        if isinstance(task, NodeData):
+            if spec is None:
+                raise ValueError("a MemberClient over NodeData needs the model spec")
+            task = ModelTask(
+                task, spec, local_epochs=local_epochs, batch_size=batch_size, lr=lr, seed=seed
+            )
+        self.task = task if isinstance(task, GuardedTask) else GuardedTask(task)
         self.node_id = node_id
         self.tls = tls
-        self.spec = spec
-        self.local_epochs = local_epochs
-        self.batch_size = batch_size
-        self.lr = lr
+        self.spec = self.task.spec.key
         self.seed = seed
         self.on_global = on_global
         self.connect_timeout = connect_timeout
-        self._model = build_model(spec, seed=seed)
-        self.max_message_length = message_limit(get_weights(self._model))
-        self._model_lock = threading.Lock()
+        self._parameters = self.task.initial_parameters()  # the last it trained
+        self.max_message_length = message_limit(self._parameters)
         self._state = threading.Condition()
         self._target: str | None = None
         self._closed = False
@@ -97,38 +105,32 @@ class MemberClient(NumPyClient):
     # -- NumPyClient ------------------------------------------------------------------------
 
     def get_parameters(self, config: dict[str, Scalar]) -> list[np.ndarray]:
-        with self._model_lock:
-            return get_weights(self._model)
+        with self._state:
+            return [p.copy() for p in self._parameters]
 
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Scalar]
     ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
         server_round = int(config.get("server_round", 0))
         self._received(parameters, server_round - 1)
-        with self._model_lock:
-            set_weights(self._model, parameters)
-            loss = train(
-                self._model,
-                self.data.train,
-                epochs=self.local_epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                seed=self.seed * 100_003 + server_round,
-                proximal_mu=float(config.get("proximal_mu", 0.0)),
-            )
-            weights = get_weights(self._model)
+        fitted = self.task.fit(parameters, {**config, "seed": self.seed * 100_003 + server_round})
+        with self._state:
+            self._parameters = [p.copy() for p in fitted.parameters]
         self.fits += 1
-        return weights, len(self.data.train), {"loss": float(loss), **self._identity()}
+        examples = _announced(fitted.examples, self.task.sizes().train)
+        metrics: dict[str, Scalar] = {}
+        if math.isfinite(fitted.loss) and fitted.loss >= 0:
+            metrics["loss"] = fitted.loss
+        return fitted.parameters, examples, {**metrics, **self._identity()}
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Scalar]
     ) -> tuple[float, int, dict[str, Scalar]]:
         self._received(parameters, int(config.get("server_round", 0)))
-        with self._model_lock:
-            set_weights(self._model, parameters)
-            result = evaluate(self._model, self.data.val)
-        metrics = {"accuracy": float(result.accuracy), **self._identity()}
-        return float(result.loss), result.examples, metrics
+        scored = self.task.evaluate(parameters, "val")
+        examples = _announced(scored.examples, self.task.sizes().val)
+        metrics = {"accuracy": scored.accuracy, **self._identity()}
+        return scored.loss, examples, metrics
 
     def _identity(self) -> dict[str, Scalar]:
         return {} if self.node_id is None else {"node_id": self.node_id}
@@ -177,10 +179,9 @@ class MemberClient(NumPyClient):
         """True while the connection thread runs (it does from the first `connect` to `close`)."""
         return self._thread is not None and self._thread.is_alive()
 
-    def local_model(self) -> Any:
-        """A copy of the client's torch model (the last weights it trained or evaluated)."""
-        with self._model_lock:
-            return copy.deepcopy(self._model)
+    def local_model(self) -> list[np.ndarray]:
+        """A copy of the parameters this client trained last (its task's initial ones before)."""
+        return self.get_parameters({})
 
     # -- connection -------------------------------------------------------------------------
 
@@ -280,3 +281,9 @@ class MemberClient(NumPyClient):
         with self._state:
             target = self._target
             self._state.wait_for(lambda: self._closed or self._target != target, timeout=seconds)
+
+
+def _announced(examples: int, announced: int) -> int:
+    """A count held to the announced size (a leader refuses more; a client that learns its
+    sizes as it goes may report more than it announced so far)."""
+    return min(examples, announced) if announced > 0 else examples

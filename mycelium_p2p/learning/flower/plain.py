@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Any
 
 import numpy as np
 from flwr.common import Scalar, ndarrays_to_parameters
@@ -16,31 +15,12 @@ from flwr.server.client_manager import SimpleClientManager
 from flwr.server.strategy import FedAvg
 from flwr.server.superlink.fleet.grpc_bidi.grpc_server import start_grpc_server
 
+from mycelium_p2p.learning.builtin import ModelTask
 from mycelium_p2p.learning.data import NodeData
+from mycelium_p2p.learning.flower.adapter import TaskClient
 from mycelium_p2p.learning.flower.setup import install
 from mycelium_p2p.learning.flower.strategies import weighted_accuracy
-from mycelium_p2p.learning.models import build_model, get_weights, set_weights
-from mycelium_p2p.learning.train import evaluate, train
-
-
-class _PlainClient(NumPyClient):
-    """The minimal NumPyClient plain Flower needs: same training, nothing around it."""
-
-    def __init__(self, data: NodeData, spec: str, epochs: int, seed: int) -> None:
-        self.data, self.model, self.epochs, self.seed = data, build_model(spec, seed), epochs, seed
-
-    def get_parameters(self, config: dict[str, Scalar]) -> list[np.ndarray]:
-        return get_weights(self.model)
-
-    def fit(self, parameters: list[np.ndarray], config: dict[str, Scalar]) -> Any:
-        set_weights(self.model, parameters)
-        train(self.model, self.data.train, epochs=self.epochs, seed=self.seed)
-        return get_weights(self.model), len(self.data.train), {}
-
-    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Scalar]) -> Any:
-        set_weights(self.model, parameters)
-        result = evaluate(self.model, self.data.val)
-        return result.loss, result.examples, {"accuracy": result.accuracy}
+from mycelium_p2p.learning.task import GuardedTask
 
 
 def plain_flower_rounds(
@@ -52,12 +32,27 @@ def plain_flower_rounds(
     seed: int = 0,
     timeout: float = 60.0,
 ) -> list[float]:
-    """Seconds per round of plain Flower: one server, ``len(datas)`` clients in threads.
+    """Seconds per round of plain Flower: one server, ``len(datas)`` built-in clients in threads.
 
     Each round is fit plus federated evaluation, as in a Mycelium group.
     """
+    tasks = [
+        GuardedTask(ModelTask(d, spec, local_epochs=local_epochs, seed=seed + i))
+        for i, d in enumerate(datas)
+    ]
+    clients = [TaskClient(t, seed + i) for i, t in enumerate(tasks)]
+    return plain_client_rounds(clients, tasks[0].initial_parameters(), rounds, timeout=timeout)
+
+
+def plain_client_rounds(
+    clients: list[NumPyClient],
+    initial: list[np.ndarray],
+    rounds: int,
+    *,
+    timeout: float = 60.0,
+) -> list[float]:
+    """Seconds per round of plain Flower with these ``NumPyClient``s, each in a thread."""
     install()
-    initial = get_weights(build_model(spec, seed=seed))
     stamps: list[float] = []
 
     def on_fit(server_round: int) -> dict[str, Scalar]:
@@ -65,9 +60,9 @@ def plain_flower_rounds(
         return {}
 
     strategy = FedAvg(
-        min_fit_clients=len(datas),
-        min_evaluate_clients=len(datas),
-        min_available_clients=len(datas),
+        min_fit_clients=len(clients),
+        min_evaluate_clients=len(clients),
+        min_available_clients=len(clients),
         initial_parameters=ndarrays_to_parameters(initial),
         on_fit_config_fn=on_fit,
         evaluate_metrics_aggregation_fn=weighted_accuracy,
@@ -83,18 +78,20 @@ def plain_flower_rounds(
             kwargs={
                 "server_address": address,
                 "node_config": {},
-                "client": _PlainClient(d, spec, local_epochs, seed + i).to_client(),
+                "client": client.to_client(),
                 "insecure": True,
             },
             daemon=True,
         )
-        for i, d in enumerate(datas)
+        for client in clients
     ]
     try:
         for thread in threads:
             thread.start()
-        if not manager.wait_for(len(datas), timeout=int(timeout)):
-            raise TimeoutError(f"only {manager.num_available()} of {len(datas)} clients connected")
+        if not manager.wait_for(len(clients), timeout=int(timeout)):
+            raise TimeoutError(
+                f"only {manager.num_available()} of {len(clients)} clients connected"
+            )
         server.fit(num_rounds=rounds, timeout=timeout)
         stamps.append(time.monotonic())
         server.disconnect_all_clients(timeout=5.0)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 from mycelium_p2p import view as views
 from mycelium_p2p.groups import GroupRecord
@@ -82,6 +83,9 @@ def choose(
         ),
         params.policy,
     )
+    if decision.action == "found" and state.group_id is None and not candidates:
+        # Only groups of the node's own spec are candidates: say what the others use.
+        decision = replace(decision, reason=founding_reason(view, learning.spec))
     if first and decision.action == "found" and not state.looked_twice:
         # Nodes that start together would all found singletons: look again after a random
         # pause, by when the first founder's record has had time to spread.
@@ -94,6 +98,27 @@ def choose(
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
     return _act(state, decision, first) + ([] if first else [Announce()])
+
+
+def founding_reason(view: GossipView, spec: str) -> str:
+    """Why a node without a group founds one when no live group uses its spec, e.g. "3 groups
+    use spec A; none with spec B: founding one" (at most 200 characters: the registry's
+    bound on a reason)."""
+    occupied = view.occupied()
+    counts = Counter(r.model for r in view.groups.values() if views.is_live_group(r, occupied))
+    counts.pop(spec, None)
+    if not counts:
+        return f"no groups yet: founding one with spec {_short(spec, 120)}"
+    top = counts.most_common(2)
+    shown = [f"{n} group{'s use' if n > 1 else ' uses'} spec {_short(s, 32)}" for s, n in top]
+    rest = sum(counts.values()) - sum(n for _, n in top)
+    if rest:
+        shown.append(f"{rest} use other specs")
+    return f"{', '.join(shown)}; none with spec {_short(spec, 40)}: founding one"[:200]
+
+
+def _short(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def _act(state: NodeState, decision: Decision, first: bool) -> list[Command]:

@@ -116,7 +116,7 @@ def as_task(obj: Any, name: str) -> Any:
     if client is not None:
         return ClientTask(client, name)
     raise TaskError(
-        f"the factory returned a {type(obj).__name__}: expected a task (spec, "
+        f"the factory returned a value of type {type(obj).__name__}: expected a task (spec, "
         "initial_parameters, fit, evaluate, sizes) or a Flower NumPyClient"
     )
 

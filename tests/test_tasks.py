@@ -1,0 +1,388 @@
+"""Tasks: the spec, the guard around every call, the NumPyClient adapter, loading and checking."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from mycelium_p2p.gossip.messages import check_meta
+from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.learning.builtin import ModelTask
+from mycelium_p2p.learning.data import load_node_data
+from mycelium_p2p.learning.flower.adapter import ClientTask
+from mycelium_p2p.learning.loader import load_task, task_name
+from mycelium_p2p.learning.task import (
+    MAX_SPEC,
+    DataSizes,
+    Fitted,
+    GuardedTask,
+    Scored,
+    TaskError,
+    TaskSpec,
+    check_task,
+)
+from mycelium_p2p.meta import NodeMeta
+from mycelium_p2p.node.parts.choice import founding_reason
+from mycelium_p2p.node.state import GossipView
+from mycelium_p2p.node_config import ConfigError, load_config
+
+F4 = np.float32
+
+
+class Toy:
+    """A tiny well-behaved task: one weight vector, a score that rises as it nears ``target``."""
+
+    probe_samples: int | None = None
+
+    def __init__(self, shape: tuple[int, ...] = (3,), name: str = "toy") -> None:
+        self.shape = shape
+        self.spec = TaskSpec.of(name, self.initial_parameters())
+        self.fits = 0
+
+    def initial_parameters(self) -> list[np.ndarray]:
+        return [np.zeros(self.shape, F4)]
+
+    def fit(self, parameters: list[np.ndarray], config: Any) -> Fitted:
+        self.fits += 1
+        return Fitted([parameters[0] + 0.5], 8, 0.25)
+
+    def evaluate(self, parameters: list[np.ndarray], split: str) -> Scored:
+        distance = float(np.abs(parameters[0] - 1.0).mean())
+        return Scored(max(0.0, 1.0 - distance), distance, 4)
+
+    def sizes(self) -> DataSizes:
+        return DataSizes(8, 4, 4)
+
+
+# --- the spec -------------------------------------------------------------------------------
+
+
+def test_a_spec_names_every_array_or_digests_them_when_too_long() -> None:
+    small = TaskSpec.of("logreg", [np.zeros((64, 10), F4), np.zeros(10, F4)])
+    assert small.key == "logreg:f4[64x10],f4[10]"
+    assert small.parameter_count == 650 and small.nbytes == 2600
+    many = [np.zeros((i + 1, 3), F4) for i in range(40)]
+    big = TaskSpec.of("a name with spaces/and:colons" * 3, many)
+    print("digest form:", big.key)
+    assert len(big.key) <= MAX_SPEC and big.key.startswith("a_name_with_spaces_and_colons")
+    assert ":40a2460p:" in big.key
+    # Equal keys mean equal shapes and dtypes; one dtype or one dimension apart differ.
+    other = [a.astype(np.float64) if i == 7 else a for i, a in enumerate(many)]
+    assert TaskSpec.of("n", other).key != TaskSpec.of("n", many).key
+    assert TaskSpec.of("n", [*many[:-1], np.zeros((40, 4), F4)]).key != TaskSpec.of("n", many).key
+    assert big.mismatch(many) is None
+    assert "shape (2,)" in (small.mismatch([np.zeros((64, 10), F4), np.zeros(2, F4)]) or "")
+    assert "dtype float64" in (small.mismatch([np.zeros((64, 10)), np.zeros(10, F4)]) or "")
+    assert "1 arrays" in (small.mismatch([np.zeros(10, F4)]) or "")
+
+
+@pytest.mark.parametrize(
+    ("data", "model", "key"),
+    [
+        ("digits:iid", "mlp", "mlp:1x8x8:10"),
+        ("digits:label-shift:2", "cnn", "cnn:1x8x8:10"),
+        ("synthetic", "mlp", "mlp:20:3"),
+    ],
+)
+def test_built_in_tasks_keep_their_spec_strings(data: str, model: str, key: str) -> None:
+    task = ModelTask(load_node_data(data, 0, 4, seed=0), model)
+    assert task.spec.key == key
+    report = check_task(task)
+    assert report.spec.key == key and report.sizes.train == report.fitted.examples
+    assert 0.0 <= report.scored.accuracy <= 1.0 and report.scored.examples == report.sizes.val
+    assert task.describe()["train"] == report.sizes.train  # what the registry always got
+
+
+# --- the guard ------------------------------------------------------------------------------
+
+
+class WrongShapes(Toy):
+    """Its fit answers with an array of another shape from the ``breaks_at``-th call on."""
+
+    def __init__(self, breaks_at: int = 1) -> None:
+        super().__init__()
+        self.breaks_at = breaks_at
+
+    def fit(self, parameters: list[np.ndarray], config: Any) -> Fitted:
+        self.fits += 1
+        if self.fits >= self.breaks_at:
+            return Fitted([np.zeros(4, F4)], 8)
+        return super().fit(parameters, config)
+
+
+def test_the_guard_names_what_a_task_got_wrong() -> None:
+    errors: list[str] = []
+    guarded = GuardedTask(WrongShapes(), on_error=errors.append)
+    with pytest.raises(TaskError, match=r"fit returned shape \(4,\) for array 0; the spec says"):
+        guarded.fit(guarded.initial_parameters(), {})
+    assert errors and "shape (4,)" in errors[0]
+
+    class Raises(Toy):
+        def evaluate(self, parameters: list[np.ndarray], split: str) -> Scored:
+            raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(TaskError, match="evaluate raised ZeroDivisionError: division by zero"):
+        GuardedTask(Raises()).evaluate([np.zeros(3, F4)], "val")
+
+    class Percent(Toy):
+        def evaluate(self, parameters: list[np.ndarray], split: str) -> Scored:
+            return Scored(93.0, 0.1, 4)
+
+    with pytest.raises(TaskError, match=r"accuracy 93.0, not a number in \[0, 1\]"):
+        GuardedTask(Percent()).evaluate([np.zeros(3, F4)], "val")
+
+    class Greedy(Toy):
+        probe_samples = 2
+
+    with pytest.raises(TaskError, match="used 4 validation examples; probe_samples is 2"):
+        GuardedTask(Greedy()).evaluate([np.zeros(3, F4)], "val")
+
+    with pytest.raises(TaskError, match="not a task"):
+        GuardedTask(object())
+
+
+def test_a_hostile_model_fails_a_round_not_the_task() -> None:
+    """A group's model with NaN (or one that makes training diverge) is refused before the
+    task's code sees it; the node's task is not blamed for it (it would stop the node)."""
+    errors: list[str] = []
+    toy = Toy()
+    guarded = GuardedTask(toy, on_error=errors.append)
+    with pytest.raises(ValueError, match="NaN") as caught:
+        guarded.fit([np.array([np.nan, 0, 0], F4)], {})
+    assert not isinstance(caught.value, TaskError) and toy.fits == 0 and not errors
+    with pytest.raises(ValueError, match="do not fit the spec"):
+        guarded.evaluate([np.zeros(5, F4)], "val")
+    # An infinite loss is the worst loss, not a broken task.
+
+    class Diverges(Toy):
+        def evaluate(self, parameters: list[np.ndarray], split: str) -> Scored:
+            return Scored(0.0, math.inf, 4)
+
+    assert GuardedTask(Diverges()).evaluate([np.zeros(3, F4)], "val").loss == 1e12
+    assert not errors
+
+
+# --- a stock NumPyClient --------------------------------------------------------------------
+
+
+def stock_client(with_accuracy: bool = True) -> Any:
+    from flwr.client import NumPyClient
+
+    class Client(NumPyClient):
+        def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+            return [np.zeros((2, 2), F4), np.zeros(2, np.float64)]
+
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
+            return [p + 1 for p in parameters], 30, {"train_loss": 0.5}
+
+        def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
+            loss = float(np.abs(parameters[0]).sum())
+            return loss, 10, {"accuracy": 0.75} if with_accuracy else {}
+
+    return Client()
+
+
+def test_a_numpy_client_is_adapted_as_it_is(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    task = GuardedTask(ClientTask(stock_client(), "mod.client_fn"))
+    assert task.spec.key == "mod.client_fn:f4[2x2],f8[2]"
+    assert task.sizes() == DataSizes(0, 0, 0)  # learned from its answers
+    report = check_task(task)
+    assert report.fitted.examples == 30 and report.fitted.loss == 0.5
+    assert report.scored.accuracy == 0.75 and task.sizes() == DataSizes(30, 10, 10)
+    assert "compared by the 'accuracy' metric" in caplog.text
+
+    caplog.clear()
+    by_loss = GuardedTask(ClientTask(stock_client(with_accuracy=False).to_client().numpy_client,
+                                     "m.f"))  # fmt: skip
+    scores = [by_loss.evaluate([np.full((2, 2), v, F4), np.zeros(2)], "val") for v in (0, 1, 2)]
+    assert [s.loss for s in scores] == [0.0, 4.0, 8.0]
+    assert [s.accuracy for s in scores] == [1.0, math.exp(-4), math.exp(-8)]  # ranks as -loss
+    assert caplog.text.count("compared by the loss") == 1  # the choice is logged once
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+TOY_MODULE = """
+    from tests.test_tasks import Toy, WrongShapes
+
+    def good(shape="3"):
+        return Toy((int(shape),))
+
+    def raises():
+        raise RuntimeError("no data here")
+
+    def wrong_type():
+        return {"model": "nope"}
+
+    def wrong_shapes():
+        return WrongShapes()
+    """
+
+
+def test_load_a_factory_from_a_file_or_a_module(tmp_path: Path) -> None:
+    write(tmp_path / "helper_mod.py", "SHAPE = 5\n")
+    path = write(
+        tmp_path / "user_task.py",
+        """
+        from helper_mod import SHAPE  # a neighbour of the file
+        from tests.test_tasks import Toy
+
+        def factory(name="x"):
+            return Toy((SHAPE,), name)
+        """,
+    )
+    task = load_task(f"{path}:factory", {"name": "mine"})
+    assert task.spec.key == "mine:f4[5]"
+    assert load_task("tests.test_tasks:Toy").spec.key == "toy:f4[3]"
+    assert task_name(f"{path}:factory") == task_name("user_task:factory") == "user_task.factory"
+
+
+@pytest.mark.parametrize(
+    ("reference", "options", "message"),
+    [
+        ("{dir}/tasks.py:raises", {}, "the factory raised RuntimeError: no data here"),
+        (
+            "{dir}/tasks.py:wrong_type",
+            {},
+            "the factory returned a value of type dict: expected a task",
+        ),
+        ("{dir}/tasks.py:good", {"shape": "3", "bogus": "1"}, "unexpected keyword argument"),
+        ("{dir}/tasks.py:missing", {}, "has no attribute 'missing'"),
+        ("{dir}/nothere.py:f", {}, "no file"),
+        ("no_such_module_here:f", {}, "no module 'no_such_module_here'"),
+        ("just-a-name", {}, "must be module:attribute"),
+    ],
+)
+def test_a_task_that_does_not_load_is_one_line(
+    tmp_path: Path, reference: str, options: dict[str, str], message: str
+) -> None:
+    write(tmp_path / "tasks.py", TOY_MODULE)
+    with pytest.raises(TaskError, match=message) as caught:
+        load_task(reference.format(dir=tmp_path), options)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        ("raises", "the factory raised RuntimeError: no data here"),
+        ("wrong_type", "the factory returned a value of type dict"),
+        ("wrong_shapes", r"fit returned shape \(4,\) for array 0; the spec says \(3,\)"),
+    ],
+)
+def test_task_check_names_the_problem_in_one_line(
+    tmp_path: Path, factory: str, message: str
+) -> None:
+    write(tmp_path / "tasks.py", TOY_MODULE)
+    result = CliRunner().invoke(main, ["task", "check", f"{tmp_path}/tasks.py:{factory}"])
+    print(result.output)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: task ")
+    assert "Traceback" not in result.output
+    assert re.search(message, lines[0])
+
+
+def test_task_check_prints_the_spec_and_the_times(tmp_path: Path) -> None:
+    write(tmp_path / "tasks.py", TOY_MODULE)
+    result = CliRunner().invoke(
+        main, ["task", "check", f"{tmp_path}/tasks.py:good", "--task-option", "shape=6"]
+    )
+    print(result.output)
+    assert result.exit_code == 0, result.output
+    for expected in ("spec        toy:f4[6]", "parameters  6 ", "fit ", "probe ", "ok:"):
+        assert expected in result.output
+    bad = CliRunner().invoke(main, ["task", "check", "x.py:f", "--task-option", "novalue"])
+    assert bad.exit_code == 2 and "expected KEY=VALUE" in bad.output
+
+
+# --- the node's side ------------------------------------------------------------------------
+
+
+def test_task_settings_come_from_flags_environment_and_files(tmp_path: Path) -> None:
+    toml = write(tmp_path / "node.toml", '[learning]\ntask = "a.py:f"\ntask_options = {x = "1"}\n')
+    assert load_config(toml_path=toml, env={}).learning.task_options == {"x": "1"}
+    env = {"MYCELIUM_TASK": "b.py:g", "MYCELIUM_TASK_OPTIONS": "data=a.npz,epochs=2"}
+    learning = load_config(toml_path=toml, env=env).learning
+    assert learning.task == "b.py:g" and learning.task_options == {"data": "a.npz", "epochs": "2"}
+    flags = load_config({"task_options": {"y": "2"}}, toml_path=toml, env=env).learning
+    assert flags.task_options == {"y": "2"}
+    with pytest.raises(
+        ConfigError, match=r"setting task_options \(config file .*\): Expected `str`"
+    ):
+        load_config(toml_path=write(tmp_path / "b.toml", "task_options = {x = 1}\n"), env={})
+    with pytest.raises(ConfigError, match=r"task_options .*bad key"):
+        load_config({"task_options": {"not an identifier": "1"}}, env={})
+
+
+@dataclass
+class Member:
+    id: str
+    group: str
+    status: str = "alive"
+
+    @property
+    def node_meta(self) -> NodeMeta:
+        return NodeMeta(group=self.group)
+
+
+def test_founding_says_which_specs_the_other_groups_use() -> None:
+    records = {f"g{i}": GroupRecord(f"g{i}", model="mlp:1x8x8:10") for i in range(3)}
+    records["gz"] = GroupRecord("gz", model="mlp:1x8x8:10")  # a zombie: nobody is in it
+    members = [Member(f"n{i}", f"g{i}") for i in range(3)]
+    view = GossipView("me", members, records)  # type: ignore[arg-type]
+    text = founding_reason(view, "logreg:f4[64x10],f4[10]")
+    assert (
+        text
+        == "3 groups use spec mlp:1x8x8:10; none with spec logreg:f4[64x10],f4[10]: founding one"
+    )
+    assert founding_reason(GossipView("me", [], {}), "mlp:20:3") == (
+        "no groups yet: founding one with spec mlp:20:3"
+    )
+    many = {f"h{i}": GroupRecord(f"h{i}", model=f"spec-{i % 4}-" + "x" * 120) for i in range(9)}
+    crowd = GossipView("me", [Member(f"m{i}", f"h{i}") for i in range(9)], many)  # type: ignore[arg-type]
+    long = founding_reason(crowd, "y" * 128)
+    print(long)
+    assert len(long) <= 200 and "4 use other specs" in long  # the registry's bound on a reason
+
+
+def test_the_learner_times_probes_and_announces_them_within_the_meta_cap() -> None:
+    from mycelium_p2p.config import GossipConfig
+    from mycelium_p2p.node.flower_learning import FlowerLearning, FlowerSettings
+
+    task = Toy((4,), name="n" * 80)
+    task.spec = TaskSpec("k" * MAX_SPEC, task.spec.arrays)  # the longest spec there can be
+    learner = FlowerLearning(task, FlowerSettings(), lambda _r: None, random.Random(0),
+                             "node-1", lambda _n: None)  # fmt: skip
+    try:
+        assert learner.probe_ms() >= 1  # the first probe ran at start
+        learner.train_local()
+        assert learner.score_weights([np.ones(4, F4)]) == 1.0
+        sizes = learner.sizes()
+        assert sizes["train"] == 8 and sizes["val"] == 4 and sizes["probe_ms"] >= 1
+        assert learner.summary()["probe_ms"] >= 1 and learner.val_size == 4
+        meta = NodeMeta(name="n" * 64, group="g-12345678", model=learner.spec,
+                        flower_address="255.255.255.255:65535", accuracy=0.123456789, round=2**40,
+                        **sizes)  # fmt: skip
+        check_meta(meta.to_map(), GossipConfig.lan().max_meta_bytes)  # raises when too big
+        assert NodeMeta.from_map(meta.to_map()).probe_ms == sizes["probe_ms"]
+    finally:
+        learner.close()

@@ -118,7 +118,7 @@ class WrongShapes(Toy):
         self.fits += 1
         if self.fits >= self.breaks_at:
             return Fitted([np.zeros(4, F4)], 8)
-        return super().fit(parameters, config)
+        return Fitted([parameters[0] + 0.5], 8, 0.25)
 
 
 def test_the_guard_names_what_a_task_got_wrong() -> None:
@@ -386,3 +386,36 @@ def test_the_learner_times_probes_and_announces_them_within_the_meta_cap() -> No
         assert NodeMeta.from_map(meta.to_map()).probe_ms == sizes["probe_ms"]
     finally:
         learner.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("breaks_at", "where"), [(2, "local training"), (3, "a group round on the Flower thread")]
+)
+def test_a_task_that_breaks_while_running_stops_its_node_with_one_line(
+    caplog: pytest.LogCaptureFixture, breaks_at: int, where: str
+) -> None:
+    """Fit 1 is the first local training; 2 the second look before founding; 3 the first round
+    of the group it founded."""
+    from bootstrap.server import cluster_registry
+    from mycelium_p2p.lifecycle import Phase
+    from mycelium_p2p.node_config import NodeConfig
+    from mycelium_p2p.registry_client import RegistryClient
+    from mycelium_p2p.testing.local_cluster import LocalCluster
+    from tests.helpers import wait_for
+
+    caplog.set_level(logging.INFO)
+    with LocalCluster([WrongShapes(breaks_at)], NodeConfig.test(), registry=cluster_registry) as c:
+        node = c.nodes[0]
+        wait_for(lambda: node.phase is Phase.STOPPED, 60, what=f"the node to stop ({where})")
+        with RegistryClient(c.url) as client:
+            in_groups = [m for g in client.groups() for m in g.members]
+    print(where, "->", node.failure)
+    assert node.failure == (
+        "its task failed: fit returned shape (4,) for array 0; the spec says (3,)"
+    )
+    assert node.id not in in_groups
+    failed = [r for r in caplog.records if "its task failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is None  # one line, no traceback
+    assert "contained" not in caplog.text
+    assert ("(founded), Flower at" in caplog.text) == (breaks_at == 3)  # it led a group first

@@ -419,3 +419,34 @@ def test_a_task_that_breaks_while_running_stops_its_node_with_one_line(
     assert len(failed) == 1 and failed[0].exc_info is None  # one line, no traceback
     assert "contained" not in caplog.text
     assert ("(founded), Flower at" in caplog.text) == (breaks_at == 3)  # it led a group first
+
+
+_LONG = {f"key-{i}-" + "k" * 80: "v" * 5000 for i in range(40)}
+_ODD = {"nested": {"a": [1, 2]}, "huge": 10**30, "nan": math.nan, "": "empty key"}
+# Control characters take six bytes each once escaped, an emoji four to twelve.
+_ESCAPED = {f"{i}" + "\x00" * 70: ("\x00", "\U0001f344")[i % 2] * 5000 for i in range(20)}
+
+
+@pytest.mark.parametrize(
+    "said", [_LONG, {**_ODD, **_LONG}, _ESCAPED], ids=["long", "odd", "escaped"]
+)
+def test_what_a_task_says_about_itself_always_fits_the_registry(said: dict[Any, Any]) -> None:
+    """A task's describe() goes to the registry at registration: whatever it returns, the node
+    sends a flat map the registry accepts (else the node could never register)."""
+    from mycelium_p2p.node.flower_learning import FlowerLearning, FlowerSettings
+    from mycelium_p2p.registry_api import flat_map_problem
+
+    class Chatty(Toy):
+        def describe(self) -> dict[Any, Any]:
+            return said
+
+    learner = FlowerLearning(Chatty(), FlowerSettings(), lambda _r: None, random.Random(0),
+                             "node-1", lambda _n: None)  # fmt: skip
+    try:
+        summary = learner.summary()
+        print(len(summary), "keys,", flat_map_problem(summary))
+        assert flat_map_problem(summary) is None
+        assert summary["train"] == 8 and summary["probe_ms"] >= 1
+        assert summary["description"]  # what the registry shows when nothing else fits
+    finally:
+        learner.close()

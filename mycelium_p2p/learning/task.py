@@ -17,6 +17,7 @@ them (``mycelium task check`` and ``mycelium join --task`` before joining anythi
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import threading
 import time
@@ -41,8 +42,12 @@ MAX_NAME = 48
 #: Most arrays a task may have (the weights payload's own bound, ``models.MAX_ARRAYS``).
 MAX_ARRAYS = 1024
 #: Most entries, and longest text, of a task's ``describe()`` kept for the registry.
-MAX_DESCRIBE_KEYS = 16
+MAX_DESCRIBE_KEYS = 8
 MAX_DESCRIBE_TEXT = 200
+#: Largest ``describe()`` as JSON, in bytes: half the registry's bound on a node's ``data`` map
+#: (``registry_api.MAP_MAX_BYTES``), the rest is the node's own keys. Characters count here, and
+#: one character can take up to 12 bytes once escaped.
+MAX_DESCRIBE_BYTES = 2048
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -325,7 +330,7 @@ class GuardedTask:
         )
 
     def describe(self) -> dict[str, str | int | float | None]:
-        """The task's ``describe()`` as the registry takes it: flat, short, at most 16 keys."""
+        """The task's ``describe()`` as the registry takes it: flat, short, at most 8 keys."""
         describe = getattr(self.task, "describe", None)
         raw = self._call("describe", describe) if callable(describe) else None
         out: dict[str, str | int | float | None] = {}
@@ -339,6 +344,10 @@ class GuardedTask:
                     out[name] = value if isinstance(value, int | float | None) else number
                 else:
                     out[name] = str(value)[:MAX_DESCRIBE_TEXT]
+        # The escaped size is an upper bound of any JSON encoding's: drop the last entries
+        # until it fits (control characters and emoji in a text are six to twelve bytes each).
+        while out and len(json.dumps(out, ensure_ascii=True)) > MAX_DESCRIBE_BYTES:
+            out.popitem()
         out.setdefault("description", self.spec.key[:MAX_DESCRIBE_TEXT])
         return out
 

@@ -176,6 +176,33 @@ def test_new_group_fades_in_and_hubs_glide_to_new_slots() -> None:
     assert min(dist(p, q) for i, p in enumerate(slots) for q in slots[i + 1 :]) > 0.3
 
 
+def test_groups_of_one_spec_sit_side_by_side_and_say_their_spec() -> None:
+    """Nodes of different specs never share a group: the viewer shows each spec's groups
+    together on the circle, and names the spec under each hub when there are several."""
+    specs = ["mlp:1x8x8:10", "logreg:f4[64x10],f4[10]"]
+    assign = {f"n{i}": f"G{i % 6}" for i in range(12)}
+    view = make_view(0.0, assign)  # groups appear in the order G0..G5, specs alternating
+    groups = tuple(
+        GroupInfo(g.id, g.name, g.leader, g.members, g.accuracy, spec=specs[i % 2])
+        for i, g in enumerate(view.groups)
+    )
+    scene = Scene()
+    scene.update(NetworkView(0.0, view.nodes, groups, view.stats))
+    settle(scene)
+    around = sorted(scene.hubs.values(), key=lambda h: math.atan2(h.pos[1] - 0.5, h.pos[0] - 0.5))
+    kinds = [h.info.spec for h in around]
+    changes = sum(kinds[i] != kinds[i - 1] for i in range(len(kinds)))  # cyclic
+    print(kinds, changes)
+    assert changes == 2  # two arcs, one per spec
+    assert scene.stats()["specs"] == "2"
+    labels = {h.info.spec: scene.hub_label(h) for h in scene.hubs.values()}
+    assert "  mlp  " in labels[specs[0]] and "  logreg  " in labels[specs[1]]
+    alone = Scene()
+    alone.update(make_view(0.0, assign))
+    assert "specs" not in alone.stats()
+    assert alone.hub_label(alone.hubs["G0"]) == "G0  0.50"  # one spec: nothing to tell apart
+
+
 def test_histories_record_group_and_mean_accuracy() -> None:
     scene = Scene()
     for t in range(5):

@@ -152,9 +152,7 @@ class Renderer:
             radius = int(dot * 1.6 + 1.2 * math.sqrt(len(hub.info.members) + 1))
             pygame.draw.circle(surface, blend(hub.colour, 0.55 * hub.alpha), centre, radius)
             pygame.draw.circle(surface, blend(hub.colour, hub.alpha), centre, radius, 2)
-            acc = hub.info.accuracy
-            label = hub.info.name + (f"  {acc:.2f}" if acc is not None else "")
-            surf = self._text(label, 17, blend(TEXT, hub.alpha))
+            surf = self._text(scene.hub_label(hub), 17, blend(TEXT, hub.alpha))
             below = max(radius, int(hub.ring * 1.2 * side) + dot) + 3  # under the member ring
             surface.blit(surf, (centre[0] - surf.get_width() // 2, centre[1] + below))
         for node in scene.nodes.values():

@@ -211,8 +211,9 @@ class Scene:
     """Turns successive :class:`NetworkView` snapshots into a stable, animated picture.
 
     Call :meth:`update` with each new snapshot and :meth:`step` once per frame with the elapsed
-    time. Layout rules: hubs sit on a circle in order of first appearance; members sit around
-    their hub at an angle fixed by a hash of their id; nodes in no group float in a lobby; every
+    time. Layout rules: hubs sit on a circle grouped by model spec (nodes of different specs
+    never share a group), each spec's in order of first appearance; members sit around their
+    hub at an angle fixed by a hash of their id; nodes in no group float in a lobby; every
     position eases toward its target, so a migrating node travels from hub to hub.
     """
 
@@ -350,6 +351,15 @@ class Scene:
         out["registry"] = str(view.stats.get("registry", "-")) if view else "-"
         return out
 
+    def hub_label(self, hub: SceneHub) -> str:
+        """The text under a hub: its name, its spec's name when the network holds several
+        specs, and its accuracy."""
+        label = hub.info.name
+        if len({h.info.spec for h in self.hubs.values() if h.present}) > 1:
+            label += f"  {spec_name(hub.info.spec)}"
+        acc = hub.info.accuracy
+        return label + (f"  {acc:.2f}" if acc is not None else "")
+
     # -- layout ------------------------------------------------------------------------------
     def _ordered_hubs(self) -> list[SceneHub]:
         return sorted(self.hubs.values(), key=lambda h: (h.info.spec, h.order))
@@ -406,6 +416,12 @@ class Scene:
         ]
         if accs:
             _append_sample(self.mean_history, t, sum(accs) / len(accs))
+
+
+def spec_name(spec: str, most: int = 24) -> str:
+    """A spec key's name (before its shapes), short enough for a label."""
+    name = spec.split(":", 1)[0] or "-"
+    return name if len(name) <= most else name[: most - 1] + "…"
 
 
 def _append_sample(series: deque[tuple[float, float]], t: float, value: float) -> None:

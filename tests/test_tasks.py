@@ -357,11 +357,16 @@ def test_founding_says_which_specs_the_other_groups_use() -> None:
     assert founding_reason(GossipView("me", [], {}), "mlp:20:3") == (
         "no groups yet: founding one with spec mlp:20:3"
     )
+    # A live group of its own spec that the node passed over (its own stale record, one the
+    # registry refused it): "none with spec" would be false, the policy's reason stands.
+    assert founding_reason(view, "mlp:1x8x8:10") is None
     many = {f"h{i}": GroupRecord(f"h{i}", model=f"spec-{i % 4}-" + "x" * 120) for i in range(9)}
     crowd = GossipView("me", [Member(f"m{i}", f"h{i}") for i in range(9)], many)  # type: ignore[arg-type]
     long = founding_reason(crowd, "y" * 128)
     print(long)
-    assert len(long) <= 200 and "4 use other specs" in long  # the registry's bound on a reason
+    assert (
+        long is not None and len(long) <= 200 and "4 use other specs" in long
+    )  # the registry's bound on a reason
 
 
 def test_the_learner_times_probes_and_announces_them_within_the_meta_cap() -> None:

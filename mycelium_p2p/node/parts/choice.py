@@ -85,7 +85,8 @@ def choose(
     )
     if decision.action == "found" and state.group_id is None and not candidates:
         # Only groups of the node's own spec are candidates: say what the others use.
-        decision = replace(decision, reason=founding_reason(view, learning.spec))
+        reason = founding_reason(view, learning.spec)
+        decision = replace(decision, reason=reason) if reason else decision
     if first and decision.action == "found" and not state.looked_twice:
         # Nodes that start together would all found singletons: look again after a random
         # pause, by when the first founder's record has had time to spread.
@@ -100,13 +101,15 @@ def choose(
     return _act(state, decision, first) + ([] if first else [Announce()])
 
 
-def founding_reason(view: GossipView, spec: str) -> str:
+def founding_reason(view: GossipView, spec: str) -> str | None:
     """Why a node without a group founds one when no live group uses its spec, e.g. "3 groups
     use spec A; none with spec B: founding one" (at most 200 characters: the registry's
-    bound on a reason)."""
+    bound on a reason); None when some live group does use it (the node passed it over for
+    another reason, which the policy's own reason says)."""
     occupied = view.occupied()
     counts = Counter(r.model for r in view.groups.values() if views.is_live_group(r, occupied))
-    counts.pop(spec, None)
+    if counts.pop(spec, 0):
+        return None
     if not counts:
         return f"no groups yet: founding one with spec {_short(spec, 120)}"
     top = counts.most_common(2)

@@ -52,15 +52,11 @@ def test_nodes_carry_on_through_the_other_registry(procs: Processes) -> None:
         gid = wait_for(lambda: one_group_of(3), 120, interval=0.5, what="one group of three")
         observer = Observer([n["gossip_address"] for n in registry_nodes(url_b).values()])
         try:
-            wait_for(
-                lambda: (r := observer.groups().get(gid)) and r.round >= 2, 60, what="rounds"
-            )
+            wait_for(lambda: (r := observer.groups().get(gid)) and r.round >= 2, 60, what="rounds")
             first.kill()  # the registry most nodes were talking to: no goodbye
             killed = time.monotonic()
             at_kill = observer.groups()[gid].round
-            wait_for(
-                lambda: observer.groups()[gid].round >= at_kill + 3, 60, what="training on"
-            )
+            wait_for(lambda: observer.groups()[gid].round >= at_kill + 3, 60, what="training on")
             # A newcomer joins the group through the surviving registry...
             start_node(procs, both, 3, 4, capacity=4)
             gid4 = wait_for(lambda: one_group_of(4), 90, interval=0.5, what="the newcomer in")
@@ -76,9 +72,7 @@ def test_nodes_carry_on_through_the_other_registry(procs: Processes) -> None:
             def agreed() -> bool:
                 record = observer.groups().get(gid)
                 group = registry_groups(url_b).get(gid)
-                return bool(
-                    record and group and sorted(record.members) == sorted(group["members"])
-                )
+                return bool(record and group and sorted(record.members) == sorted(group["members"]))
 
             wait_for(agreed, 30, what="registry and gossip agreeing")
             alive = sorted(n["name"] for n in nodes.values() if n["status"] == "alive")

@@ -454,18 +454,17 @@ def _others_moved(watch: _Watch, event: str, involved: set[int]) -> int:
 
 
 def _arrival_rows(watch: _Watch, placed: Mapping[int, float | None]) -> list[dict[str, Any]]:
-    live = watch.cluster.live()
+    last = watch.samples[-1].nodes  # where each node was at the end (the nodes are stopped)
     rows = []
     for row in watch.arrivals:
         index = row["index"]
-        node = live.get(index)
         rows.append(
             {
                 "name": watch.plan.exp.names[index],
                 "concept": watch.concept(index),
                 "at": row["at"],
                 "placed_seconds": placed.get(index),
-                "group": None if node is None else node.group_id,
+                "group": last[index][0] if index in last else None,
             }
         )
     return rows

@@ -32,7 +32,7 @@ from mycelium_p2p.learning.data import NodeData, load_node_data
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.meta import NodeMeta
 from mycelium_p2p.node.controller import Controller, ControllerParams
-from mycelium_p2p.node.events import Event, RoundDone, ThreadDied
+from mycelium_p2p.node.events import DataChanged, Event, RoundDone, ThreadDied
 from mycelium_p2p.node.flower_learning import FlowerLearning, FlowerSettings
 from mycelium_p2p.node.heartbeats import Heartbeats
 from mycelium_p2p.node.parts.choice import ChoiceParams
@@ -258,6 +258,23 @@ class Node:
         self.controller.crash()
         self.heartbeats.close()
         self.gossip.stop()
+
+    def switch_data(self, data: NodeData) -> None:
+        """Hold ``data`` from now on (same node, same id): its world changed. Training, probing,
+        validation and test use it at once; the node forgets what it measured on the old data
+        and chooses its group again (any thread).
+
+        Raises
+        ------
+        ValueError
+            When ``data`` does not fit the node's model (other input shape or classes).
+        """
+        spec = models.model_spec(self.config.learning.model, data.input_shape, data.classes)
+        if spec != self.spec:
+            raise ValueError(f"new data needs model {spec}, the node runs {self.spec}")
+        self.data = data
+        self.learning.switch_data(data)
+        self._events.put(DataChanged())
 
     # ------------------------------------------------------------------ threads
 

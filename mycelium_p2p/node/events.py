@@ -44,7 +44,12 @@ class ThreadDied:
     what: str
 
 
-Event = RoundDone | HeartbeatAnswered | RegistryForgot | ThreadDied
+@dataclass(frozen=True)
+class DataChanged:
+    """The node's data was replaced (same node, same id): what it measured before is stale."""
+
+
+Event = RoundDone | HeartbeatAnswered | RegistryForgot | ThreadDied | DataChanged
 
 # -------------------------------------------------------------------------------- commands
 

@@ -283,10 +283,13 @@ class Node:
         try:
             with unit("discovery"):
                 self.controller.start(seeds)
-            self._heartbeat_thread = threading.Thread(
+            heartbeat = threading.Thread(
                 target=self._heartbeat_loop, name=f"hb-{self.name}", daemon=True
             )
-            self._heartbeat_thread.start()
+            heartbeat.start()
+            # Named only once it runs: the watchdog takes a named thread that is not alive for
+            # a dead one (a loaded machine can let it look between creation and start).
+            self._heartbeat_thread = heartbeat
             while not self._stop.is_set():
                 errors = self.containment.total()
                 for event in self._next_events():

@@ -78,9 +78,17 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 @click.option("--depart-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
 @click.option("--ifca-k", type=click.IntRange(min=1), help="IFCA's k (default: true concepts).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Plot accuracy over time with the events marked (PNG; needs matplotlib).",
+)
 @click.option("--no-baselines", is_flag=True, help="Skip the baselines.")
 @click.option("--log-level", default="WARNING", type=click.Choice(["DEBUG", "INFO", "WARNING"]))
-def experiment(json_path: str | None, no_baselines: bool, log_level: str, **opts: Any) -> None:
+def experiment(
+    json_path: str | None, plot_path: str | None, no_baselines: bool, log_level: str, **opts: Any
+) -> None:
     """Run registry, gossip and Flower for real on partitioned data; score the grouping."""
     from bootstrap.server import cluster_registry
     from mycelium_p2p.experiment.report import summarise
@@ -113,6 +121,41 @@ def experiment(json_path: str | None, no_baselines: bool, log_level: str, **opts
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(out, indent=2))
         console.print(f"results written to {json_path}")
+    if plot_path:
+        _plot({opts["scenario"] if not opts["shards"] else "shards": runs}, plot_path, console)
+
+
+@main.command("experiment-plot")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "plot_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--title", "titles", multiple=True, help="Panel titles, one per file, in order.")
+def experiment_plot(files: tuple[str, ...], plot_path: str, titles: tuple[str, ...]) -> None:
+    """Plot results of ``mycelium experiment --json``, one panel per file (PNG)."""
+    from mycelium_p2p.experiment.plot import runs_of
+
+    if titles and len(titles) != len(files):
+        raise click.UsageError(f"{len(titles)} titles for {len(files)} files")
+    panels: dict[str, list[dict[str, Any]]] = {}
+    for k, name in enumerate(files):
+        try:
+            runs = runs_of(json.loads(Path(name).read_text()))
+            if not all(isinstance(r, dict) and "timeline" in r for r in runs):
+                raise ValueError("no timeline")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise click.UsageError(f"{name}: not results of mycelium experiment ({exc})") from exc
+        panels[titles[k] if titles else Path(name).stem] = runs
+    _plot(panels, plot_path, Console())
+
+
+def _plot(panels: dict[str, list[dict[str, Any]]], path: str, console: Console) -> None:
+    try:
+        from mycelium_p2p.experiment.plot import plot_timelines
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        plot_timelines(panels, path)
+    except ImportError as exc:
+        raise click.ClickException(f"plotting needs matplotlib (the test extra): {exc}") from exc
+    console.print(f"plot written to {path}")
 
 
 def _plan(opts: dict[str, Any], *, baselines: bool) -> Any:

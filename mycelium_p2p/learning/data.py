@@ -24,7 +24,7 @@ Specs (one string, as given to ``mycelium join --data``):
     The node's own arrays ``x`` (N, ...) and ``y`` (N,) of integer labels, optionally an
     integer ``concept`` (used only for scoring) and an integer ``classes``.
 
-Partitioning (shared by ``synthetic`` and ``digits``, see ``notes/self-organisation.md``):
+Partitioning (shared by ``synthetic`` and ``digits``; ``docs/learning.md``):
 20% of the pool is held out as the common test set (a node's test split is its concept's
 transform of it); the rest is shuffled with the seed and dealt into ``num_nodes`` disjoint
 shards; each shard is split 80/20 into train and validation. The result depends only on

@@ -184,6 +184,7 @@ class Controller:
         elif isinstance(event, ThreadDied):
             self._execute([Fail(f"its {event.what} died")])
         elif isinstance(event, DataChanged):
+            self.learning.switch_data(event.data)
             self._execute(choice.data_changed(self.state, self.timers, self.clock()))
         self._publish_state()
 

@@ -260,9 +260,9 @@ class Node:
         self.gossip.stop()
 
     def switch_data(self, data: NodeData) -> None:
-        """Hold ``data`` from now on (same node, same id): its world changed. Training, probing,
-        validation and test use it at once; the node forgets what it measured on the old data
-        and chooses its group again (any thread).
+        """Hold ``data`` from now on (same node, same id): its world changed. The control thread
+        switches training, probing, validation and test to it, forgets what it measured on the
+        old data and chooses its group again (call from any thread; takes effect within a tick).
 
         Raises
         ------
@@ -273,8 +273,7 @@ class Node:
         if spec != self.spec:
             raise ValueError(f"new data needs model {spec}, the node runs {self.spec}")
         self.data = data
-        self.learning.switch_data(data)
-        self._events.put(DataChanged())
+        self._events.put(DataChanged(data))
 
     # ------------------------------------------------------------------ threads
 

@@ -141,10 +141,10 @@ def on_attempt(
 
 def data_changed(state: NodeState, timers: Scheduler, now: float) -> list[Command]:
     """The node's data changed: scores measured on the old data are stale, and the group that
-    served the old data may not serve the new, so choose again now (a move right before counts
-    for nothing)."""
+    served the old data may not serve the new, so choose again now. A node that has just moved
+    still sits out one evaluation: until its new group's first round it holds the model of the
+    group it left, and would score its new group with it."""
     state.probes = {}
-    state.just_moved = False
     timers.at(Timer.EVALUATE if state.group_id is not None else Timer.CHOOSE, now)
     return [Announce()]  # the new data's sizes in gossip metadata
 

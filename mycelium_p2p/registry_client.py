@@ -24,7 +24,14 @@ from typing import Any
 import httpx
 import msgspec
 
-from mycelium_p2p.registry_api import EventOut, GroupOut, HealthOut, NetworkOut, NodeOut
+from mycelium_p2p.registry_api import (
+    EventOut,
+    GroupOut,
+    HealthOut,
+    HeartbeatOut,
+    NetworkOut,
+    NodeOut,
+)
 
 
 class RegistryError(Exception):
@@ -171,10 +178,10 @@ class RegistryClient:
         accuracy: float | None = None,
         loss: float | None = None,
         round: int | None = None,
-    ) -> NodeOut:
-        """``POST /nodes/{id}/heartbeat`` with optional metrics; returns the node."""
+    ) -> HeartbeatOut:
+        """``POST /nodes/{id}/heartbeat`` with optional metrics; the node and a few live peers."""
         body = {"accuracy": accuracy, "loss": loss, "round": round}
-        return self._request("POST", f"/nodes/{node_id}/heartbeat", NodeOut, json=body)
+        return self._request("POST", f"/nodes/{node_id}/heartbeat", HeartbeatOut, json=body)
 
     def deregister(self, node_id: str) -> NodeOut:
         """``DELETE /nodes/{id}``: graceful leave; returns the node (status ``gone``)."""

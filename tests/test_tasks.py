@@ -455,3 +455,16 @@ def test_what_a_task_says_about_itself_always_fits_the_registry(said: dict[Any, 
         assert summary["description"]  # what the registry shows when nothing else fits
     finally:
         learner.close()
+
+
+def test_only_a_built_in_task_switches_its_data() -> None:
+    """A node's data can change at run time (a drift): the built-in task switches it, between
+    two calls; a task that loads its own data cannot, and says so."""
+    guarded = GuardedTask(ModelTask(load_node_data("digits:label-shift:2", 0, 4, seed=0), "mlp"))
+    before = guarded.sizes()
+    guarded.switch_data(load_node_data("digits:label-shift:2", 1, 2, seed=0))
+    assert guarded.sizes() != before and guarded.spec.key == "mlp:1x8x8:10"
+    with pytest.raises(ValueError, match="new data needs model mlp:20:3, the task runs mlp:1x8"):
+        guarded.switch_data(load_node_data("synthetic", 0, 4, seed=0))
+    with pytest.raises(ValueError, match="cannot switch its data at run time"):
+        GuardedTask(Toy()).switch_data(load_node_data("synthetic", 0, 4, seed=0))

@@ -97,6 +97,19 @@ class ModelTask:
     def sizes(self) -> DataSizes:
         return DataSizes(len(self.data.train), len(self.data.val), len(self.data.test))
 
+    def switch_data(self, data: NodeData) -> None:
+        """Fit and evaluate on ``data`` from the next call on (the node's world changed).
+
+        Raises
+        ------
+        ValueError
+            When ``data`` needs another model (other input shape or classes).
+        """
+        key = models.model_spec(self._spec.key.split(":", 1)[0], data.input_shape, data.classes)
+        if key != self._spec.key:
+            raise ValueError(f"new data needs model {key}, the task runs {self._spec.key}")
+        self.data = data
+
     def describe(self) -> dict[str, Any]:
         """What the registry has always been told: description, sizes and concept."""
         full = describe(self.data)

@@ -329,6 +329,15 @@ class GuardedTask:
             *(self._count("sizes", f, getattr(sizes, f), low=0) for f in ("train", "val", "test"))
         )
 
+    def switch_data(self, data: Any) -> None:
+        """The task's own ``switch_data(data)``, between two of its calls (a task that loads
+        its own data has none: ValueError)."""
+        switch = getattr(self.task, "switch_data", None)
+        if not callable(switch):
+            raise ValueError(f"task {self.spec.key} cannot switch its data at run time")
+        with self._lock:
+            switch(data)
+
     def describe(self) -> dict[str, str | int | float | None]:
         """The task's ``describe()`` as the registry takes it: flat, short, at most 8 keys."""
         describe = getattr(self.task, "describe", None)

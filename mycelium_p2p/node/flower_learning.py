@@ -25,6 +25,7 @@ import numpy as np
 
 from mycelium_p2p.learning import flower, models
 from mycelium_p2p.learning.admission import MemberLimits
+from mycelium_p2p.learning.data import NodeData
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
 from mycelium_p2p.learning.task import GuardedTask, SplitName, Task, TaskError
 from mycelium_p2p.learning.tls import TlsMaterial
@@ -188,6 +189,18 @@ class FlowerLearning:
         """``train`` and ``val`` counts and ``probe_ms``, announced in gossip metadata."""
         sizes = self.task.sizes()
         return {"train": sizes.train, "val": sizes.val, "probe_ms": self.probe_ms()}
+
+    @property
+    def data(self) -> NodeData | None:
+        """The data the built-in task learns on now (None: the user's task holds its own)."""
+        data = getattr(self.task.task, "data", None)
+        return data if isinstance(data, NodeData) else None
+
+    def switch_data(self, data: NodeData) -> None:
+        """Train, validate and test on ``data`` from now on (same model spec): the task's data
+        switches, which the member client shares."""
+        self.task.switch_data(data)
+        self._description = self.task.describe()
 
     # -- scoring ---------------------------------------------------------------------------
 

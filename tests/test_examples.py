@@ -127,10 +127,19 @@ def cnn_oracle(module: Any, shards: Path, datas: list[NodeData], rounds: int) ->
         weights = clients[members[0]].get_parameters({})
         for _ in range(rounds):
             updates = [clients[i].fit(weights, {}) for i in members]
-            weights = baselines.fedavg([u[0] for u in updates], [u[1] for u in updates])
+            weights = fedavg([u[0] for u in updates], [u[1] for u in updates])
         for i in members:
             accuracies[i] = cnn_accuracy(module, weights, datas[i])
     return accuracies
+
+
+def fedavg(models: list[list[np.ndarray]], examples: list[int]) -> list[np.ndarray]:
+    """FedAvg: the models' arrays averaged, weighted by their training examples."""
+    share = np.asarray(examples, dtype=np.float64) / sum(examples)
+    return [
+        np.tensordot(share, np.stack(arrays), axes=1).astype(arrays[0].dtype)
+        for arrays in zip(*models, strict=True)
+    ]
 
 
 def cnn_accuracy(module: Any, weights: list[np.ndarray], data: NodeData) -> float:

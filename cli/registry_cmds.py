@@ -63,7 +63,28 @@ def _fail(message: str, status: int = 1) -> NoReturn:
     "--token",
     envvar="MYCELIUM_TOKEN",
     default=None,
-    help="Bearer token required for writes (or MYCELIUM_TOKEN); reads stay open.",
+    help="Admission token (or MYCELIUM_TOKEN): it enrols new nodes, which then act with their "
+    "own credentials; every request but /health and /docs needs a credential, and the registry "
+    "is the network's CA.",
+)
+@click.option(
+    "--admin-token",
+    envvar="MYCELIUM_ADMIN_TOKEN",
+    default=None,
+    help="Operator token (or MYCELIUM_ADMIN_TOKEN): removes and revokes any node.",
+)
+@click.option(
+    "--observer-token",
+    envvar="MYCELIUM_OBSERVER_TOKEN",
+    default=None,
+    help="Read-only token for viewers (or MYCELIUM_OBSERVER_TOKEN).",
+)
+@click.option(
+    "--ca-dir",
+    default=None,
+    metavar="DIR",
+    help="The CA's folder (key made at first start, owner-only)  "
+    "[default: <db>.ca beside an SQLite file; required with PostgreSQL]",
 )
 @click.option(
     "--insecure",
@@ -95,6 +116,9 @@ def bootstrap(
     port: int,
     db_target: str,
     token: str | None,
+    admin_token: str | None,
+    observer_token: str | None,
+    ca_dir: str | None,
     insecure: bool,
     suspect_after: float,
     dead_after: float,
@@ -109,9 +133,10 @@ def bootstrap(
     import uvicorn
 
     from bootstrap.app import create_app
+    from bootstrap.ca import CaError
     from bootstrap.db import DatabaseInUse, SchemaError, is_database_url, redact
     from bootstrap.server import bound_port, listen_socket, url_host, uvicorn_config
-    from bootstrap.store import LivenessConfig
+    from bootstrap.store import AuthorityMismatch, LivenessConfig
 
     token = token or None
     if host is None:
@@ -133,13 +158,22 @@ def bootstrap(
     db_path: str | Path = db_target if is_database_url(db_target) else Path(db_target)
     shown = redact(db_path)
     try:
-        app = create_app(db_path, token=token, liveness=liveness)
-    except ValueError as exc:  # a URL without a database name
+        app = create_app(
+            db_path,
+            token=token,
+            liveness=liveness,
+            admin_token=admin_token or None,
+            observer_token=observer_token or None,
+            ca_dir=ca_dir,
+        )
+    except ValueError as exc:  # a URL without a database name, PostgreSQL without --ca-dir
         _fail(str(exc), status=2)
+    except CaError as exc:
+        _fail(str(exc))
     store = app.state["store"]
     try:
         store.open()  # lock and schema now, so that a bad --db is one line, not a lifespan error
-    except DatabaseInUse as exc:
+    except (DatabaseInUse, AuthorityMismatch) as exc:
         if debug:
             raise
         _fail(str(exc))
@@ -169,6 +203,11 @@ def bootstrap(
                 if not is_loopback(host):
                     log.warning("--insecure: serving %s to the network without a token", host)
             click.echo(f"registry listening on {url} (bound {host}), database {shown}")
+            if store.ca is not None:
+                log.info(
+                    "network CA %s...: nodes enrol with the token, then use their own credentials",
+                    store.ca.fingerprint[:16],
+                )
             click.echo(f"docs: {url}/docs", nl=True)
         await task
 
@@ -196,13 +235,18 @@ def bootstrap(
 @click.option(
     "--peer", metavar="HOST:PORT", help="Read the gossip view of this node instead (as observer)."
 )
-@click.option("--token", envvar="MYCELIUM_TOKEN", help="Network secret (or MYCELIUM_TOKEN).")
+@click.option(
+    "--token",
+    envvar="MYCELIUM_TOKEN",
+    help="A credential to read with (or MYCELIUM_TOKEN): the admission or observer token, or "
+    "a node credential.",
+)
 @click.option(
     "--json", "as_json", is_flag=True, help='Print {"groups": [...], "nodes": [...]} as JSON.'
 )
 def status(url: str, peer: str | None, token: str | None, as_json: bool) -> None:
     """Print groups and nodes as tables: the registry's, or a node's gossip view (--peer)."""
-    snapshot = gossip_snapshot(peer, token) if peer else registry_snapshot(url)
+    snapshot = gossip_snapshot(peer, token) if peer else registry_snapshot(url, token)
     if as_json:
         click.echo(json.dumps(snapshot.to_json()))
         return
@@ -211,13 +255,13 @@ def status(url: str, peer: str | None, token: str | None, as_json: bool) -> None
     console.print(nodes_table(snapshot.nodes))
 
 
-def registry_snapshot(url: str) -> Snapshot:
+def registry_snapshot(url: str, token: str | None = None) -> Snapshot:
     """The registry's picture of the network, or a one-line error."""
     from mycelium_p2p import snapshot
     from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 
     try:
-        with RegistryClient(url, retries=1, timeout=5.0) as client:
+        with RegistryClient(url, token=token, retries=1, timeout=5.0) as client:
             return snapshot.from_registry(client.network(events=0))
     except (RegistryError, RegistryUnavailable) as exc:
         raise click.ClickException(f"cannot read {url}: {exc}") from exc

@@ -16,6 +16,7 @@ URL as the push-pull header's ``url``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -30,9 +31,10 @@ from mycelium_p2p.gossip.core import GossipEvent
 from mycelium_p2p.gossip.delegate import NullDelegate
 from mycelium_p2p.gossip.membership import MemberView
 from mycelium_p2p.gossip.messages import MAX_ID_LEN, check_id
-from mycelium_p2p.gossip.node import SwimNode
+from mycelium_p2p.gossip.node import TICKET_KEY, SwimNode
 from mycelium_p2p.gossip.transport import Transport
 from mycelium_p2p.gossip.transport.zmq import ZmqTransport
+from mycelium_p2p.identity import IdentityError, NodeIdentity
 from mycelium_p2p.limits import MAX_COUNTER, MAX_LOSS
 from mycelium_p2p.security import keys_for
 
@@ -363,8 +365,12 @@ class GossipNode:
         Receive everything, own no group: ``role`` is ``observer``, ``group`` empty
         (default: False).
     secret : str | bytes | None
-        Network secret: all gossip over CURVE with keys derived from it; None logs that gossip
-        is open (default: None).
+        A shared secret: all gossip over CURVE with one key pair derived from it (standalone
+        gossip; ignored with an ``identity``) (default: None).
+    identity : NodeIdentity | None
+        The node's own identity: its ROUTER serves with its own CURVE key and admits only peers
+        with a valid ticket from the network's CA; silent until the identity is enrolled
+        (default: None).
     registry_url : str | None
         Known registry URL, else learned by push-pull (default: None).
     rng : random.Random | None
@@ -388,6 +394,7 @@ class GossipNode:
         secret: str | bytes | None = None,
         registry_url: str | None = None,
         *,
+        identity: NodeIdentity | None = None,
         rng: random.Random | None = None,
         transport: Transport | None = None,
         wrap_transport: Callable[[Transport], Transport] | None = None,
@@ -401,7 +408,12 @@ class GossipNode:
         if observer:
             m["group"] = ""
         self._meta = m
-        self._keys = keys_for(secret) if transport is None else None
+        self.identity = identity
+        self._keys = keys_for(secret) if transport is None and identity is None else None
+        if transport is None and identity is None and self._keys is None:
+            log.warning("gossip is open (no secret): any peer that can reach this port can join")
+        if identity is not None and identity.ticket is not None:
+            m[TICKET_KEY] = identity.ticket.text()
         self._transport = transport
         self._wrap = wrap_transport
         self._rng = rng
@@ -418,7 +430,12 @@ class GossipNode:
         if self._swim is not None:
             raise RuntimeError("GossipNode already started")
         transport: Transport = self._transport or ZmqTransport(
-            self.config, self.host, self.port, self.advertise_host, self._keys
+            self.config,
+            self.host,
+            self.port,
+            self.advertise_host,
+            self._keys,
+            identity=self.identity,
         )
         if self._wrap is not None:
             transport = self._wrap(transport)
@@ -426,13 +443,56 @@ class GossipNode:
             self.node_id, self.config, transport, self.delegate, meta=self._meta, rng=self._rng
         )
         swim.subscribe(self._fan_out)
+        inner: Any = transport
+        while hasattr(inner, "inner"):  # a wrapper (a partition in tests)
+            inner = inner.inner
+        if hasattr(inner, "introduction"):
+            inner.introduction = lambda: self.delegate.registry_url
         self.address = swim.address
         self._swim = swim
         swim.start()
 
     def join(self, seeds: list[str], timeout: float) -> bool:
-        """Push-pull with the first seed that answers; True once one did within ``timeout``."""
+        """Push-pull with the first seed that answers; True once one did within ``timeout``.
+
+        With an identity, each seed is first asked for its ticket (its introduction listener):
+        a seed whose ticket does not verify is never spoken to.
+        """
+        if self.identity is not None:
+            share = timeout / max(1, len(seeds))
+            for seed in seeds:
+                self.introduce(seed, min(share, 2.0))
         return self._node().join(seeds, timeout)
+
+    def introduce(self, address: str, timeout: float) -> str | None:
+        """Ask the node at ``address`` for the registry's URL and (enrolled) its ticket, whose
+        key is then used to reach it; the URL it named, or None (no answer, or no identity)."""
+        swim = self._swim
+        introduce = getattr(swim.transport, "introduce", None) if swim is not None else None
+        if introduce is None:
+            return None
+        answer = introduce(address, timeout)
+        if answer is None:
+            return None
+        trust = None if self.identity is None else self.identity.trust
+        if answer.ticket is not None and trust is not None:
+            with contextlib.suppress(IdentityError):
+                ticket = trust.ticket(answer.ticket)
+                swim.transport.learn(ticket.node_id, address, answer.ticket)
+        if answer.url and self.delegate.registry_url is None:
+            self.delegate.registry_url = answer.url
+        return answer.url
+
+    def set_ticket(self) -> None:
+        """Gossip this node's (new) ticket, and reconnect to peers with it."""
+        ticket = None if self.identity is None else self.identity.ticket
+        swim = self._swim
+        if ticket is None or swim is None:
+            return
+        renew = getattr(swim.transport, "renew", None)
+        if renew is not None:
+            swim.call(lambda core, now: renew())
+        self.update_meta(**{TICKET_KEY: ticket.text()})
 
     def leave(self, timeout: float = 1.0) -> None:
         """Announce a graceful leave, let the news go out (bounded by ``timeout``), stop."""

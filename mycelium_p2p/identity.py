@@ -56,8 +56,8 @@ _SIG_LEN = 64
 MAX_ID = 64
 #: ZeroMQ's routing id holds at most this many bytes; a ticket and an 8-byte nonce must fit.
 MAX_TICKET = 1 + 1 + 4 + 32 + 1 + MAX_ID + _SIG_LEN
-#: Most ids a revocation list may name (each stays listed until tickets it could match expired).
-MAX_REVOKED = 10_000
+#: Most ids a revocation list may name: the signed list rides in every push-pull, in one frame.
+MAX_REVOKED = 1000
 #: Days a node's ticket and certificate are valid (renewed at every registration).
 NODE_DAYS = 365
 #: Days an observer's ticket is valid (the viewer and ``status`` ask for a new one each run).
@@ -602,3 +602,129 @@ def credential_hash(credential: str) -> str:
     """How the registry keeps a credential: its SHA-256, hex (the credential itself is never
     stored)."""
     return hashlib.sha256(credential.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------- one node's identity
+
+
+class NodeIdentity:
+    """What one node (or observer) speaks with: its id, its keys, and what the registry issued.
+
+    Attributes are replaced whole, never changed in place, so other threads read them safely.
+    ``trust`` and ``ticket`` are None until the node enrolled; ``credential`` is the bearer of
+    its registry requests; ``certificate`` its TLS certificate (PEM), when it asked for one.
+
+    Parameters
+    ----------
+    node_id : str
+        The node's id (stable across restarts when kept in a state directory).
+    keys : NodeKeys
+        Its key pairs (default: new ones).
+    """
+
+    def __init__(self, node_id: str, keys: NodeKeys | None = None) -> None:
+        self.node_id = check_node_id(node_id)
+        self.keys = keys or NodeKeys.generate()
+        self.trust: Trust | None = None
+        self.ticket: Ticket | None = None
+        self.credential: str | None = None
+        self.certificate: bytes | None = None
+        self.registry: str | None = None  # the registry it enrolled with (informational)
+
+    @property
+    def enrolled(self) -> bool:
+        """Whether the registry issued it a credential and a ticket."""
+        return self.ticket is not None and self.trust is not None
+
+    def accept(
+        self,
+        ca_certificate: str | bytes | None,
+        ticket: str | None,
+        certificate: str | None = None,
+        credential: str | None = None,
+    ) -> None:
+        """Take what a registration answered: verified against the CA this node knows (or, on
+        first contact, the one the answer carries), and checked to be this node's.
+
+        Raises
+        ------
+        IdentityError
+            If the CA changed, or the ticket or certificate is not this node's.
+        """
+        trust = self.trust
+        if ca_certificate:
+            pem = ca_certificate.encode() if isinstance(ca_certificate, str) else ca_certificate
+            if trust is None:
+                trust = Trust(pem)
+            elif fingerprint(pem) != trust.fingerprint:
+                raise IdentityError(
+                    "the registry's CA is not the one this node enrolled with; a node that "
+                    "should join another network needs a new state directory"
+                )
+        if trust is None:
+            raise IdentityError("the registry sent no CA certificate")
+        issued = None
+        if ticket is not None:
+            issued = trust.ticket_text(ticket)
+            if (issued.node_id, issued.curve_public) != (self.node_id, self.keys.curve_public):
+                raise IdentityError("the registry issued a ticket for another node or key")
+        if certificate is not None:
+            cert = x509.load_pem_x509_certificate(certificate.encode())
+            cert.verify_directly_issued_by(trust.ca_cert)
+            if cert.public_key() != self.keys.tls_key.public_key():
+                raise IdentityError("the registry certified another key")
+            self.certificate = certificate.encode()
+        self.trust = trust
+        if issued is not None:
+            self.ticket = issued
+        if credential is not None:
+            self.credential = credential
+
+    # -- the state file ---------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, str | None]:
+        """Everything needed to be this node again (secrets included: keep it owner-only)."""
+        return {
+            "node_id": self.node_id,
+            "curve_secret": self.keys.curve_secret.decode(),
+            "tls_key": self.keys.tls_key_pem().decode(),
+            "credential": self.credential,
+            "ticket": None if self.ticket is None else self.ticket.text(),
+            "certificate": None if self.certificate is None else self.certificate.decode(),
+            "ca_certificate": None if self.trust is None else self.trust.ca_pem.decode(),
+            "registry": self.registry,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, str | None]) -> NodeIdentity:
+        """The identity :meth:`to_state` wrote (IdentityError if it does not hold together).
+
+        A ticket that no longer verifies (expired, say) is dropped: the next registration
+        issues a new one.
+        """
+
+        def text(name: str) -> str | None:
+            value = state.get(name)
+            if value is not None and not isinstance(value, str):
+                raise IdentityError(f"{name} is not text")
+            return value
+
+        node_id, secret, tls = text("node_id"), text("curve_secret"), text("tls_key")
+        if not node_id or not secret or not tls:
+            raise IdentityError("node_id, curve_secret and tls_key are required")
+        identity = cls(node_id, NodeKeys.load(secret.encode(), tls.encode()))
+        identity.credential = text("credential")
+        identity.registry = text("registry")
+        ca = text("ca_certificate")
+        if ca:
+            identity.trust = Trust(ca.encode())
+            ticket = text("ticket")
+            try:
+                if ticket:
+                    identity.accept(None, ticket)
+            except IdentityError:
+                identity.ticket = None
+            cert = text("certificate")
+            if cert:
+                identity.certificate = cert.encode()
+        return identity

@@ -256,6 +256,9 @@ async def register_node(
         node = await _committed(store.submit(store.writes.register, data))
         return RegisteredOut(**msgspec.structs.asdict(node))
     ca = _ca(state)
+    enrols = caller.kind == "admission" and not store.enrolled.known(data.id)
+    if not enrols:
+        caller.acts_for(data.id)  # who may speak for this id comes before what it sent
     if data.public_key is None:
         raise ValidationException(
             detail="public_key: required with a token (the node's Curve25519 key, Z85)"
@@ -265,11 +268,10 @@ async def register_node(
     except IdentityError as exc:
         raise ValidationException(detail=f"csr: {exc}") from None
     credential = None
-    if caller.kind == "admission" and not store.enrolled.known(data.id):
+    if enrols:
         credential = secrets.token_urlsafe(32)
         write = store.submit(store.writes.enrol, data, credential_hash(credential))
     else:
-        caller.acts_for(data.id)
         write = store.submit(store.writes.register_enrolled, data)
     node = await _committed(write)
     ticket = ca.issue_ticket(data.id, data.public_key.encode())

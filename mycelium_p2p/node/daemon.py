@@ -23,9 +23,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from mycelium_p2p import keystore
 from mycelium_p2p.containment import Containment
 from mycelium_p2p.gossip.transport import Transport
 from mycelium_p2p.groups import GossipNode, GroupRecord
+from mycelium_p2p.identity import IdentityError, NodeIdentity
 from mycelium_p2p.learning import admission, models
 from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.data import NodeData, load_node_data
@@ -151,7 +153,9 @@ class Node:
     ) -> None:
         self.config = config = config.resolved()
         net, learn = config.network, config.learning
-        self.id = node_id or uuid.uuid4().hex[:12]
+        self.identity = _identity(config, node_id)
+        self.id = self.identity.node_id if self.identity is not None else None
+        self.id = self.id or node_id or uuid.uuid4().hex[:12]
         self.name = config.network.name or f"node-{self.id[:6]}"
         self.data = data or load_node_data(
             learn.data, learn.node_index, learn.num_nodes, learn.seed
@@ -196,8 +200,8 @@ class Node:
             port=net.gossip_port,
             advertise_host=host,
             meta=NodeMeta(name=self.name, model=self.spec, **self.learning.sizes()).to_map(),
-            secret=net.token,
             registry_url=net.registry_url,
+            identity=self.identity,
             wrap_transport=wrap_gossip_transport,
         )
         url = self._registry_url
@@ -205,19 +209,36 @@ class Node:
             self.state,
             controller_params(config),
             gossip=_Gossip(self.gossip),
-            registry=RegistryLink(url, net.token, timeout=3.0, retries=1),
+            registry=RegistryLink(
+                url,
+                net.token,
+                timeout=3.0,
+                retries=1,
+                identity=self.identity,
+                on_enrolled=self._enrolled,
+            ),
             learning=self.learning,
             clock=clock,
             rng=self.rng,
             on_fail=self._failed,
         )
         self.heartbeats = Heartbeats(
-            RegistryLink(url, net.token, timeout=3.0, retries=0),
+            RegistryLink(url, net.token, timeout=3.0, retries=0, identity=self.identity),
             self.id,
             self.name,
             lambda: self.controller.published,
             self._events.put,
         )
+
+    def _enrolled(self) -> None:
+        """The registry issued something new: keep it, and gossip the new ticket."""
+        identity = self.identity
+        if identity is None:
+            return
+        if self.config.network.state_dir:
+            keystore.save(identity, self.config.network.state_dir)
+        log.info("%s: enrolled with the registry (id %s)", self.name, self.id)
+        self.gossip.set_ticket()
 
     def _registry_url(self) -> str | None:
         return self.config.network.registry_url or self.gossip.registry_url
@@ -393,3 +414,21 @@ class Node:
     def test_accuracy(self) -> float | None:
         """Accuracy of the node's current group model on its own held-out test split."""
         return self.learning.test_accuracy()
+
+
+def _identity(config: NodeConfig, node_id: str | None) -> NodeIdentity | None:
+    """The node's own identity with a token (kept in ``state_dir`` if one is set), else None,
+    said loudly: without a token nothing checks who speaks."""
+    net = config.network
+    if not net.token:
+        log.warning(
+            "no token: this node runs open (the registry, gossip and Flower accept anyone who "
+            "reaches them); fine on one development machine, never on a shared network"
+        )
+        return None
+    if not net.state_dir:
+        return NodeIdentity(node_id or uuid.uuid4().hex[:12])
+    try:
+        return keystore.load_or_create(net.state_dir, node_id)
+    except (IdentityError, OSError) as exc:
+        raise ValueError(f"state directory {net.state_dir}: {exc}") from exc

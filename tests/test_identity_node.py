@@ -1,0 +1,88 @@
+"""A node's own identity over the real parts: a registry over HTTP on a SQLite file, a node with
+gossip on ZeroMQ, a state directory on disk.
+
+The node enrols at its first registration (admission token, public key, CSR), keeps what the
+registry issued in its state directory (owner-only), and is the same node after a restart: same
+id, its credential (not the admission token) on every request, even once the registry was
+restarted with another admission token.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from bootstrap.server import RegistryServer
+from mycelium_p2p.identity import IdentityError
+from mycelium_p2p.keystore import FILE, load_or_create
+from mycelium_p2p.learning.data import load_node_data
+from mycelium_p2p.node import Node
+from mycelium_p2p.node_config import NodeConfig
+from mycelium_p2p.registry_client import RegistryClient
+from tests.helpers import wait_for
+
+TOKEN = "node-identity-token"
+ADMIN = "node-identity-admin"
+
+
+def _node(url: str, state: Path, token: str = TOKEN) -> Node:
+    config = NodeConfig.test().replace(
+        token=token, registry_url=url, name="alice", state_dir=str(state)
+    )
+    return Node(config, data=load_node_data("digits:iid", 0, 2, seed=0))
+
+
+def _registered(url: str, node_id: str, token: str = ADMIN) -> bool:
+    with RegistryClient(url, token=token, retries=0) as reader:
+        return any(n.id == node_id and n.status == "alive" for n in reader.nodes())
+
+
+def test_a_state_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    identity = load_or_create(tmp_path / "s")
+    path = tmp_path / "s" / FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o700
+    assert load_or_create(tmp_path / "s").node_id == identity.node_id
+    with pytest.raises(IdentityError, match="belongs to node"):
+        load_or_create(tmp_path / "s", "someone-else")
+    path.chmod(0o644)
+    with pytest.raises(IdentityError, match="readable by others"):
+        load_or_create(tmp_path / "s")
+
+
+@pytest.mark.slow
+def test_a_node_enrols_once_and_is_itself_after_restarts(tmp_path: Path) -> None:
+    db, ca_dir, state = tmp_path / "r.db", tmp_path / "ca", tmp_path / "alice"
+    with RegistryServer(db, token=TOKEN, admin_token=ADMIN, ca_dir=ca_dir) as registry:
+        url = str(registry.url)
+        node = _node(url, state)
+        node.start()
+        try:
+            wait_for(lambda: _registered(url, node.id), 30, what="the node registered")
+            assert node.identity is not None and node.identity.enrolled
+        finally:
+            node.stop()
+        first_id = node.id
+        saved = json.loads((state / FILE).read_text())
+        assert saved["node_id"] == first_id and saved["credential"] and saved["certificate"]
+        assert stat.S_IMODE((state / FILE).stat().st_mode) == 0o600
+        # Its credential is its own: the admission token cannot act for it.
+        with RegistryClient(url, token=saved["credential"], retries=0) as own:
+            assert own.heartbeat(first_id).id == first_id
+
+    # The registry restarts with a new admission token; the node restarts with the old one:
+    # it is the same node, speaking with its credential.
+    with RegistryServer(db, token="rotated-token", admin_token=ADMIN, ca_dir=ca_dir) as registry:
+        url = str(registry.url)
+        again = _node(url, state, token=TOKEN)
+        again.start()
+        try:
+            assert again.id == first_id
+            wait_for(lambda: _registered(url, first_id), 30, what="the node registered again")
+            assert again.phase.value != "stopped", again.failure
+        finally:
+            again.stop()
+        assert json.loads((state / FILE).read_text())["credential"] == saved["credential"]

@@ -34,7 +34,7 @@ from mycelium_p2p.gossip.messages import MAX_ID_LEN, check_id
 from mycelium_p2p.gossip.node import TICKET_KEY, SwimNode
 from mycelium_p2p.gossip.transport import Transport
 from mycelium_p2p.gossip.transport.zmq import ZmqTransport
-from mycelium_p2p.identity import IdentityError, NodeIdentity
+from mycelium_p2p.identity import IdentityError, NodeIdentity, Trust, from_text
 from mycelium_p2p.limits import MAX_COUNTER, MAX_LOSS
 from mycelium_p2p.security import keys_for
 
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_TEXT_LEN = 256
 MAX_URL_LEN = 2048
 MAX_MEMBERS = 4096
+#: Longest lease text a record carries (a signed lease is at most 1,024 bytes, base64).
+MAX_LEASE_TEXT = 1400
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,10 @@ class GroupRecord:
     created_at : float
         Wall-clock seconds when the group was founded; breaks ties between equally large
         groups in the merge rule (older wins) (default: 0.0).
+    lease : str
+        With a token: the registry's signed grant of ``term`` to ``leader`` at
+        ``flower_address`` (``identity.Lease``, base64); a node with an identity accepts a
+        record only with a valid one (default: "").
     """
 
     id: str
@@ -103,6 +109,7 @@ class GroupRecord:
     dissolved: bool = False
     updated_at: float = 0.0
     created_at: float = 0.0
+    lease: str = ""
 
     def __post_init__(self) -> None:
         # Sorted members make equal records compare equal whatever order the leader used.
@@ -118,9 +125,12 @@ class GroupRecord:
         return other is None or self.order > other.order
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for the wire: every field in declaration order, members as a list."""
+        """Plain dict for the wire: every field in declaration order, members as a list (no
+        ``lease`` when there is none)."""
         d = {name: getattr(self, name) for name in _FIELD_ORDER}
         d["members"] = list(self.members)
+        if not self.lease:  # open networks: the same bytes as before leases existed
+            del d["lease"]
         return d
 
     @classmethod
@@ -163,6 +173,7 @@ class GroupRecord:
             dissolved=_flag(d.get("dissolved", False), "dissolved"),
             updated_at=_time(d.get("updated_at", 0.0), "updated_at"),
             created_at=_time(d.get("created_at", 0.0), "created_at"),
+            lease=_text(d.get("lease", ""), "lease", MAX_LEASE_TEXT),
         )
 
 
@@ -276,13 +287,38 @@ class GroupDelegate(NullDelegate):
     registry_url : str | None
         The registry's URL if known, else learned from the first push-pull that carries one
         (default: None).
+    trust : callable | None
+        Returns what the node believes (``identity.Trust``) or None; given, a record is applied
+        only if its lease verifies and names its group, term, leader and Flower address
+        (refused ones are counted in ``refused``) (default: None: every record is applied).
     """
 
-    def __init__(self, tombstone_ttl: float, registry_url: str | None = None) -> None:
+    def __init__(
+        self,
+        tombstone_ttl: float,
+        registry_url: str | None = None,
+        trust: Callable[[], Trust | None] | None = None,
+    ) -> None:
         super().__init__()
         self.table = GroupTable(tombstone_ttl)
         self.registry_url = registry_url
         self.model_provider: ModelProvider | None = None
+        self.trust = trust
+        self.refused = 0
+
+    def leased(self, record: GroupRecord) -> bool:
+        """Whether ``record`` may be applied: always without ``trust``, else only with a lease
+        the CA signed for exactly its group, term, leader and Flower address."""
+        if self.trust is None:
+            return True
+        trust = self.trust()
+        if trust is None or not record.lease or record.leader is None:
+            return False
+        try:
+            lease = trust.lease(from_text(record.lease, MAX_LEASE_TEXT))
+        except IdentityError:
+            return False
+        return lease.names(record.id, record.term, record.leader, record.flower_address)
 
     def parse_item(self, raw: dict[str, Any]) -> GroupRecord:
         """A group record off the wire (ValueError if any field is invalid).
@@ -318,6 +354,10 @@ class GroupDelegate(NullDelegate):
         ``group_dissolved``). True if it was."""
         if not isinstance(record, GroupRecord):
             raise ValueError("a group item must be a GroupRecord")
+        held = self.table.get(record.id)
+        if record.newer_than(held) and not self.leased(record):
+            self.refused += 1
+            return False
         if not self.table.apply(record, now):
             return False
         self.broadcast(("g", record.id), record)
@@ -417,7 +457,11 @@ class GossipNode:
         self._transport = transport
         self._wrap = wrap_transport
         self._rng = rng
-        self.delegate = GroupDelegate(config.tombstone_ttl, registry_url)
+        self.delegate = GroupDelegate(
+            config.tombstone_ttl,
+            registry_url,
+            trust=None if identity is None else (lambda: identity.trust),
+        )
         self.address: str | None = transport.address if transport is not None else None
         self._swim: SwimNode | None = None
         self._lock = threading.Lock()
@@ -579,6 +623,7 @@ class GossipNode:
         """Gossip counters (see ``GossipCore.stats``), ``transport`` counters and ``groups``."""
         s = self._node().stats()
         s["groups"] = self._node().call(lambda core, now: len(self.delegate.table.live()))
+        s["records_refused"] = self.delegate.refused
         return s
 
     @property

@@ -207,7 +207,14 @@ def _hostile(cluster: LocalCluster, leader: Node, tmp: Any) -> tuple[Any, TlsMat
     )
     node = Node(config, data=load_node_data("digits:iid", 2, 3, seed=0), node_id="mallory")
     node.start()
-    return node.gossip, node.learning.server_tls(), node.stop
+    wait_for(
+        lambda: node.identity is not None and node.identity.certificate is not None,
+        30,
+        what="the hostile node enrolled",
+    )
+    tls = node.learning.server_tls()
+    assert tls is not None
+    return node.gossip, tls, node.stop
 
 
 def _zeros_server(spec: str, tls: TlsMaterial) -> GroupServer:
@@ -257,6 +264,10 @@ def test_a_forged_group_record_moves_no_member(tmp_path: Any) -> None:
             assert followed is not None and followed.leader == leader.id
             assert followed.term == real.term
             assert server.round == 0
+            # Refused for its lease (the real one, for another term and leader), not unseen.
+            refused = [n.gossip.stats().get("records_refused", 0) for n in cluster.nodes]
+            print(f"records refused per node: {refused}")
+            assert sum(refused) >= 1
         finally:
             server.stop()
             stop()

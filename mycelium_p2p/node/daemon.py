@@ -186,11 +186,14 @@ class Node:
                 learning_rate=learn.learning_rate,
                 seed=learn.seed + learn.node_index,
                 token=net.token,
+                identity=self.identity,
             ),
             on_round=self._round_done,
             rng=self.rng,
             node_id=self.id,
             member_limits=self.member_limits,
+            leader_of=self._leader_of,
+            admit=self._admit,
         )
         self.state = NodeState(self.id, self.name, self.spec)
         self.gossip = GossipNode(
@@ -238,7 +241,22 @@ class Node:
         if self.config.network.state_dir:
             keystore.save(identity, self.config.network.state_dir)
         log.info("%s: enrolled with the registry (id %s)", self.name, self.id)
+        self.learning.enrolled()
         self.gossip.set_ticket()
+
+    def _leader_of(self, flower_address: str) -> str | None:
+        """The leader of record serving Flower at ``flower_address`` (records carry leases)."""
+        if not self.gossip.running:
+            return None
+        for record in self.gossip.groups().values():
+            if record.flower_address == flower_address:
+                return record.leader
+        return None
+
+    def _admit(self, node_id: str) -> bool:
+        """Whether a Flower session of ``node_id`` may go on: certified and not revoked."""
+        trust = None if self.identity is None else self.identity.trust
+        return trust is not None and not trust.revoked(node_id)
 
     def _registry_url(self) -> str | None:
         return self.config.network.registry_url or self.gossip.registry_url

@@ -18,7 +18,7 @@ from bootstrap.db import Database, marks
 from bootstrap.errors import Conflict, Forbidden, NotFound
 from bootstrap.liveness import Flushed, LivenessConfig
 from bootstrap.rows import GROUP_COLUMNS, LIVE, NODE_COLUMNS, Rows, dumps
-from mycelium_p2p.identity import MAX_REVOKED
+from mycelium_p2p.identity import MAX_REVOCATIONS_BYTES, MAX_REVOKED
 from mycelium_p2p.registry_api import (
     CreateGroupBody,
     GroupOut,
@@ -403,7 +403,7 @@ class Writes:
         self.db.run("UPDATE identities SET revoked_at = ? WHERE node_id = ?", (now, node_id))
         self._identities.add(node_id)
         ids = self.db.rows("SELECT node_id FROM identities WHERE revoked_at IS NOT NULL")
-        if len(ids) > MAX_REVOKED:
+        if len(ids) > MAX_REVOKED or sum(len(r[0]) + 2 for r in ids) + 256 > MAX_REVOCATIONS_BYTES:
             raise Conflict(
                 f"the revocation list is full ({MAX_REVOKED} ids): start a new network (a new "
                 "CA) rather than revoke more nodes of this one"

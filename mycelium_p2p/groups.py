@@ -34,7 +34,7 @@ from mycelium_p2p.gossip.messages import MAX_ID_LEN, check_id
 from mycelium_p2p.gossip.node import TICKET_KEY, SwimNode
 from mycelium_p2p.gossip.transport import Transport
 from mycelium_p2p.gossip.transport.zmq import ZmqTransport
-from mycelium_p2p.identity import IdentityError, NodeIdentity, Trust, from_text
+from mycelium_p2p.identity import IdentityError, NodeIdentity, Trust, from_text, to_text
 from mycelium_p2p.limits import MAX_COUNTER, MAX_LOSS
 from mycelium_p2p.security import keys_for
 
@@ -45,6 +45,25 @@ MAX_URL_LEN = 2048
 MAX_MEMBERS = 4096
 #: Longest lease text a record carries (a signed lease is at most 1,024 bytes, base64).
 MAX_LEASE_TEXT = 1400
+#: Longest revocation list text gossip carries (base64 of at most 16 KiB signed).
+MAX_REVOCATION_TEXT = 16 * 1024 * 4 // 3 + 4
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationItem:
+    """The registry's signed revocation list as gossip carries it (``crl``: base64 text)."""
+
+    crl: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"crl": self.crl}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RevocationItem:
+        unknown = set(d) - {"crl", "t"}
+        if unknown:
+            raise ValueError(f"unknown revocation list fields {sorted(unknown)!r}")
+        return cls(_text(d.get("crl"), "crl", MAX_REVOCATION_TEXT, empty=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,13 +339,16 @@ class GroupDelegate(NullDelegate):
             return False
         return lease.names(record.id, record.term, record.leader, record.flower_address)
 
-    def parse_item(self, raw: dict[str, Any]) -> GroupRecord:
-        """A group record off the wire (ValueError if any field is invalid).
+    def parse_item(self, raw: dict[str, Any]) -> GroupRecord | RevocationItem:
+        """A group record (or the signed revocation list) off the wire (ValueError if any
+        field is invalid).
 
         Most records gossip delivers are ones this node holds already (every news is sent
         several times): a record no newer than the held one is answered with the held one,
         unchecked, since applying it would change nothing anyway.
         """
+        if "crl" in raw:
+            return RevocationItem.from_dict(raw)
         held = self.table.get(raw.get("id")) if isinstance(raw.get("id"), str) else None
         term, version = raw.get("term"), raw.get("version")
         if (
@@ -346,8 +368,34 @@ class GroupDelegate(NullDelegate):
         return {"url": url}
 
     def notify(self, item: Any, now: float) -> bool:
-        """A peer's record: applied and gossiped on if strictly newer."""
+        """A peer's record: applied and gossiped on if strictly newer (a revocation list:
+        installed and gossiped on if it verifies and is newer)."""
+        if isinstance(item, RevocationItem):
+            return self.revocations(item)
         return self.publish(item, now)
+
+    def revocations(self, item: RevocationItem) -> bool:
+        """Install the signed revocation list ``item`` if it verifies and is newer than the one
+        held; then gossip it on and raise ``revocations`` (its ids). True if it was news."""
+        trust = None if self.trust is None else self.trust()
+        if trust is None:
+            return False
+        try:
+            if not trust.install(from_text(item.crl, MAX_REVOCATION_TEXT)):
+                return False
+        except IdentityError:
+            self.refused += 1
+            return False
+        self.broadcast(("crl",), item)
+        self.emit("revocations", sorted(trust.revocations.ids))
+        return True
+
+    def held_revocations(self) -> RevocationItem | None:
+        """The revocation list this node holds, as an item (None: none, or no identity)."""
+        trust = None if self.trust is None else self.trust()
+        if trust is None or not trust.revocations.raw:
+            return None
+        return RevocationItem(to_text(trust.revocations.raw))
 
     def publish(self, record: GroupRecord, now: float) -> bool:
         """Apply ``record``; if strictly newer, gossip it and raise ``group_updated`` (or
@@ -365,11 +413,16 @@ class GroupDelegate(NullDelegate):
         return True
 
     def local_state(self) -> tuple[dict[str, Any], list[Any]]:
-        return {"url": self.registry_url}, self.table.all()
+        held = self.held_revocations()
+        items: list[Any] = self.table.all()
+        return {"url": self.registry_url}, items if held is None else [held, *items]
 
     def merge_remote_state(self, header: dict[str, Any], items: list[Any], now: float) -> None:
-        for record in items:
-            self.publish(record, now)
+        for item in items:
+            if isinstance(item, RevocationItem):
+                self.revocations(item)
+            else:
+                self.publish(item, now)
         if self.registry_url is None and header.get("url"):
             self.registry_url = header["url"]
 
@@ -641,7 +694,17 @@ class GossipNode:
             raise RuntimeError("GossipNode not started")
         return self._swim
 
+    def install_revocations(self, signed: str) -> bool:
+        """Take the registry's signed revocation list (base64) and gossip it if it is newer;
+        True if it was (every node then refuses the revoked ids' frames and sessions)."""
+        item = RevocationItem(signed)
+        return bool(self._node().call(lambda core, now: self.delegate.revocations(item)))
+
     def _fan_out(self, event: GossipEvent) -> None:
+        if event.kind == "revocations" and isinstance(event.item, list):
+            # Revoked members cannot refute (their frames are refused): declare them dead.
+            ids = [i for i in event.item if i != self.node_id]
+            self._node().call(lambda core, now: core.declare_dead(ids, now))
         with self._lock:
             subscribers = list(self._subscribers)
         for cb in subscribers:

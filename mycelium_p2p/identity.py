@@ -58,6 +58,8 @@ MAX_ID = 64
 MAX_TICKET = 1 + 1 + 4 + 32 + 1 + MAX_ID + _SIG_LEN
 #: Most ids a revocation list may name: the signed list rides in every push-pull, in one frame.
 MAX_REVOKED = 1000
+#: Largest signed revocation list, in bytes: gossip carries it whole, in one frame.
+MAX_REVOCATIONS_BYTES = 16 * 1024
 #: Days a node's ticket and certificate are valid (renewed at every registration).
 NODE_DAYS = 365
 #: Days an observer's ticket is valid (the viewer and ``status`` ask for a new one each run).
@@ -562,8 +564,8 @@ class Trust:
     def parse_revocations(self, data: bytes) -> Revocations:
         """A revocation list, verified (IdentityError if not one)."""
         raw = bytes(data)
-        if len(raw) <= _SIG_LEN:
-            raise IdentityError("not a revocation list")
+        if len(raw) <= _SIG_LEN or len(raw) > MAX_REVOCATIONS_BYTES:
+            raise IdentityError("not a revocation list (or larger than gossip carries)")
         body, sig = raw[:-_SIG_LEN], raw[-_SIG_LEN:]
         _verify(self._key, _TAG_REVOCATIONS, body, sig)
         try:

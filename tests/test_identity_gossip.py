@@ -7,6 +7,7 @@ the node its connection authenticated as.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +17,7 @@ from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipNode
 from mycelium_p2p.gossip.codec import Codec
 from mycelium_p2p.gossip.messages import Gossip, Kind, Message
-from mycelium_p2p.identity import CertificateAuthority, NodeIdentity
+from mycelium_p2p.identity import CertificateAuthority, NodeIdentity, to_text
 from tests.helpers import wait_until
 
 CFG = GossipConfig.test()
@@ -100,3 +101,42 @@ def test_a_raw_client_without_a_ticket_is_not_heard(nodes: list[GossipNode]) -> 
         assert a.stats()["frames_in"] == 0
     finally:
         sock.close(0)
+
+
+@pytest.mark.slow
+def test_a_revocation_list_reaches_every_node_by_gossip(nodes: list[GossipNode]) -> None:
+    """One node learns the signed list (as from the registry); gossip carries it to the others,
+    which then refuse the revoked node's frames and declare it dead. The time is printed."""
+    ca = CertificateAuthority.create()
+    names = [f"n{i}" for i in range(6)]
+    seed = _start(nodes, GossipNode(names[0], CFG, identity=enrolled(ca, names[0])))
+    for name in names[1:]:
+        node = _start(nodes, GossipNode(name, CFG, identity=enrolled(ca, name)))
+        assert node.join([seed.address], 5.0)
+    assert wait_until(lambda: all(_live(n) == set(names) for n in nodes), 20)
+    revoked, others = nodes[-1], nodes[:-1]
+
+    listed = ca.sign_revocations(1, [revoked.node_id])
+    start = time.monotonic()
+    assert others[0].install_revocations(to_text(listed.raw))
+
+    def refused_everywhere() -> bool:
+        return all(
+            n.identity is not None
+            and n.identity.trust is not None
+            and n.identity.trust.revoked(revoked.node_id)
+            and revoked.node_id not in _live(n)
+            for n in others
+        )
+
+    assert wait_until(refused_everywhere, 20), [sorted(_live(n)) for n in others]
+    took = time.monotonic() - start
+    print(f"revocation by gossip: {len(others)} nodes refuse {revoked.node_id} after {took:.2f}s")
+    # A list not signed by the network's CA changes nothing.
+    other = CertificateAuthority.create().sign_revocations(2, [seed.node_id])
+    assert not others[1].install_revocations(to_text(other.raw))
+    assert seed.node_id in _live(others[1])
+    # The revoked node's frames are dropped from now on (its ticket no longer verifies).
+    transport = others[0]._node().transport
+    before = transport.stats().get("unauthenticated", 0)
+    assert wait_until(lambda: transport.stats().get("unauthenticated", 0) > before, 20)

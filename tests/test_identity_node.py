@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bootstrap.server import RegistryServer
@@ -21,7 +23,7 @@ from mycelium_p2p.keystore import FILE, load_or_create
 from mycelium_p2p.learning.data import load_node_data
 from mycelium_p2p.node import Node
 from mycelium_p2p.node_config import NodeConfig
-from mycelium_p2p.registry_client import RegistryClient
+from mycelium_p2p.registry_client import RegistryClient, RegistryError
 from tests.helpers import wait_for
 
 TOKEN = "node-identity-token"
@@ -86,3 +88,51 @@ def test_a_node_enrols_once_and_is_itself_after_restarts(tmp_path: Path) -> None
         finally:
             again.stop()
         assert json.loads((state / FILE).read_text())["credential"] == saved["credential"]
+
+
+@pytest.mark.slow
+def test_an_operator_revocation_reaches_every_node() -> None:
+    """The operator revokes a node at the registry; the others fetch the signed list (with
+    their heartbeats) or get it by gossip, then refuse the revoked node. The time is printed."""
+    from bootstrap.server import CLUSTER_ADMIN_TOKEN, cluster_registry
+    from mycelium_p2p.testing.local_cluster import LocalCluster
+
+    config = NodeConfig.test().replace(token=TOKEN, group_capacity=4)
+    datas = [load_node_data("digits:iid", i, 4, seed=0) for i in range(4)]
+    with LocalCluster(datas, config, registry=cluster_registry) as cluster:
+        nodes = cluster.nodes
+        ids = {n.id for n in nodes}
+
+        def live(node: Node) -> set[str]:
+            return {m.id for m in node.gossip.members() if m.status == "alive"}
+
+        wait_for(lambda: all(live(n) == ids for n in nodes), 60, what="every node sees all")
+        victim, others = nodes[-1], nodes[:-1]
+        start = time.monotonic()
+        answer = httpx.post(
+            f"{cluster.url}/nodes/{victim.id}/revoke",
+            headers={"Authorization": f"Bearer {CLUSTER_ADMIN_TOKEN}"},
+        )
+        assert answer.status_code == 200, answer.text
+
+        def refused() -> bool:
+            return all(
+                n.identity is not None
+                and n.identity.trust is not None
+                and n.identity.trust.revoked(victim.id)
+                and victim.id not in live(n)
+                for n in others
+            )
+
+        wait_for(refused, 30, what="every node refuses the revoked one")
+        took = time.monotonic() - start
+        print(
+            f"operator revocation: {len(others)} nodes refuse {victim.id} after {took:.2f}s "
+            f"(heartbeat interval {config.registry.heartbeat_interval:g}s)"
+        )
+        # Its credential is refused by the registry too.
+        assert victim.identity is not None and victim.identity.credential
+        own = RegistryClient(cluster.url, token=victim.identity.credential, retries=0)
+        with own, pytest.raises(RegistryError) as err:
+            own.heartbeat(victim.id)
+        assert err.value.status == 401

@@ -45,6 +45,7 @@ from mycelium_p2p.node.registry_link import RegistryLink
 from mycelium_p2p.node.state import NodeState
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.policy import Decision, PolicyParams
+from mycelium_p2p.registry_client import RegistryError, RegistryUnavailable
 
 log = logging.getLogger("mycelium.node")
 
@@ -244,6 +245,20 @@ class Node:
         self.learning.enrolled()
         self.gossip.set_ticket()
 
+    def _refresh_revocations(self) -> None:
+        """Ask the registry for its revocation list; a newer one is installed and gossiped, so
+        nodes that cannot reach the registry learn it too."""
+        trust = None if self.identity is None else self.identity.trust
+        if trust is None or not self.identity or not self.identity.credential:
+            return
+        try:
+            listed = self.heartbeats.registry.revocations()  # type: ignore[attr-defined]
+        except (RegistryError, RegistryUnavailable):
+            return
+        newer = listed.serial > trust.revocations.serial and self.gossip.running
+        if newer and self.gossip.install_revocations(listed.signed):
+            log.warning("%s: revoked by the operator: %s", self.name, ", ".join(listed.ids))
+
     def _leader_of(self, flower_address: str) -> str | None:
         """The leader of record serving Flower at ``flower_address`` (records carry leases)."""
         if not self.gossip.running:
@@ -341,6 +356,8 @@ class Node:
         while not self._stop.is_set():
             with self.containment.unit("a heartbeat"):
                 self.heartbeats.beat()
+            with self.containment.unit("fetching the revocation list"):
+                self._refresh_revocations()
             self._stop.wait(self.config.registry.heartbeat_interval)
         self.heartbeats.close()
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mycelium_p2p.identity import IdentityError, NodeIdentity
-from mycelium_p2p.registry_api import GroupOut, NodeOut
+from mycelium_p2p.registry_api import GroupOut, NodeOut, RevocationsOut
 from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 
 
@@ -103,6 +103,9 @@ class RegistryLink:
 
     def deregister(self, node_id: str) -> NodeOut:
         return self._http().deregister(node_id)
+
+    def revocations(self) -> RevocationsOut:
+        return self._http().revocations()
 
     def peers(self, limit: int) -> list[str]:
         return self._http().peers(limit=limit)

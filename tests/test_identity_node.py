@@ -136,3 +136,38 @@ def test_an_operator_revocation_reaches_every_node() -> None:
         with own, pytest.raises(RegistryError) as err:
             own.heartbeat(victim.id)
         assert err.value.status == 401
+
+
+@pytest.mark.slow
+def test_a_node_given_only_a_peer_and_the_token_enrols_and_joins(tmp_path: Path) -> None:
+    """``join --peer host:port --token T``: the node asks the peer for the registry's URL (its
+    introduction listener), enrols there, and joins gossip."""
+    with RegistryServer(tmp_path / "r.db", token=TOKEN, admin_token=ADMIN) as registry:
+        url = str(registry.url)
+        first = _node(url, tmp_path / "first")
+        first.start()
+        try:
+            wait_for(lambda: _registered(url, first.id), 30, what="the first node registered")
+            wait_for(lambda: first.identity and first.identity.enrolled, 30, what="enrolled")
+            config = NodeConfig.test().replace(
+                token=TOKEN,
+                peers=(str(first.gossip.address),),
+                name="bob",
+                state_dir=str(tmp_path / "bob"),
+            )
+            second = Node(config, data=load_node_data("digits:iid", 1, 2, seed=0))
+            assert second.config.network.registry_url is None
+            second.start()
+            try:
+                wait_for(lambda: _registered(url, second.id), 30, what="the newcomer enrolled")
+                wait_for(
+                    lambda: {m.id for m in first.gossip.members() if m.status == "alive"}
+                    == {first.id, second.id},
+                    30,
+                    what="both in gossip",
+                )
+                assert second.gossip.registry_url == url
+            finally:
+                second.stop()
+        finally:
+            first.stop()

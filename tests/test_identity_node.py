@@ -161,8 +161,10 @@ def test_a_node_given_only_a_peer_and_the_token_enrols_and_joins(tmp_path: Path)
             try:
                 wait_for(lambda: _registered(url, second.id), 30, what="the newcomer enrolled")
                 wait_for(
-                    lambda: {m.id for m in first.gossip.members() if m.status == "alive"}
-                    == {first.id, second.id},
+                    lambda: (
+                        {m.id for m in first.gossip.members() if m.status == "alive"}
+                        == {first.id, second.id}
+                    ),
                     30,
                     what="both in gossip",
                 )

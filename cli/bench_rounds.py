@@ -31,9 +31,10 @@ def rss_mb(pid: int | None = None) -> float:
 
 
 def mycelium_seconds_per_round(
-    datas: list[Any], rounds: int, warmup: int = 2
+    datas: list[Any], rounds: int, warmup: int = 2, token: str | None = None
 ) -> tuple[list[float], float]:
-    """Seconds between consecutive rounds of one Mycelium group holding every node.
+    """Seconds between consecutive rounds of one Mycelium group holding every node (with
+    ``token``: enrolled nodes, gossip with their own keys, Flower over mutual TLS).
 
     Returns the per-round gaps (after ``warmup`` rounds with everyone connected) and the MB of
     memory the cluster added to this process, per node.
@@ -49,6 +50,7 @@ def mycelium_seconds_per_round(
         strategy="fedavg",  # the same aggregation as the plain Flower run
         round_pause=0.0,
         group_evaluation_interval=3600.0,  # no re-evaluation in the middle of the measurement
+        token=token,
     )
     with LocalCluster(datas, config, registry=cluster_registry) as cluster:
         if not cluster.wait_until(

@@ -7,7 +7,6 @@ import ipaddress
 import json
 import logging
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -255,6 +254,35 @@ def status(url: str, peer: str | None, token: str | None, as_json: bool) -> None
     console.print(nodes_table(snapshot.nodes))
 
 
+@main.command()
+@click.argument("node_id")
+@click.option(
+    "--bootstrap",
+    "url",
+    default="http://localhost:8000",
+    show_default=True,
+    envvar="MYCELIUM_BOOTSTRAP",
+    help="Registry URL.",
+)
+@click.option(
+    "--admin-token",
+    envvar="MYCELIUM_ADMIN_TOKEN",
+    required=True,
+    help="The registry's operator token (or MYCELIUM_ADMIN_TOKEN).",
+)
+def revoke(node_id: str, url: str, admin_token: str) -> None:
+    """Remove NODE_ID for good: its credential, certificate and gossip ticket stop working on
+    the registry at once and on every node as the signed revocation list spreads."""
+    from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
+
+    try:
+        with RegistryClient(url, token=admin_token, retries=1, timeout=5.0) as client:
+            listed = client.revoke(node_id)
+    except (RegistryError, RegistryUnavailable) as exc:
+        raise click.ClickException(f"cannot revoke {node_id}: {exc}") from exc
+    click.echo(f"revoked {node_id}; revocation list #{listed.serial}: {', '.join(listed.ids)}")
+
+
 def registry_snapshot(url: str, token: str | None = None) -> Snapshot:
     """The registry's picture of the network, or a one-line error."""
     from mycelium_p2p import snapshot
@@ -271,17 +299,19 @@ def gossip_snapshot(peer: str, token: str | None) -> Snapshot:
     """The network as the node at ``peer`` knows it: one push-pull as an observer."""
     from mycelium_p2p import snapshot
     from mycelium_p2p.config import GossipConfig
-    from mycelium_p2p.groups import GossipNode
     from mycelium_p2p.netaddr import reachable_address
+    from mycelium_p2p.observer import ObserverError, start_observer
 
-    observer = GossipNode(
-        f"status-{uuid.uuid4().hex[:6]}",
-        GossipConfig.local(),
-        host=reachable_address([peer]),  # the peer answers to this address, maybe on a LAN
-        observer=True,
-        secret=token,
-    )
-    observer.start()
+    try:
+        observer = start_observer(
+            GossipConfig.local(),
+            host=reachable_address([peer]),  # the peer answers to this address, maybe on a LAN
+            token=token,
+            peers=[peer],
+            prefix="status",
+        )
+    except ObserverError as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         if not observer.join([peer], timeout=5.0):
             raise click.ClickException(f"no answer from {peer} (wrong address or secret?)")

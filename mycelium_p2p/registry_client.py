@@ -30,6 +30,7 @@ from mycelium_p2p.registry_api import (
     HealthOut,
     NetworkOut,
     NodeOut,
+    ObserverOut,
     RegisteredOut,
     RevocationsOut,
 )
@@ -281,6 +282,16 @@ class RegistryClient:
         """``PUT /groups/{id}/leader`` with ``term = current + 1``; 409 if another won."""
         body = {"node_id": node_id, "term": term, "flower_address": flower_address}
         return self._request("PUT", f"/groups/{group_id}/leader", GroupOut, json=body)
+
+    def revoke(self, node_id: str) -> RevocationsOut:
+        """``POST /nodes/{id}/revoke`` (operator token): remove the node for good; its id joins
+        the signed revocation list, which is returned."""
+        return self._request("POST", f"/nodes/{node_id}/revoke", RevocationsOut)
+
+    def observer_ticket(self, public_key: str) -> ObserverOut:
+        """``POST /observers/ticket``: a ticket for an observer's CURVE key (with a token)."""
+        body = {"public_key": public_key}
+        return self._request("POST", "/observers/ticket", ObserverOut, json=body)
 
     def revocations(self) -> RevocationsOut:
         """``GET /revocations``: the signed revocation list (with a token)."""

@@ -14,10 +14,11 @@ import stat
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from click.testing import CliRunner
 
 from bootstrap.server import RegistryServer
+from cli.main import main
 from mycelium_p2p.identity import IdentityError
 from mycelium_p2p.keystore import FILE, load_or_create
 from mycelium_p2p.learning.data import load_node_data
@@ -109,11 +110,16 @@ def test_an_operator_revocation_reaches_every_node() -> None:
         wait_for(lambda: all(live(n) == ids for n in nodes), 60, what="every node sees all")
         victim, others = nodes[-1], nodes[:-1]
         start = time.monotonic()
-        answer = httpx.post(
-            f"{cluster.url}/nodes/{victim.id}/revoke",
-            headers={"Authorization": f"Bearer {CLUSTER_ADMIN_TOKEN}"},
+        result = CliRunner().invoke(
+            main,
+            ["revoke", victim.id, "--bootstrap", cluster.url, "--admin-token", CLUSTER_ADMIN_TOKEN],
         )
-        assert answer.status_code == 200, answer.text
+        assert result.exit_code == 0, result.output
+        assert f"revoked {victim.id}" in result.output
+        refused = CliRunner().invoke(
+            main, ["revoke", others[0].id, "--bootstrap", cluster.url, "--admin-token", TOKEN]
+        )
+        assert refused.exit_code != 0 and "403" in refused.output
 
         def refused() -> bool:
             return all(
@@ -173,3 +179,37 @@ def test_a_node_given_only_a_peer_and_the_token_enrols_and_joins(tmp_path: Path)
                 second.stop()
         finally:
             first.stop()
+
+
+@pytest.mark.slow
+def test_the_viewer_and_status_watch_a_network_with_a_token() -> None:
+    """Observers get a ticket of their own (from the registry, found through the peer) and see
+    every node; without the token they get none."""
+    from bootstrap.server import cluster_registry
+    from cli.registry_cmds import gossip_snapshot
+    from mycelium_p2p.testing.local_cluster import LocalCluster
+    from viz.sources import GossipSource, SourceError
+
+    config = NodeConfig.test().replace(token=TOKEN, group_capacity=2)
+    datas = [load_node_data("digits:iid", i, 2, seed=0) for i in range(2)]
+    with LocalCluster(datas, config, registry=cluster_registry) as cluster:
+        ids = {n.id for n in cluster.nodes}
+        wait_for(
+            lambda: all(n.identity and n.identity.enrolled for n in cluster.nodes), 30, what="enrol"
+        )
+        peer = str(cluster.nodes[0].gossip.address)
+        wait_for(
+            lambda: {n.id for n in gossip_snapshot(peer, TOKEN).nodes} >= ids,
+            30,
+            what="status --peer sees every node",
+        )
+        source = GossipSource([peer], token=TOKEN)
+        source.start()
+        try:
+            wait_for(
+                lambda: {m.id for m in source._node.members()} >= ids, 30, what="viewer sees all"
+            )
+        finally:
+            source.close()
+        with pytest.raises(SourceError):
+            GossipSource([peer], token="not-the-token").start()

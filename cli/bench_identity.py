@@ -19,7 +19,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cli.bench_rounds import mycelium_seconds_per_round
 from cli.main import bench
 
 TOKEN = "bench-identity-token"
@@ -115,16 +114,19 @@ def bench_identity(
     json_path: str | None,
 ) -> None:
     """Gossip msgs/s/node and Flower s/round with identity off and on, and their ratios."""
+    from cli.bench_rounds import mycelium_seconds_per_round
     from mycelium_p2p.learning.data import load_node_data
 
     result: dict[str, Any] = {}
     for label, on in (("off", False), ("on", True)):
         rate = gossip_rate(gossip_nodes, seconds, on)
         result[f"gossip_{label}"] = {**rate, "flood_msgs_per_s": flood_rate(flood, on)}
+        click.echo(f"gossip, identity {label}: {result[f'gossip_{label}']}", err=True)
     datas = [load_node_data(data, i, nodes, seed=0) for i in range(nodes)]
     for label, token in (("off", None), ("on", TOKEN)):
         gaps, _ = mycelium_seconds_per_round(datas, rounds, token=token)
         result[f"flower_{label}_s_per_round"] = statistics.median(gaps)
+        click.echo(f"Flower, identity {label}: {statistics.median(gaps):.4f} s/round", err=True)
     off, on = result["gossip_off"], result["gossip_on"]
     result["ratios"] = {
         "gossip_msgs_per_node_s": on["msgs_per_node_s"] / off["msgs_per_node_s"],

@@ -124,7 +124,7 @@ def bench_identity(
         click.echo(f"gossip, identity {label}: {result[f'gossip_{label}']}", err=True)
     datas = [load_node_data(data, i, nodes, seed=0) for i in range(nodes)]
     for label, token in (("off", None), ("on", TOKEN)):
-        gaps, _ = mycelium_seconds_per_round(datas, rounds, token=token)
+        gaps, _ = mycelium_seconds_per_round(datas, rounds, token=token, evaluation_interval=5.0)
         result[f"flower_{label}_s_per_round"] = statistics.median(gaps)
         click.echo(f"Flower, identity {label}: {statistics.median(gaps):.4f} s/round", err=True)
     off, on = result["gossip_off"], result["gossip_on"]

@@ -65,6 +65,7 @@ from mycelium_p2p.registry_api import (
     GroupOut,
     HealthOut,
     HeartbeatBody,
+    HeartbeatOut,
     Id,
     JoinBody,
     LeaderBody,
@@ -305,11 +306,12 @@ def _heartbeat_schema(data: HeartbeatBody) -> None:
 )
 async def heartbeat(
     request: Request[Any, Any, Any], state: State, node_id: PathId, body: bytes
-) -> NodeOut:
+) -> HeartbeatOut:
     """Liveness plus the node's current metrics. Liveness does not depend on the metrics: with
     a refused field the heartbeat is still recorded, with the valid fields, and answered 400.
 
-    Recorded in memory and answered at once; written to the database within a second."""
+    Recorded in memory and answered at once; written to the database within a second. The
+    answer names a few other live peers, so that nodes find each other without asking."""
     _caller(request).acts_for(node_id)
     metrics, problems = parse_heartbeat(body)
     store = _store(state)
@@ -323,7 +325,7 @@ async def heartbeat(
         raise ValidationException(
             detail=f"refused {shown}; liveness was recorded, with the valid fields"
         )
-    return node
+    return store.with_peers(node)
 
 
 # An explicit summary where a path has two methods: Litestar would name the wrapped sync

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -126,6 +127,9 @@ def join(config_file: str | None, preset: str | None, log_level: str, **flags: A
                 "and no registry is known; check the address or give --bootstrap URL"
             )
     node.stop()
+    # The node has left. Exempt what is left from the interpreter's last collection: with torch
+    # and Flower loaded it walks millions of objects, 20 s on a loaded machine (1 s frozen).
+    gc.freeze()
 
 
 PEER_WAIT = 10.0  # seconds a node started with only --peer waits for any peer to answer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import sys
@@ -16,22 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.main import bench, main
+from mycelium_p2p.netaddr import is_loopback
 
 if TYPE_CHECKING:
     from mycelium_p2p.registry_api import GroupOut, NodeOut
     from mycelium_p2p.snapshot import Snapshot
 
 log = logging.getLogger("mycelium.registry")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine's loopback interface only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve to anything
 
 
 def _fail(message: str, status: int = 1) -> NoReturn:

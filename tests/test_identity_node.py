@@ -72,9 +72,13 @@ def test_a_node_enrols_once_and_is_itself_after_restarts(tmp_path: Path) -> None
         saved = json.loads((state / FILE).read_text())
         assert saved["node_id"] == first_id and saved["credential"] and saved["certificate"]
         assert stat.S_IMODE((state / FILE).stat().st_mode) == 0o600
-        # Its credential is its own: the admission token cannot act for it.
+        # Its credential reads; the admission token cannot act for it.
         with RegistryClient(url, token=saved["credential"], retries=0) as own:
-            assert own.heartbeat(first_id).id == first_id
+            assert own.node(first_id).id == first_id
+        token_only = RegistryClient(url, token=TOKEN, retries=0)
+        with token_only, pytest.raises(RegistryError) as refused:
+            token_only.heartbeat(first_id)
+        assert refused.value.status == 403
 
     # The registry restarts with a new admission token; the node restarts with the old one:
     # it is the same node, speaking with its credential.

@@ -164,10 +164,7 @@ class Controller:
         if seeds and not self.gossip.join(seeds, self.params.seed_timeout):
             log.warning("%s: no seed answered (%s)", self.state.name, ", ".join(seeds))
         self._execute([Register()])
-        self.state.island_interval = self.params.discovery.island_interval
-        self._execute(
-            discovery.look_up(self.state, self._view(), self.params.discovery, self.timers, now)
-        )
+        self._execute(discovery.look_up(self._view(), self.params.discovery, self.timers, now))
         # A short random delay spreads the first choices of nodes started together.
         self.timers.at(Timer.CHOOSE, now + self.rng.uniform(0.0, 1.0))
         self._publish_state()
@@ -178,6 +175,7 @@ class Controller:
             self._execute(leadership.on_round(self.state, event.result))
         elif isinstance(event, HeartbeatAnswered):
             self._execute(registry_sync.on_heartbeat(self.state, event))
+            self._execute(discovery.on_peers(self._view(), self.gossip.address, event.peers))
         elif isinstance(event, RegistryForgot):
             self._execute(registry_sync.on_forgotten(self.state))
         elif isinstance(event, ThreadDied):
@@ -190,9 +188,7 @@ class Controller:
         for timer in self.timers.pop_due(now):
             view = self._view()
             if timer is Timer.PEER_LOOKUP:
-                self._execute(
-                    discovery.look_up(self.state, view, self.params.discovery, self.timers, now)
-                )
+                self._execute(discovery.look_up(view, self.params.discovery, self.timers, now))
             elif timer is Timer.CHOOSE and self.state.group_id is None:
                 self._choose(view, now, first=True)
             elif timer is Timer.EVALUATE and self.state.group_id is not None:
@@ -455,17 +451,7 @@ class Controller:
             peers: list[str] | None = self.registry.peers(discovery.PEERS_PER_LOOKUP)
         except (RegistryUnavailable, RegistryError):
             peers = None
-        self._execute(
-            discovery.on_peers(
-                self.state,
-                self._view(),
-                self.gossip.address,
-                peers,
-                self.params.discovery,
-                self.timers,
-                self.clock(),
-            )
-        )
+        self._execute(discovery.on_peers(self._view(), self.gossip.address, peers))
 
     def _do_join_peers(self, command: JoinPeers) -> None:
         self.gossip.join(list(command.seeds), command.timeout)
@@ -504,15 +490,7 @@ class Controller:
         group_id = self._new_group_id()
         server = self.learning.start_server(0, from_group=False)
         try:
-            created = self.registry.create_group(
-                id=group_id,
-                name=f"group-{group_id[2:8]}",
-                leader=state.id,
-                flower_address=server.address,
-                model=state.spec,
-                capacity=self.params.capacity,
-                reason=command.reason,
-            )
+            created = self._create_group(group_id, server.address, command.reason)
         except (RegistryError, RegistryUnavailable) as exc:
             log.warning("%s: could not found a group: %s", state.name, exc)
             server.stop()
@@ -656,15 +634,8 @@ class Controller:
                 if known is not None and known.status != "dissolved":
                     raise
                 group_id = state.group_id if known is None else self._new_group_id()
-                created = self.registry.create_group(
-                    id=group_id,
-                    name=f"group-{group_id[2:8]}",
-                    leader=state.id,
-                    flower_address=server.address,
-                    model=state.spec,
-                    capacity=self.params.capacity,
-                    reason="the registry lost the group" if known is None else "re-founded",
-                )
+                why = "the registry lost the group" if known is None else "re-founded"
+                created = self._create_group(group_id, server.address, why)
                 if created.id != state.group_id:
                     log.warning(
                         "%s: registry dissolved %s; leading it on as %s",
@@ -684,6 +655,18 @@ class Controller:
             self._do_drop_group(DropGroup("registry refused the rejoin"))
         except RegistryUnavailable:
             pass
+
+    def _create_group(self, group_id: str, flower_address: str, reason: str) -> Any:
+        """Create ``group_id`` at the registry, led by this node (it raises what the port does)."""
+        return self.registry.create_group(
+            id=group_id,
+            name=f"group-{group_id[2:8]}",
+            leader=self.state.id,
+            flower_address=flower_address,
+            model=self.state.spec,
+            capacity=self.params.capacity,
+            reason=reason,
+        )
 
     def _registry_group(self, group_id: str) -> Any:
         """The registry's record of ``group_id``, or None if it has none (404)."""

@@ -35,7 +35,7 @@ class LazyGroup(click.Group):
 @main.group(
     cls=LazyGroup,
     # The in-process simulation of group-choice rules (no network), for quick comparisons.
-    lazy={"policy": "mycelium_p2p.experiment.simulate:command"},
+    lazy={"policy": "cli.experiment_cmds:policy_sim"},
 )
 def bench() -> None:
     """Benchmarks that print a table and write JSON."""

@@ -58,7 +58,17 @@ def configure_logging(level: str) -> None:
     "--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings file."
 )
 @click.option("--preset", type=click.Choice(PRESETS), default=None, help="Defaults to start from.")
-@click.option("--token", envvar="MYCELIUM_TOKEN", help="Network secret (or MYCELIUM_TOKEN).")
+@click.option(
+    "--token",
+    envvar="MYCELIUM_TOKEN",
+    help="Admission token (or MYCELIUM_TOKEN): enrols this node with the registry once.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="Directory of this node's keys and credential, kept across restarts "
+    "[default: $XDG_STATE_HOME/mycelium/NAME, else ~/.local/state/mycelium/NAME].",
+)
 @click.option("--node-address", help="Host other machines use to reach this node.")
 @click.option("--bind-host", help="Interface to bind (default 0.0.0.0).")
 @click.option("--node-index", type=click.IntRange(min=0), help="Which data shard this node holds.")
@@ -91,6 +101,10 @@ def join(config_file: str | None, preset: str | None, log_level: str, **flags: A
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    if config.network.token and not config.network.state_dir:
+        from mycelium_p2p.keystore import default_state_dir
+
+        config = config.replace(state_dir=str(default_state_dir(config.network.name)))
     if not config.network.peers and not config.network.registry_url:
         raise click.UsageError("give --peer HOST:PORT (any node) or --bootstrap URL (the registry)")
     from mycelium_p2p.gossip.messages import check_address

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -53,7 +52,28 @@ def _fail(message: str, status: int = 1) -> NoReturn:
     "--token",
     envvar="MYCELIUM_TOKEN",
     default=None,
-    help="Bearer token required for writes (or MYCELIUM_TOKEN); reads stay open.",
+    help="Admission token (or MYCELIUM_TOKEN): it enrols new nodes, which then act with their "
+    "own credentials; every request but /health and /docs needs a credential, and the registry "
+    "is the network's CA.",
+)
+@click.option(
+    "--admin-token",
+    envvar="MYCELIUM_ADMIN_TOKEN",
+    default=None,
+    help="Operator token (or MYCELIUM_ADMIN_TOKEN): removes and revokes any node.",
+)
+@click.option(
+    "--observer-token",
+    envvar="MYCELIUM_OBSERVER_TOKEN",
+    default=None,
+    help="Read-only token for viewers (or MYCELIUM_OBSERVER_TOKEN).",
+)
+@click.option(
+    "--ca-dir",
+    default=None,
+    metavar="DIR",
+    help="The CA's folder (key made at first start, owner-only)  "
+    "[default: <db>.ca beside an SQLite file; required with PostgreSQL]",
 )
 @click.option(
     "--insecure",
@@ -85,6 +105,9 @@ def bootstrap(
     port: int,
     db_target: str,
     token: str | None,
+    admin_token: str | None,
+    observer_token: str | None,
+    ca_dir: str | None,
     insecure: bool,
     suspect_after: float,
     dead_after: float,
@@ -99,9 +122,10 @@ def bootstrap(
     import uvicorn
 
     from bootstrap.app import create_app
+    from bootstrap.ca import CaError
     from bootstrap.db import DatabaseInUse, SchemaError, is_database_url, redact
     from bootstrap.server import bound_port, listen_socket, url_host, uvicorn_config
-    from bootstrap.store import LivenessConfig
+    from bootstrap.store import AuthorityMismatch, LivenessConfig
 
     token = token or None
     if host is None:
@@ -123,13 +147,22 @@ def bootstrap(
     db_path: str | Path = db_target if is_database_url(db_target) else Path(db_target)
     shown = redact(db_path)
     try:
-        app = create_app(db_path, token=token, liveness=liveness)
-    except ValueError as exc:  # a URL without a database name
+        app = create_app(
+            db_path,
+            token=token,
+            liveness=liveness,
+            admin_token=admin_token or None,
+            observer_token=observer_token or None,
+            ca_dir=ca_dir,
+        )
+    except ValueError as exc:  # a URL without a database name, PostgreSQL without --ca-dir
         _fail(str(exc), status=2)
+    except CaError as exc:
+        _fail(str(exc))
     store = app.state["store"]
     try:
         store.open()  # lock and schema now, so that a bad --db is one line, not a lifespan error
-    except DatabaseInUse as exc:
+    except (DatabaseInUse, AuthorityMismatch) as exc:
         if debug:
             raise
         _fail(str(exc))
@@ -159,6 +192,11 @@ def bootstrap(
                 if not is_loopback(host):
                     log.warning("--insecure: serving %s to the network without a token", host)
             click.echo(f"registry listening on {url} (bound {host}), database {shown}")
+            if store.ca is not None:
+                log.info(
+                    "network CA %s...: nodes enrol with the token, then use their own credentials",
+                    store.ca.fingerprint[:16],
+                )
             click.echo(f"docs: {url}/docs", nl=True)
         await task
 
@@ -186,13 +224,18 @@ def bootstrap(
 @click.option(
     "--peer", metavar="HOST:PORT", help="Read the gossip view of this node instead (as observer)."
 )
-@click.option("--token", envvar="MYCELIUM_TOKEN", help="Network secret (or MYCELIUM_TOKEN).")
+@click.option(
+    "--token",
+    envvar="MYCELIUM_TOKEN",
+    help="A credential to read with (or MYCELIUM_TOKEN): the admission or observer token, or "
+    "a node credential.",
+)
 @click.option(
     "--json", "as_json", is_flag=True, help='Print {"groups": [...], "nodes": [...]} as JSON.'
 )
 def status(url: str, peer: str | None, token: str | None, as_json: bool) -> None:
     """Print groups and nodes as tables: the registry's, or a node's gossip view (--peer)."""
-    snapshot = gossip_snapshot(peer, token) if peer else registry_snapshot(url)
+    snapshot = gossip_snapshot(peer, token) if peer else registry_snapshot(url, token)
     if as_json:
         click.echo(json.dumps(snapshot.to_json()))
         return
@@ -214,13 +257,42 @@ def by_spec(snapshot: Snapshot) -> dict[str, tuple[list[GroupOut], list[NodeOut]
     return out or {"-": ([], [])}
 
 
-def registry_snapshot(url: str) -> Snapshot:
+@main.command()
+@click.argument("node_id")
+@click.option(
+    "--bootstrap",
+    "url",
+    default="http://localhost:8000",
+    show_default=True,
+    envvar="MYCELIUM_BOOTSTRAP",
+    help="Registry URL.",
+)
+@click.option(
+    "--admin-token",
+    envvar="MYCELIUM_ADMIN_TOKEN",
+    required=True,
+    help="The registry's operator token (or MYCELIUM_ADMIN_TOKEN).",
+)
+def revoke(node_id: str, url: str, admin_token: str) -> None:
+    """Remove NODE_ID for good: its credential, certificate and gossip ticket stop working on
+    the registry at once and on every node as the signed revocation list spreads."""
+    from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
+
+    try:
+        with RegistryClient(url, token=admin_token, retries=1, timeout=5.0) as client:
+            listed = client.revoke(node_id)
+    except (RegistryError, RegistryUnavailable) as exc:
+        raise click.ClickException(f"cannot revoke {node_id}: {exc}") from exc
+    click.echo(f"revoked {node_id}; revocation list #{listed.serial}: {', '.join(listed.ids)}")
+
+
+def registry_snapshot(url: str, token: str | None = None) -> Snapshot:
     """The registry's picture of the network, or a one-line error."""
     from mycelium_p2p import snapshot
     from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 
     try:
-        with RegistryClient(url, retries=1, timeout=5.0) as client:
+        with RegistryClient(url, token=token, retries=1, timeout=5.0) as client:
             return snapshot.from_registry(client.network(events=0))
     except (RegistryError, RegistryUnavailable) as exc:
         raise click.ClickException(f"cannot read {url}: {exc}") from exc
@@ -230,17 +302,19 @@ def gossip_snapshot(peer: str, token: str | None) -> Snapshot:
     """The network as the node at ``peer`` knows it: one push-pull as an observer."""
     from mycelium_p2p import snapshot
     from mycelium_p2p.config import GossipConfig
-    from mycelium_p2p.groups import GossipNode
     from mycelium_p2p.netaddr import reachable_address
+    from mycelium_p2p.observer import ObserverError, start_observer
 
-    observer = GossipNode(
-        f"status-{uuid.uuid4().hex[:6]}",
-        GossipConfig.local(),
-        host=reachable_address([peer]),  # the peer answers to this address, maybe on a LAN
-        observer=True,
-        secret=token,
-    )
-    observer.start()
+    try:
+        observer = start_observer(
+            GossipConfig.local(),
+            host=reachable_address([peer]),  # the peer answers to this address, maybe on a LAN
+            token=token,
+            peers=[peer],
+            prefix="status",
+        )
+    except ObserverError as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         if not observer.join([peer], timeout=5.0):
             raise click.ClickException(f"no answer from {peer} (wrong address or secret?)")

@@ -53,7 +53,7 @@ from mycelium_p2p.node.parts.leadership import LeadershipParams
 from mycelium_p2p.node.ports import Clock, GossipPort, LearningPort, RegistryPort, ServerHandle
 from mycelium_p2p.node.scheduler import Scheduler, Timer
 from mycelium_p2p.node.state import GossipView, NodeState, Published
-from mycelium_p2p.registry_client import RegistryError, RegistryUnavailable
+from mycelium_p2p.registry_client import RegistryError, RegistryUnavailable, UntrustedAnswer
 
 log = logging.getLogger("mycelium.node")
 
@@ -413,6 +413,7 @@ class Controller:
             dissolved=dissolved,
             created_at=seen.created_at if seen is not None else now,
             updated_at=now,
+            lease=state.lease,
         )
         self.gossip.publish_group(record)
         state.published_members = current
@@ -438,7 +439,10 @@ class Controller:
             self._register()
         except RegistryError as exc:
             if exc.status == 401:  # a wrong token stays wrong: retrying cannot help
-                self._execute([Fail(f"the registry refused this node's token ({exc.detail})")])
+                why = "a wrong token, or a state directory enrolled with another network"
+                self._execute([Fail(f"the registry refused this node ({exc.detail}): {why}")])
+            elif isinstance(exc, UntrustedAnswer):  # another network's registry: the same
+                self._execute([Fail(exc.detail)])
             else:
                 log.warning("%s: registration refused: %s", state.name, exc)
             return
@@ -502,6 +506,7 @@ class Controller:
             self._attempted(Attempt.REFUSED if refused else Attempt.UNREACHABLE, command.first)
             return
         self._enter_group(created.id, created.term)
+        self.state.lease = getattr(created, "lease", None) or ""
         self._become_leader(server, "founded")
         self._attempted(Attempt.MOVED, command.first)
 
@@ -510,7 +515,7 @@ class Controller:
         start = self.learning.last_round() or record.round
         server = self.learning.start_server(start, from_group=True)
         try:
-            self.registry.claim_leadership(
+            granted = self.registry.claim_leadership(
                 record.id, node_id=state.id, term=record.term + 1, flower_address=server.address
             )
         except RegistryUnavailable:
@@ -527,6 +532,7 @@ class Controller:
             )
             return
         state.term = record.term + 1
+        state.lease = getattr(granted, "lease", None) or ""
         state.leader_gone_at = None
         state.lost_claims = 0
         self._become_leader(server, f"claimed term {state.term}")

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from cli.logs import configure_logging
 from cli.main import main
-from cli.node_cmds import configure_logging
 from mycelium_p2p.testing.processes import ProcessGroup, mycelium_command
 
 SCENARIOS = ("label-shift", "rotation", "iid", "synthetic")

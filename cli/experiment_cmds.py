@@ -12,8 +12,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cli.logs import configure_logging
 from cli.main import main
-from cli.node_cmds import configure_logging
 
 
 def _mean_test_accuracy(cluster: Any) -> float:

@@ -8,10 +8,43 @@ from typing import Any
 import click
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Mycelium(click.Group):
+    """The root group: an unexpected error is one line, its traceback only with ``--debug``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            from cli.common import debugging
+
+            if debugging(ctx):
+                raise
+            what = " ".join(str(exc).split()) or type(exc).__name__
+            raise click.ClickException(
+                f"{what} ({type(exc).__name__}; run with --debug for the traceback)"
+            ) from exc
+
+
+@click.group(
+    cls=Mycelium,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog='Shell completion: see the README (eval "$(_MYCELIUM_COMPLETE=bash_source mycelium)").',
+)
 @click.version_option(package_name="mycelium-p2p")
-def main() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="MYCELIUM_DEBUG",
+    show_envvar=True,
+    help="Show the traceback of an unexpected error.",
+)
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Mycelium: a peer-to-peer network of federated-learning groups."""
+    if debug:
+        ctx.meta["mycelium.debug"] = True
 
 
 class LazyGroup(click.Group):

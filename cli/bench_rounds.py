@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import resource
 import statistics
@@ -14,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from cli.main import bench
+from cli.output import Results, json_options, steps
 from mycelium_p2p.testing.processes import mycelium_command
 
 
@@ -103,8 +102,10 @@ def node_process_startup(url: str, data: str) -> tuple[float, float]:
 @click.option("--nodes", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--rounds", type=click.IntRange(2, 500), default=20, show_default=True)
 @click.option("--data", default="digits:iid", show_default=True, help="Data spec of the nodes.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
-def bench_rounds(nodes: int, rounds: int, data: str, json_path: str | None) -> None:
+@json_options
+def bench_rounds(
+    nodes: int, rounds: int, data: str, json_target: str | None, output_path: Path | None
+) -> None:
     """Median seconds per round: plain Flower against a Mycelium group, same nodes and data."""
     from bootstrap.server import RegistryServer
     from mycelium_p2p.learning import flower
@@ -113,20 +114,22 @@ def bench_rounds(nodes: int, rounds: int, data: str, json_path: str | None) -> N
     from mycelium_p2p.learning.train import limit_threads
 
     limit_threads()
-    console = Console()
+    results_to = Results.chosen(json_target, output_path)
     datas = [load_node_data(data, i, nodes, seed=0) for i in range(nodes)]
     spec = model_spec("mlp", datas[0].input_shape, datas[0].classes)
-    console.print(f"plain Flower: {nodes} clients, {rounds} rounds ...")
-    plain = flower.plain_flower_rounds(datas, spec, rounds + 2)[2:]  # the first pay warm-up
-    console.print(f"Mycelium group: {nodes} nodes, {rounds} rounds ...")
-    ours, per_node_mb = mycelium_seconds_per_round(datas, rounds)
-    with tempfile.TemporaryDirectory() as tmp:
-        registry = RegistryServer(Path(tmp) / "bench.db")
-        url = registry.start()
-        try:
-            startup_s, process_mb = node_process_startup(url, data)
-        finally:
-            registry.stop()
+    with steps("rounds", 3) as step:
+        step(f"plain Flower: {nodes} clients, {rounds} rounds")
+        plain = flower.plain_flower_rounds(datas, spec, rounds + 2)[2:]  # the first: warm-up
+        step(f"Mycelium group: {nodes} nodes, {rounds} rounds")
+        ours, per_node_mb = mycelium_seconds_per_round(datas, rounds)
+        step("one node process: start-up and memory")
+        with tempfile.TemporaryDirectory() as tmp:
+            registry = RegistryServer(Path(tmp) / "bench.db")
+            url = registry.start()
+            try:
+                startup_s, process_mb = node_process_startup(url, data)
+            finally:
+                registry.stop()
     plain_median = statistics.median(plain)
     ours_median = statistics.median(ours)
     result = {
@@ -147,14 +150,11 @@ def bench_rounds(nodes: int, rounds: int, data: str, json_path: str | None) -> N
     for column in ("", "plain Flower", "Mycelium group", "ratio"):
         table.add_column(column, justify="right")
     table.add_row("s/round", f"{plain_median:.4f}", f"{ours_median:.4f}", f"{result['ratio']:.2f}")
-    console.print(table)
     extra = Table(title="node footprint")
     extra.add_column("measure")
     extra.add_column("value", justify="right")
     extra.add_row("one node process: start-up to leading a group (s)", f"{startup_s:.2f}")
     extra.add_row("one node process: resident memory (MB)", f"{process_mb:.0f}")
     extra.add_row("one more node inside a shared process (MB)", f"{per_node_mb:.1f}")
-    console.print(extra)
-    if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2))
-        console.print(f"wrote {json_path}")
+    results_to.show(table, extra)
+    results_to.emit(result)

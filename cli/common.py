@@ -151,17 +151,17 @@ def registry_from_env(env: Mapping[str, str] | None = None) -> str | None:
     return env[DEPRECATED_REGISTRY_ENV]
 
 
-def registry_url(value: str | None, default: str | None = None) -> str | None:
-    """The registry's base URL from ``--bootstrap``, the environment or ``default``.
-
-    ``host:port`` gets ``http://`` and a path such as ``/docs`` is dropped.
-    """
+def registry_base(url: str) -> str:
+    """The registry's base URL: ``host:port`` gets ``http://`` and a path such as ``/docs`` is
+    dropped (``click.BadParameter`` for a URL that cannot be a registry's)."""
     from mycelium_p2p.netaddr import registry_base_urls
 
-    chosen = value or registry_from_env() or default
-    if not chosen:
-        return None
     try:
-        return registry_base_urls(chosen)
+        return registry_base_urls(url)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--bootstrap") from None
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 node``, ``3 nodes``."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

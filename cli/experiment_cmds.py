@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -10,10 +9,10 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.logs import configure_logging
+from cli.logs import configure_logging, interactive, log_options
 from cli.main import main
+from cli.output import Results, json_options, progress_bar
 
 
 def _mean_test_accuracy(cluster: Any) -> float:
@@ -44,7 +43,6 @@ def run_experiment(
     rounds: int | None,
     shards: str | None,
     baselines: bool,
-    console: Console,
 ) -> dict[str, Any]:
     """Run one experiment on the real system and return the results dictionary."""
     from bootstrap.server import cluster_registry
@@ -59,14 +57,7 @@ def run_experiment(
     started = time.monotonic()
     budget = duration if duration is not None else 600.0
     with LocalCluster(exp.data, config, names=exp.names, registry=cluster_registry) as cluster:
-        with Progress(
-            TextColumn("[bold]experiment"),
-            BarColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
+        with progress_bar("experiment") as progress:
             total = rounds if rounds is not None else budget
             task = progress.add_task("starting", total=total)
             next_sample = 0.0
@@ -109,7 +100,9 @@ def run_experiment(
         migrations = sum(node.migrations for node in cluster.nodes)
     baseline_results = {}
     if baselines:
-        console.print(f"baselines on the same shards, {rounds_done} rounds of 2 local epochs ...")
+        if interactive():
+            note = f"baselines on the same shards, {rounds_done} rounds of 2 local epochs ..."
+            Console(stderr=True).print(note)
         baseline_results = run_baselines(
             exp, capacity=capacity, rounds=max(rounds_done, 1), epochs=2, seed=seed
         )
@@ -141,10 +134,17 @@ def run_experiment(
 @click.option(
     "--shards", type=click.Path(file_okay=False), help="Folder of .npz shards, one per node."
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
+@json_options
 @click.option("--no-baselines", is_flag=True, help="Skip the three baselines.")
-@click.option("--log-level", default="WARNING", type=click.Choice(["DEBUG", "INFO", "WARNING"]))
-def experiment(json_path: str | None, no_baselines: bool, log_level: str, **params: Any) -> None:
+@log_options("WARNING")
+def experiment(
+    json_target: str | None,
+    output_path: Path | None,
+    no_baselines: bool,
+    log_level: str,
+    log_format: str,
+    **params: Any,
+) -> None:
     """Run registry, gossip and Flower for real on partitioned data; score the grouping."""
     from mycelium_p2p.learning.data import DataSpecError
 
@@ -152,17 +152,16 @@ def experiment(json_path: str | None, no_baselines: bool, log_level: str, **para
         raise click.UsageError("give --duration or --rounds, not both")
     if params["duration"] is None and params["rounds"] is None:
         params["duration"] = 120.0
-    configure_logging(log_level)
-    console = Console()
+    results_to = Results.chosen(json_target, output_path)
+    configure_logging(log_level, log_format)
+    console = results_to.console
     try:
-        results = run_experiment(**params, baselines=not no_baselines, console=console)
+        results = run_experiment(**params, baselines=not no_baselines)
     except DataSpecError as exc:
         raise click.UsageError(str(exc)) from exc
-    print_results(results, console)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(results, indent=2))
-        console.print(f"results written to {json_path}")
+    if not results_to.to_stdout:
+        print_results(results, console)
+    results_to.emit(results)
 
 
 def print_results(results: dict[str, Any], console: Console) -> None:

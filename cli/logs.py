@@ -47,7 +47,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     """Send log records to stderr at ``level`` in format ``fmt`` (one of :data:`FORMATS`).
 
     ``auto`` is ``rich`` on a terminal and ``plain`` (one line per event, with time and
-    logger) otherwise. Flower's and httpx's own chatter stays at WARNING.
+    logger) otherwise. Libraries' own chatter stays at WARNING.
     """
     if fmt == "auto":
         fmt = "rich" if interactive() else "plain"
@@ -75,8 +75,10 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
-    logging.getLogger("flwr").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per heartbeat otherwise
+    # Libraries' own chatter: Flower's, httpx's (a line per heartbeat), alembic's (imported by
+    # Flower, a line per plugin).
+    for name in ("flwr", "httpx", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def log_options(default_level: str = "INFO") -> Callable[[F], F]:

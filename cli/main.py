@@ -68,10 +68,10 @@ class LazyGroup(click.Group):
 @main.group(
     cls=LazyGroup,
     # The in-process simulation of group-choice rules (no network), for quick comparisons.
-    lazy={"policy": "mycelium_p2p.experiment.simulate:command"},
+    lazy={"policy": "cli.bench_policy:command"},
 )
 def bench() -> None:
-    """Benchmarks that print a table and write JSON."""
+    """Benchmarks: a table, or JSON (--json: on stdout, --output FILE: a file)."""
 
 
 # Commands live beside this module, one module per area; each registers itself here.
@@ -85,6 +85,7 @@ from cli import (  # noqa: E402, F401
     gossip_cmds,
     node_cmds,
     registry_cmds,
+    status_cmds,
     viz_cmds,
 )
 

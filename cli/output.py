@@ -9,7 +9,8 @@ person watches it (a terminal, not a CI job).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,3 +99,19 @@ def progress_bar(label: str) -> Progress:
         transient=True,
         disable=not interactive(console.file),
     )
+
+
+@contextmanager
+def steps(label: str, total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar of ``total`` steps; the callable it gives says which step starts."""
+    with progress_bar(label) as bar:
+        task = bar.add_task("", total=total)
+        started = 0
+
+        def step(what: str) -> None:
+            nonlocal started
+            bar.update(task, completed=started, description=what)
+            started += 1
+
+        yield step
+        bar.update(task, completed=total)

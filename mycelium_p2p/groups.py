@@ -401,7 +401,7 @@ class GossipNode:
         if observer:
             m["group"] = ""
         self._meta = m
-        self._keys = keys_for(secret) if transport is None else None
+        self._keys = keys_for(secret, warn=not observer) if transport is None else None
         self._transport = transport
         self._wrap = wrap_transport
         self._rng = rng

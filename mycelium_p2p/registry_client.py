@@ -288,7 +288,8 @@ def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200] or response.reason_phrase
+        # Not JSON: another web server answered (an HTML page would fill a screen); say so.
+        return f"{response.reason_phrase or 'no reason given'} (not JSON: is it a registry?)"
     if isinstance(body, dict) and "detail" in body:
         detail = str(body["detail"])
         extra = body.get("extra")

@@ -65,10 +65,12 @@ def derive_keys(secret: str | bytes) -> CurveKeys:
     return CurveKeys(server_public, server_secret, client_public, client_secret)
 
 
-def keys_for(secret: str | bytes | None) -> CurveKeys | None:
-    """Keys for ``secret``, or None (with a warning that gossip is open) without one."""
+def keys_for(secret: str | bytes | None, warn: bool = True) -> CurveKeys | None:
+    """Keys for ``secret``, or None without one (with a warning that gossip is open, unless
+    ``warn`` is false: an observer owns nothing and only reads)."""
     if secret is None or secret == "" or secret == b"":
-        log.warning("gossip is open (no secret): any peer that can reach this port can join")
+        if warn:
+            log.warning("gossip is open (no secret): any peer that can reach this port can join")
         return None
     return derive_keys(secret)
 

@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import click
-
 from mycelium_p2p.experiment.baselines import Engine, ExperimentData, Weights, load_scenario
 from mycelium_p2p.experiment.report import purity
 from mycelium_p2p.policy import MODES, Candidate, Observation, PolicyParams, decide
@@ -251,49 +249,3 @@ def _snapshot(
         "groups": len(members),
         "migrations": migrations,
     }
-
-
-@click.command("policy-sim")
-@click.option(
-    "--scenario", type=click.Choice(["iid", "label-shift", "rotation"]), default="label-shift"
-)
-@click.option("--nodes", type=click.IntRange(1, 500), default=16, show_default=True)
-@click.option("--concepts", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option("--capacity", type=click.IntRange(1), default=5, show_default=True)
-@click.option("--policy", "modes", type=click.Choice(list(MODES)), multiple=True)
-@click.option("--rounds", type=click.IntRange(1), default=40, show_default=True)
-@click.option("--eval-every", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None)
-def command(
-    scenario: str,
-    nodes: int,
-    concepts: int,
-    capacity: int,
-    modes: tuple[str, ...],
-    rounds: int,
-    eval_every: int,
-    seed: int,
-    json_path: str | None,
-    plot_path: str | None,
-) -> None:
-    """Simulate group choice in one process and compare it with the baselines."""
-    from mycelium_p2p.experiment.report import compare
-
-    compare(
-        scenario,
-        nodes,
-        concepts,
-        capacity,
-        list(modes) or list(MODES),
-        rounds,
-        seed,
-        eval_every,
-        json_path=json_path,
-        plot_path=plot_path,
-    )
-
-
-if __name__ == "__main__":
-    command()

@@ -222,7 +222,7 @@ class NodeConfig:
             .replace(
                 bind_host="127.0.0.1",
                 heartbeat_interval=2.0,
-                group_evaluation_interval=8.0,
+                group_evaluation_interval=5.0,  # a wrong first join is undone within ~10 s
                 round_timeout=10.0,
                 round_pause=0.5,
             )

@@ -147,6 +147,8 @@ def _live_table(url: str, duration: float, console: Console) -> None:
         while time.monotonic() < deadline:
             time.sleep(1.0)
             live.update(table())
+    if not console.is_terminal:  # rich ends the last frame with a newline only on a terminal
+        console.line()
 
 
 def _summary(url: str, console: Console) -> None:

@@ -22,7 +22,7 @@ Two modes:
 
     A node without a group joins the best group with room, or founds one when none has room.
 
-    Why (``/work/shared/notes/self-organisation.md``): with 9-18 validation samples a 5 % relative
+    Why: with 9-18 validation samples a 5 % relative
     gain is less than one sample, so a pure relative threshold moves nodes on noise forever;
     counting the thresholds in samples stops that churn. Groups of the same concept never beat
     each other by a threshold, so without the merge rule they stay split; a merge only moves a
@@ -230,10 +230,13 @@ def _best(groups: Sequence[Candidate]) -> Candidate | None:
 
 def _entry(obs: Observation) -> Decision:
     """No group: join the best group with room (largest if none is scored), or found one."""
+    if not obs.candidates:
+        return Decision("found", None, "no group: no group trains this node's model yet")
     room = [c for c in obs.candidates if c.has_room]
     if not room:
         full = len(obs.candidates)
-        return Decision("found", None, f"no group: none of {full} candidate group(s) has room")
+        groups = "the one compatible group is" if full == 1 else f"all {full} compatible groups are"
+        return Decision("found", None, f"no group: {groups} full")
     best = _best(room)
     if best is not None:
         return Decision(

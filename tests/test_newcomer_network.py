@@ -215,6 +215,38 @@ def test_stay_decisions_are_logged_at_info_with_their_numbers(network: Network) 
     print(next(m.group(0) for m in [stay.search(network.nodes[0].output())] if m))
 
 
+def test_a_node_of_another_shape_says_which_model_the_groups_train(
+    network: Network, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """28x28 images beside groups of 8x8 digits: the node founds its own group and says why."""
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("other-shape")
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 1, 28, 28), dtype=np.float32)
+    np.savez(folder / "big.npz", x=x, y=np.arange(60) % 10)
+    procs = Processes(folder)
+    try:
+        args = ["join", "--bootstrap", network.url, "--data", f"npz:{folder / 'big.npz'}"]
+        node = procs.start("other-shape", *args, env=clean_env())
+        reason = (
+            "no group trains this node's model mlp:1x28x28:10; the groups here train "
+            "mlp:1x8x8:10 (give this node data of their shape to join them)"
+        )
+
+        def said_why() -> bool:
+            assert node.alive(), node.output()[-3000:]
+            return reason in node.output()
+
+        wait_for(said_why, 90, what="the node naming the other model")
+        line = next(x for x in node.output().splitlines() if reason in x)
+        print(line)
+        assert " INFO " in line and "decides to found: " in line
+        assert "Traceback" not in node.output()
+    finally:
+        procs.stop_all()
+
+
 def node_id(child: Child) -> str | None:
     """The id a ``mycelium join`` process printed."""
     match = re.search(r"^node \S+ \((\w+)\) gossip at", child.output(), re.MULTILINE)

@@ -138,6 +138,18 @@ def test_progress_bars_on_a_terminal_and_silence_in_pipes_and_ci() -> None:
     assert piped.returncode == 0 and piped.stderr == ""
 
 
+@pytest.mark.slow
+def test_an_experiment_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
+    args = ["experiment", "--nodes", "2", "--concepts", "1", "--duration", "6", "--no-baselines"]
+    args += ["--output", str(tmp_path / "e.json")]
+    env = {k: v for k, v in {**os.environ, **CHILD_ENV}.items() if k != "CI"}
+    status, drawn = run_on_a_terminal(args, env)
+    print(repr(drawn[-200:]))
+    assert status == 0 and "Traceback" not in drawn, drawn[-3000:]
+    assert re.search(r"experiment.*━.*round \d+, \d+ groups, \d+s", drawn)
+    assert json.loads((tmp_path / "e.json").read_text())
+
+
 class Terminal:
     """A stream that says it is a terminal."""
 

@@ -82,6 +82,8 @@ def choose(
         ),
         params.policy,
     )
+    if decision.action == "found" and not candidates:
+        decision = _name_other_models(decision, view, learning.spec)
     if first and decision.action == "found" and not state.looked_twice:
         # Nodes that start together would all found singletons: look again after a random
         # pause, by when the first founder's record has had time to spread.
@@ -96,17 +98,27 @@ def choose(
     return _act(state, decision, first) + ([] if first else [Announce()])
 
 
+def _name_other_models(decision: Decision, view: GossipView, spec: str) -> Decision:
+    """A node alone among groups of another model says which: its data's shape is what differs."""
+    occupied = view.occupied()
+    models = {r.model for r in view.groups.values() if views.is_live_group(r, occupied)}
+    if not models or spec in models:  # the node's own model is there (full or refused)
+        return decision
+    others = sorted(models)
+    return Decision(
+        decision.action,
+        decision.group_id,
+        f"no group trains this node's model {spec}; the groups here train {', '.join(others)} "
+        "(give this node data of their shape to join them)",
+    )
+
+
 def _act(state: NodeState, decision: Decision, first: bool) -> list[Command]:
     if decision.action == "stay":
         log.info("%s: stays in %s: %s", state.name, state.group_id, decision.reason)
         return []
-    log.info(
-        "%s: decides to %s %s: %s",
-        state.name,
-        decision.action,
-        decision.group_id or "",
-        decision.reason,
-    )
+    target = f" {decision.group_id}" if decision.group_id else ""
+    log.info("%s: decides to %s%s: %s", state.name, decision.action, target, decision.reason)
     if decision.action == "join" and decision.group_id:
         return [JoinGroup(decision.group_id, decision.reason, first)]
     return [FoundGroup(decision.reason, first)]

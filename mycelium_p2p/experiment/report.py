@@ -1,7 +1,7 @@
 """Scoring and reporting of an experiment: purity, the results JSON, a rich table and a plot.
 
 The results JSON (``build_results``) is shared by the in-process simulation and the real-system
-experiment; its keys are fixed by issue 5::
+experiment; its keys are stable (tools and the docs read them)::
 
     {"nodes": [{"name", "shard", "concept", "group", "accuracy"}, ...], "mean_accuracy", "purity",
      "groups", "migrations", "rounds", "wall_seconds", "baselines": {"global", "alone", "oracle"},

@@ -38,7 +38,7 @@ from mycelium_p2p.node_config import (
 FLAGGED = {
     "peers", "registry_url", "data", "model", "gossip_port", "flower_port", "name", "token",
     "node_address", "bind_host", "node_index", "num_nodes", "seed", "strategy", "policy",
-    "group_capacity",
+    "group_capacity", "state_dir",
 }  # fmt: skip
 
 
@@ -83,6 +83,10 @@ def _epilog() -> str:
     help="Flower port when leading (0: OS picks).",
 )  # fmt: skip
 @setting("--name", name="name", help="Human-readable node name.")
+@setting(
+    "--state-dir", name="state_dir", type=click.Path(file_okay=False), metavar="DIR",
+    help="Folder that keeps this node's id across restarts (one running node per folder).",
+)  # fmt: skip
 @click.option(
     "--config",
     "config_file",
@@ -154,11 +158,12 @@ def join(
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
     check_ports(config)  # before the slow imports below: a busy port is said at once
+    node_id = claim_state_dir(ctx, config)
     from mycelium_p2p.learning.data import DataSpecError
     from mycelium_p2p.node import Node
 
     try:
-        node = Node(config)
+        node = Node(config, node_id=node_id)
     except DataSpecError as exc:
         raise click.UsageError(f"--data: {exc}") from exc
     except ValueError as exc:
@@ -190,6 +195,20 @@ def join(
 
 
 PEER_WAIT = 10.0  # seconds a node started with only --peer waits for any peer to answer
+
+
+def claim_state_dir(ctx: click.Context, config: NodeConfig) -> str | None:
+    """The id kept in ``--state-dir`` (its lock held until the command ends), else None."""
+    if not config.network.state_dir:
+        return None
+    from mycelium_p2p.node.kept_id import StateDirError, claim
+
+    try:
+        node_id, lock = claim(Path(config.network.state_dir))
+    except StateDirError as exc:
+        fail(f"--state-dir: {exc}")
+    ctx.call_on_close(lock.close)
+    return node_id
 
 
 def check_ports(config: NodeConfig) -> None:

@@ -69,6 +69,9 @@ class NetworkSettings:
         Human-readable node name (default: derived from the node id).
     leave_timeout
         Seconds a graceful leave may take before the node just stops (default: 5).
+    state_dir
+        Folder where the node keeps its id, so that a restart keeps it; one running node per
+        folder (default: None: a new id at every start).
     """
 
     registry_url: str | None = None
@@ -80,6 +83,7 @@ class NetworkSettings:
     token: str | None = None
     name: str | None = None
     leave_timeout: Seconds = 5.0
+    state_dir: str | None = None
 
 
 @dataclass(frozen=True)

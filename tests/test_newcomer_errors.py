@@ -50,6 +50,7 @@ class Setting:
 def setting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting]:
     folder = tmp_path_factory.mktemp("newcomer")
     (folder / "bad.toml").write_text('[gossip]\nprobe_interval = "fast"\n')
+    (folder / "good.toml").write_text("heartbeat_interval = 5\n")
     (folder / "empty-token").write_text("\n")
     registry = RegistryProcess(folder / "registry.db", token=TOKEN)
     with socket.socket() as busy:
@@ -105,6 +106,12 @@ def cases(s: Setting) -> dict[str, Case]:
             2,
             "setting heartbeat_interval (environment MYCELIUM_HEARTBEAT_INTERVAL): "
             "expected a number > 0.0, got '-5'",
+            env={"MYCELIUM_HEARTBEAT_INTERVAL": "-5"},
+        ),
+        "join: the environment wins over the TOML file (read first, so its mistake shows)": Case(
+            ("join", "--bootstrap", url, "--config", str(s.folder / "good.toml")),
+            2,
+            "setting heartbeat_interval (environment MYCELIUM_HEARTBEAT_INTERVAL): ",
             env={"MYCELIUM_HEARTBEAT_INTERVAL": "-5"},
         ),
         "join: a group capacity of 0 in the environment": Case(

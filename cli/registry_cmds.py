@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -15,21 +13,9 @@ from cli.common import debug_option, fail, read_token, token_options
 from cli.logs import configure_logging, log_options
 from cli.main import bench, main
 from cli.output import Results, json_options, steps
-
-if TYPE_CHECKING:
-    pass
+from mycelium_p2p.netaddr import is_loopback
 
 log = logging.getLogger("mycelium.registry")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine's loopback interface only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve to anything
 
 
 @main.command()

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +27,26 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, interval: float 
             return True
         time.sleep(interval)
     return bool(pred())
+
+
+def race(calls: list[Callable[[], Any]], timeout: float = 60.0) -> list[Any]:
+    """Run the calls at once on threads (released together); each result or exception."""
+    results: list[Any] = [None] * len(calls)
+    gate = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        gate.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results
 
 
 def wait_for(

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from bootstrap.server import RegistryServer
-from mycelium_p2p.registry_api import GroupOut
 from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 
 MODEL = "mlp:1x8x8:10"
@@ -25,75 +22,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]
     srv.start()
     yield srv
     srv.stop()
-
-
-def race(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run the calls at once on threads; return each result or exception."""
-    results: list[Any] = [None] * len(calls)
-    gate = threading.Barrier(len(calls))
-
-    def run(i: int) -> None:
-        gate.wait()
-        try:
-            results[i] = calls[i]()
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
-
-
-@pytest.mark.slow
-def test_concurrent_joins_never_exceed_capacity(server: RegistryServer) -> None:
-    assert server.url is not None
-    clients = [RegistryClient(server.url) for _ in range(12)]
-    try:
-        for i, c in enumerate(clients):
-            c.register(f"r{i}", f"r{i}", f"127.0.0.1:{9000 + i}", model=MODEL)
-        clients[0].create_group("race", "r0", "127.0.0.1:1", MODEL, capacity=4, id="g-race")
-        calls = [
-            (lambda c=c, i=i: c.join_group(f"r{i}", "g-race")) for i, c in enumerate(clients[1:], 1)
-        ]
-        results = race(calls)
-        won = [r for r in results if isinstance(r, GroupOut)]
-        lost = [r for r in results if isinstance(r, RegistryError)]
-        assert len(won) == 3 and len(lost) == 8, results
-        assert all(e.status == 409 and "full" in e.detail for e in lost)
-        members = clients[0].group("g-race").members
-        assert len(members) == 4
-        in_group = [n.id for n in clients[0].nodes() if n.group == "g-race"]
-        assert sorted(in_group) == sorted(members)
-    finally:
-        for c in clients:
-            c.close()
-
-
-@pytest.mark.slow
-def test_two_claims_for_same_term_exactly_one_wins(server: RegistryServer) -> None:
-    assert server.url is not None
-    with RegistryClient(server.url) as a, RegistryClient(server.url) as b:
-        for n in ("l0", "l1", "l2"):
-            a.register(n, n, "127.0.0.1:5000", model=MODEL)
-        a.create_group("lead", "l0", "127.0.0.1:1", MODEL, id="g-lead")
-        a.join_group("l1", "g-lead")
-        a.join_group("l2", "g-lead")
-        for term in (2, 3, 4, 5):
-            results = race(
-                [
-                    lambda t=term: a.claim_leadership("g-lead", "l1", t, "127.0.0.1:11"),
-                    lambda t=term: b.claim_leadership("g-lead", "l2", t, "127.0.0.1:12"),
-                ]
-            )
-            wins = [r for r in results if isinstance(r, GroupOut)]
-            losses = [r for r in results if isinstance(r, RegistryError)]
-            assert len(wins) == 1 and len(losses) == 1, results
-            assert losses[0].status == 409
-            group = a.group("g-lead")
-            assert group.term == term and group.leader == wins[0].leader
 
 
 def test_client_raises_registry_error_on_4xx_without_retry(tmp_path: Path) -> None:

@@ -25,9 +25,8 @@ from bootstrap.store import LivenessConfig
 from mycelium_p2p.node_config import load_config
 from mycelium_p2p.registry_api import GroupOut, HealthOut
 from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
-from tests.helpers import RegistryProcess, wait_for, wait_until
+from tests.helpers import RegistryProcess, race, wait_for, wait_until
 from tests.registry_backends import fresh_postgres
-from tests.test_registry_store_conformance import race
 
 MODEL = "mlp:1x8x8:10"
 

@@ -8,8 +8,7 @@ restarts, snapshot ETags, group commit, 64-bit numbers.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from mycelium_p2p.registry_api import (
     RegisterBody,
 )
 from mycelium_p2p.registry_client import RegistryClient, RegistryError
-from tests.helpers import wait_until
+from tests.helpers import race, wait_until
 from tests.registry_backends import BACKENDS, database
 
 MODEL = "mlp:1x8x8:10"
@@ -72,26 +71,6 @@ def found(store: RegistryStore, group_id: str, leader: str, capacity: int = 5) -
         capacity=capacity,
     )  # fmt: skip
     store.create_group(body)
-
-
-def race(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run the calls at once on threads; each result or exception."""
-    results: list[Any] = [None] * len(calls)
-    gate = threading.Barrier(len(calls))
-
-    def run(i: int) -> None:
-        gate.wait()
-        try:
-            results[i] = calls[i]()
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 # ---- membership rules ------------------------------------------------------------------------

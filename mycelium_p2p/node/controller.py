@@ -503,15 +503,7 @@ class Controller:
         group_id = self._new_group_id()
         server = self.learning.start_server(0, from_group=False)
         try:
-            created = self.registry.create_group(
-                id=group_id,
-                name=f"group-{group_id[2:8]}",
-                leader=state.id,
-                flower_address=server.address,
-                model=state.spec,
-                capacity=self.params.capacity,
-                reason=command.reason,
-            )
+            created = self._create_group(group_id, server.address, command.reason)
         except (RegistryError, RegistryUnavailable) as exc:
             log.warning("%s: could not found a group: %s", state.name, exc)
             server.stop()
@@ -653,15 +645,8 @@ class Controller:
                 if known is not None and known.status != "dissolved":
                     raise
                 group_id = state.group_id if known is None else self._new_group_id()
-                created = self.registry.create_group(
-                    id=group_id,
-                    name=f"group-{group_id[2:8]}",
-                    leader=state.id,
-                    flower_address=server.address,
-                    model=state.spec,
-                    capacity=self.params.capacity,
-                    reason="the registry lost the group" if known is None else "re-founded",
-                )
+                why = "the registry lost the group" if known is None else "re-founded"
+                created = self._create_group(group_id, server.address, why)
                 if created.id != state.group_id:
                     log.warning(
                         "%s: registry dissolved %s; leading it on as %s",
@@ -681,6 +666,18 @@ class Controller:
             self._do_drop_group(DropGroup("registry refused the rejoin"))
         except RegistryUnavailable:
             pass
+
+    def _create_group(self, group_id: str, flower_address: str, reason: str) -> Any:
+        """Create ``group_id`` at the registry, led by this node (it raises what the port does)."""
+        return self.registry.create_group(
+            id=group_id,
+            name=f"group-{group_id[2:8]}",
+            leader=self.state.id,
+            flower_address=flower_address,
+            model=self.state.spec,
+            capacity=self.params.capacity,
+            reason=reason,
+        )
 
     def _registry_group(self, group_id: str) -> Any:
         """The registry's record of ``group_id``, or None if it has none (404)."""

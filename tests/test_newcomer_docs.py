@@ -41,6 +41,17 @@ def test_nothing_points_outside_the_repository_or_to_an_issue() -> None:
     assert not found, found
 
 
+def test_every_file_the_docs_name_exists() -> None:
+    named = re.compile(r"`((?:mycelium_p2p|bootstrap|cli|viz|tests|scripts|docs)/[\w/.-]*\w)")
+    missing = [
+        f"{doc.relative_to(ROOT)}: {match.group(1)}"
+        for doc in DOCS
+        for match in named.finditer(doc.read_text())
+        if not (ROOT / match.group(1)).exists()
+    ]
+    assert not missing, missing
+
+
 def test_the_quick_start_is_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]

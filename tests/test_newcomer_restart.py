@@ -79,8 +79,10 @@ def test_a_node_restarted_with_its_state_folder_keeps_its_id(tmp_path: Path) -> 
             f"Error: --state-dir: state folder {state} is in use by another running node"
         ]
 
-        first.terminate()
-        assert first.process.returncode == 0, first.output()[-3000:]
+        # A graceful leave; the process itself may take long to exit on a loaded machine (then
+        # it is killed, which releases the folder's lock all the same).
+        first.terminate(grace=60)
+        assert "leaving -> stopped (left)" in first.output(), first.output()[-3000:]
         wait_for(lambda: registry_nodes(url)[kept]["status"] == "gone", 30, what="gone")
 
         again = procs.start("again", *args, env=clean_env())

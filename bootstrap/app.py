@@ -52,6 +52,7 @@ from mycelium_p2p.registry_api import (
     GroupOut,
     HealthOut,
     HeartbeatBody,
+    HeartbeatOut,
     Id,
     JoinBody,
     LeaderBody,
@@ -219,11 +220,12 @@ def _heartbeat_schema(data: HeartbeatBody) -> None:
     dependencies={"heartbeat_schema": Provide(_heartbeat_schema, sync_to_thread=False)},
     **_write,
 )
-async def heartbeat(state: State, node_id: PathId, body: bytes) -> NodeOut:
+async def heartbeat(state: State, node_id: PathId, body: bytes) -> HeartbeatOut:
     """Liveness plus the node's current metrics. Liveness does not depend on the metrics: with
     a refused field the heartbeat is still recorded, with the valid fields, and answered 400.
 
-    Recorded in memory and answered at once; written to the database within a second."""
+    Recorded in memory and answered at once; written to the database within a second. The
+    answer names a few other live peers, so that nodes find each other without asking."""
     metrics, problems = parse_heartbeat(body)
     store = _store(state)
     node = store.try_heartbeat(node_id, metrics)
@@ -236,7 +238,7 @@ async def heartbeat(state: State, node_id: PathId, body: bytes) -> NodeOut:
         raise ValidationException(
             detail=f"refused {shown}; liveness was recorded, with the valid fields"
         )
-    return node
+    return store.with_peers(node)
 
 
 # An explicit summary where a path has two methods: Litestar would name the wrapped sync

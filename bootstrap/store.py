@@ -43,6 +43,7 @@ from mycelium_p2p.registry_api import (
     EventOut,
     GroupOut,
     HeartbeatBody,
+    HeartbeatOut,
     LeaderBody,
     NetworkOut,
     NodeOut,
@@ -67,6 +68,9 @@ T = TypeVar("T")
 
 #: How often a registry on a shared database looks for the others' writes, in seconds.
 POLL_INTERVAL = 0.2
+#: Live peers a heartbeat's answer names: enough for islands to find each other within a few
+#: heartbeats, few enough that the answer stays small.
+HEARTBEAT_PEERS = 3
 
 
 class RegistryStore:
@@ -355,6 +359,12 @@ class RegistryStore:
         if found is None:
             raise NotFound(f"unknown node {node_id!r}")
         return found
+
+    def with_peers(self, node: NodeOut) -> HeartbeatOut:
+        """A heartbeat's answer: ``node`` and up to ``HEARTBEAT_PEERS`` other live nodes."""
+        sample = self.snapshots.peers(HEARTBEAT_PEERS + 1)[1]
+        others = [a for a in sample if a != node.gossip_address][:HEARTBEAT_PEERS]
+        return HeartbeatOut(**msgspec.structs.asdict(node), peers=others)
 
     # ---- reads --------------------------------------------------------------------------------
 

@@ -215,6 +215,15 @@ class NodeOut(msgspec.Struct):
     last_seen: float
 
 
+class HeartbeatOut(NodeOut):
+    """A heartbeat's answer: the node, and a few live peers' gossip addresses drawn at random.
+
+    The peers let a node that gossip has cut off from part of the network (an island of nodes
+    that started together, a healed partition) find the rest without asking for ``/peers``."""
+
+    peers: list[str] = []
+
+
 class GroupMetrics(msgspec.Struct):
     """The latest round metrics reported by the group's leader."""
 

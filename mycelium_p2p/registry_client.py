@@ -25,7 +25,14 @@ import httpx
 import msgspec
 
 from mycelium_p2p.netaddr import registry_base_url
-from mycelium_p2p.registry_api import EventOut, GroupOut, HealthOut, NetworkOut, NodeOut
+from mycelium_p2p.registry_api import (
+    EventOut,
+    GroupOut,
+    HealthOut,
+    HeartbeatOut,
+    NetworkOut,
+    NodeOut,
+)
 
 
 class RegistryError(Exception):
@@ -174,10 +181,10 @@ class RegistryClient:
         accuracy: float | None = None,
         loss: float | None = None,
         round: int | None = None,
-    ) -> NodeOut:
-        """``POST /nodes/{id}/heartbeat`` with optional metrics; returns the node."""
+    ) -> HeartbeatOut:
+        """``POST /nodes/{id}/heartbeat`` with optional metrics; the node and a few live peers."""
         body = {"accuracy": accuracy, "loss": loss, "round": round}
-        return self._request("POST", f"/nodes/{node_id}/heartbeat", NodeOut, json=body)
+        return self._request("POST", f"/nodes/{node_id}/heartbeat", HeartbeatOut, json=body)
 
     def deregister(self, node_id: str) -> NodeOut:
         """``DELETE /nodes/{id}``: graceful leave; returns the node (status ``gone``)."""

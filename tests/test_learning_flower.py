@@ -345,7 +345,7 @@ class _StuckOnce(MemberClient):
 
 @pytest.mark.slow
 def test_straggler_is_cut_off_and_reconnects(datas: list[NodeData], cleanup: list[Any]) -> None:
-    server, rounds = _server(cleanup, round_timeout=0.5)
+    server, rounds = _server(cleanup, round_timeout=3.0)  # a loaded machine still fits in time
     member = _StuckOnce(datas[0], SPEC, seed=0, local_epochs=1)
     cleanup.append(member)
     member.connect(server.address)  # type: ignore[arg-type]

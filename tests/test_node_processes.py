@@ -109,7 +109,7 @@ def test_four_node_processes_form_groups_train_and_leave(tmp_path: Path) -> None
             what="the SIGTERMed member out of its group in gossip",
         )
         print(f"graceful leave visible everywhere after {time.monotonic() - started:.1f}s")
-        assert leaving.wait(timeout=10) == 0
+        assert leaving.wait(timeout=30) == 0  # bounded steps; slow on a loaded machine
 
         # SIGKILL to another member: its group keeps training, liveness removes it.
         remaining = [

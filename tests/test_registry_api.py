@@ -240,6 +240,9 @@ def test_heartbeat_metrics_peers_network_health(client: TestClient[Any], clock: 
     assert r.status_code == 200
     assert r.json()["metrics"] == {"accuracy": 0.75, "loss": 0.5, "round": 4}
     assert r.json()["last_seen"] == clock.now
+    named = r.json()["peers"]  # a few other live nodes: how gossip islands find each other
+    assert len(named) == 3 and len(set(named)) == 3 and "127.0.0.1:7001" not in named
+    assert set(named) <= {f"127.0.0.1:{7000 + i}" for i in range(5)}
     peers = client.get("/peers", params={"limit": 3}).json()
     assert len(peers) == 3 and len(set(peers)) == 3
     assert all(re.fullmatch(r"127\.0\.0\.1:70\d\d", p) for p in peers)

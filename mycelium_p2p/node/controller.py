@@ -164,10 +164,7 @@ class Controller:
         if seeds and not self.gossip.join(seeds, self.params.seed_timeout):
             log.warning("%s: no seed answered (%s)", self.state.name, ", ".join(seeds))
         self._execute([Register()])
-        self.state.island_interval = self.params.discovery.island_interval
-        self._execute(
-            discovery.look_up(self.state, self._view(), self.params.discovery, self.timers, now)
-        )
+        self._execute(discovery.look_up(self._view(), self.params.discovery, self.timers, now))
         # A short random delay spreads the first choices of nodes started together.
         self.timers.at(Timer.CHOOSE, now + self.rng.uniform(0.0, 1.0))
         self._publish_state()
@@ -178,6 +175,7 @@ class Controller:
             self._execute(leadership.on_round(self.state, event.result))
         elif isinstance(event, HeartbeatAnswered):
             self._execute(registry_sync.on_heartbeat(self.state, event))
+            self._execute(discovery.on_peers(self._view(), self.gossip.address, event.peers))
         elif isinstance(event, RegistryForgot):
             self._execute(registry_sync.on_forgotten(self.state))
         elif isinstance(event, ThreadDied):
@@ -190,9 +188,7 @@ class Controller:
         for timer in self.timers.pop_due(now):
             view = self._view()
             if timer is Timer.PEER_LOOKUP:
-                self._execute(
-                    discovery.look_up(self.state, view, self.params.discovery, self.timers, now)
-                )
+                self._execute(discovery.look_up(view, self.params.discovery, self.timers, now))
             elif timer is Timer.CHOOSE and self.state.group_id is None:
                 self._choose(view, now, first=True)
             elif timer is Timer.EVALUATE and self.state.group_id is not None:
@@ -454,17 +450,7 @@ class Controller:
             peers: list[str] | None = self.registry.peers(discovery.PEERS_PER_LOOKUP)
         except (RegistryUnavailable, RegistryError):
             peers = None
-        self._execute(
-            discovery.on_peers(
-                self.state,
-                self._view(),
-                self.gossip.address,
-                peers,
-                self.params.discovery,
-                self.timers,
-                self.clock(),
-            )
-        )
+        self._execute(discovery.on_peers(self._view(), self.gossip.address, peers))
 
     def _do_join_peers(self, command: JoinPeers) -> None:
         self.gossip.join(list(command.seeds), command.timeout)

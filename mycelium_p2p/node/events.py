@@ -26,10 +26,11 @@ class RoundDone:
 @dataclass(frozen=True)
 class HeartbeatAnswered:
     """The registry answered a heartbeat sent at membership ``epoch``; it places the node in
-    ``group`` (None: in none)."""
+    ``group`` (None: in none) and names a few live ``peers``."""
 
     epoch: int
     group: str | None
+    peers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

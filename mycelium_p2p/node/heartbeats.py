@@ -18,6 +18,7 @@ from typing import Any
 
 from mycelium_p2p import limits
 from mycelium_p2p.node.events import Event, HeartbeatAnswered, RegistryForgot
+from mycelium_p2p.node.parts import discovery
 from mycelium_p2p.node.ports import RegistryPort
 from mycelium_p2p.node.state import Published
 from mycelium_p2p.registry_client import RegistryError, RegistryUnavailable
@@ -92,7 +93,8 @@ class Heartbeats:
             else:
                 log.warning("%s: registry refused the heartbeat: %s", self.name, exc)
             return
-        self._post(HeartbeatAnswered(published.epoch, answer.group))
+        peers = tuple(answer.peers[: discovery.PEERS_PER_LOOKUP])  # a registry's word, bounded
+        self._post(HeartbeatAnswered(published.epoch, answer.group, peers))
 
     def _send(self, metrics: dict[str, Any]) -> Any:
         return self.registry.heartbeat(

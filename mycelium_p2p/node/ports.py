@@ -185,6 +185,12 @@ class RegistryNode(Protocol):
     group: str | None
 
 
+class HeartbeatAnswer(RegistryNode, Protocol):
+    """A heartbeat's answer: the node, and a few live peers' gossip addresses."""
+
+    peers: list[str]
+
+
 class RegistryPort(Protocol):
     """The registry, typed; raises ``RegistryError`` (an answer refused) and
     ``RegistryUnavailable`` (no answer)."""
@@ -193,7 +199,7 @@ class RegistryPort(Protocol):
                  model: str, data: dict[str, Any]) -> RegistryNode: ...  # fmt: skip
 
     def heartbeat(self, node_id: str, *, accuracy: float | None, loss: float | None,
-                  round: int | None) -> RegistryNode: ...  # fmt: skip
+                  round: int | None) -> HeartbeatAnswer: ...  # fmt: skip
 
     def deregister(self, node_id: str) -> RegistryNode: ...
 

@@ -69,7 +69,6 @@ class NodeState:
     migrations: int = 0
     decisions: list[Decision] = field(default_factory=list)
     # Discovery and the registry.
-    island_interval: float = 0.0
     registry_backoff: float = 1.0
     failure: str | None = None
 

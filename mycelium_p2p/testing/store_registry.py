@@ -58,7 +58,10 @@ class StoreRegistry:
 
     def heartbeat(self, node_id: str, **metrics: Any) -> Any:
         return self._call(
-            "heartbeat", lambda: self.store.heartbeat(node_id, self._body(HeartbeatBody, **metrics))
+            "heartbeat",
+            lambda: self.store.with_peers(
+                self.store.heartbeat(node_id, self._body(HeartbeatBody, **metrics))
+            ),
         )
 
     def deregister(self, node_id: str) -> Any:

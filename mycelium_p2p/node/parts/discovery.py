@@ -1,22 +1,22 @@
 """Discovery: find peers through the registry, alone or to merge gossip islands.
 
 Alone (first node, or cut off) the node asks the registry for live peers every
-``lookup_interval`` and waits for the first to answer. Once it knows peers it still asks, because
-nodes that start together can form separate gossip islands (each later node found a different
-lone first node) that nothing else would merge: after ``island_interval``, then twice as long
-after each look-up that finds nothing new (up to ``island_max``, 10 minutes), so that a settled
-network costs the registry little; and every ``lookup_interval`` while the registry names live
-peers that gossip does not see (after a partition, once gossip stopped trying members it
-declared dead).
+``lookup_interval`` and waits for the first to answer. Once it knows peers it stops asking:
+every heartbeat's answer names a few live peers at random, and the node push-pulls with those
+gossip does not see. That is how nodes that started together in separate gossip islands (each
+later node found a different lone first node) find each other, and how the two sides of a healed
+partition do once gossip stopped trying the members it declared dead: within about one heartbeat
+interval, at no cost to the registry beyond the heartbeats themselves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mycelium_p2p.node.events import Command, JoinPeers, LookUpPeers
 from mycelium_p2p.node.scheduler import Scheduler, Timer
-from mycelium_p2p.node.state import GossipView, NodeState
+from mycelium_p2p.node.state import GossipView
 
 PEERS_PER_LOOKUP = 5
 
@@ -28,41 +28,26 @@ class DiscoveryParams:
     Parameters
     ----------
     lookup_interval : float
-        Between look-ups while alone, or while the registry names peers gossip does not see
-        (default: 2.0).
-    island_interval : float
-        To the first look-up for islands once joined (default: 10.0).
-    island_max : float
-        Ceiling of the island interval, which doubles while look-ups find nothing new
-        (default: 600.0: 0.1 requests per node per minute once settled).
+        Between look-ups while alone (default: 2.0).
     """
 
     lookup_interval: float = 2.0
-    island_interval: float = 10.0
-    island_max: float = 600.0
 
 
 def look_up(
-    state: NodeState, view: GossipView, params: DiscoveryParams, timers: Scheduler, now: float
+    view: GossipView, params: DiscoveryParams, timers: Scheduler, now: float
 ) -> list[Command]:
-    """The look-up timer fired: schedule the next one and ask the registry."""
-    if not view.others():
-        state.island_interval = params.island_interval
-    alone = not view.others()
-    timers.at(Timer.PEER_LOOKUP, now + (params.lookup_interval if alone else state.island_interval))
-    return [LookUpPeers()]
+    """The look-up timer fired: schedule the next one, and ask the registry if alone."""
+    timers.at(Timer.PEER_LOOKUP, now + params.lookup_interval)
+    return [] if view.others() else [LookUpPeers()]
 
 
 def on_peers(
-    state: NodeState,
     view: GossipView,
     own_address: str,
-    peers: list[str] | None,
-    params: DiscoveryParams,
-    timers: Scheduler,
-    now: float,
+    peers: Sequence[str] | None,
 ) -> list[Command]:
-    """The registry named ``peers`` (None: it did not answer)."""
+    """The registry named ``peers``, in a look-up or a heartbeat's answer (None: no answer)."""
     if peers is None:
         return []
     others = view.others()
@@ -71,12 +56,5 @@ def on_peers(
     if seeds and not others:
         return [JoinPeers(seeds, timeout=2.0)]  # alone: wait for the network's state
     if seeds:
-        # Peers the registry sees alive and gossip does not: an island, or the other side of a
-        # partition that may have healed. Push-pull without waiting (answers merge when they
-        # come) and look again soon, until gossip sees them.
-        state.island_interval = params.island_interval
-        timers.at(Timer.PEER_LOOKUP, now + params.lookup_interval)
-        return [JoinPeers(seeds, timeout=0.0)]
-    if others:
-        state.island_interval = min(2 * state.island_interval, params.island_max)
+        return [JoinPeers(seeds, timeout=0.0)]  # push-pull; answers merge when they come
     return []

@@ -70,7 +70,7 @@ def test_a_node_restarted_with_its_state_folder_keeps_its_id(tmp_path: Path) -> 
 
         # A second node on the same folder would share the id: refused, in one line.
         twin = subprocess.run(
-            mycelium_command(*args), capture_output=True, text=True, env=clean_env(), timeout=60
+            mycelium_command(*args), capture_output=True, text=True, env=clean_env(), timeout=180
         )
         errors = [x for x in twin.stderr.splitlines() if x.startswith("Error:")]
         print(f"twin: exit {twin.returncode}: {errors}")

@@ -24,6 +24,8 @@ from mycelium_p2p.registry_api import EventOut, GroupOut, NetworkOut, NodeMetric
 
 #: Recent events kept in memory for ``/network`` (its ``events`` parameter is at most this).
 RECENT_EVENTS = 1000
+#: Oldest list of live addresses a heartbeat's answer draws its peers from (seconds).
+RECENT_PEERS_AGE = 1.0
 
 _encode = msgspec.json.Encoder().encode
 
@@ -173,6 +175,7 @@ class Snapshots:
         self.instance = instance
         self._groups: Snapshot | None = None
         self._peers: tuple[Any, list[str]] | None = None
+        self._recent_peers: tuple[float, list[str]] | None = None
         self._network: tuple[Any, Snapshot] | None = None
         self._lock = threading.Lock()
 
@@ -229,6 +232,18 @@ class Snapshots:
         with self._rng_lock:
             sample = self._rng.sample(addresses, min(limit, len(addresses)))
         return f'"{tag}-p{limit}"', sample
+
+    def recent_peers(self, limit: int) -> list[str]:
+        """A random sample of at most ``limit`` live nodes' addresses, drawn from a list at most
+        ``RECENT_PEERS_AGE`` old: heartbeats ask thousands of times a second, and in a large
+        network some node changes status nearly as often, which would rebuild the list each time."""
+        now = self.clock()
+        cached = self._recent_peers
+        if cached is None or not 0 <= now - cached[0] < RECENT_PEERS_AGE:
+            cached = (now, self.live_addresses()[1])
+            self._recent_peers = cached
+        with self._rng_lock:
+            return self._rng.sample(cached[1], min(limit, len(cached[1])))
 
     def nodes(self) -> list[NodeOut]:
         """Every node with its liveness, ordered by id."""

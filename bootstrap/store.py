@@ -362,7 +362,7 @@ class RegistryStore:
 
     def with_peers(self, node: NodeOut) -> HeartbeatOut:
         """A heartbeat's answer: ``node`` and up to ``HEARTBEAT_PEERS`` other live nodes."""
-        sample = self.snapshots.peers(HEARTBEAT_PEERS + 1)[1]
+        sample = self.snapshots.recent_peers(HEARTBEAT_PEERS + 1)
         others = [a for a in sample if a != node.gossip_address][:HEARTBEAT_PEERS]
         return HeartbeatOut(**msgspec.structs.asdict(node), peers=others)
 

@@ -19,10 +19,19 @@ from mycelium_p2p.policy import MODES
 
 @click.command("policy")
 @click.option(
-    "--scenario", type=click.Choice(["iid", "label-shift", "rotation"]), default="label-shift"
+    "--scenario",
+    type=click.Choice(["iid", "label-shift", "rotation", "dirichlet"]),
+    default="label-shift",
 )
 @click.option("--nodes", type=click.IntRange(1, 500), default=16, show_default=True)
 @click.option("--concepts", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0.01, 1000),
+    default=0.5,
+    show_default=True,
+    help="Label skew of the dirichlet scenario (smaller: fewer labels per node).",
+)
 @click.option("--capacity", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--policy", "modes", type=click.Choice(list(MODES)), multiple=True)
 @click.option("--rounds", type=click.IntRange(1), default=40, show_default=True)
@@ -40,6 +49,7 @@ def command(
     scenario: str,
     nodes: int,
     concepts: int,
+    alpha: float,
     capacity: int,
     modes: tuple[str, ...],
     rounds: int,
@@ -71,6 +81,7 @@ def command(
             rounds,
             seed,
             eval_every,
+            alpha=alpha,
             plot_path=plot_path,
             console=Console(file=io.StringIO()) if results_to.to_stdout else None,
             progress=tell,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -192,6 +193,9 @@ def join(
                 "and no registry is known; check the address or give --bootstrap URL"
             )
     node.stop()
+    # The node has left. Exempt what is left from the interpreter's last collection: with torch
+    # and Flower loaded it walks millions of objects, 20 s on a loaded machine (1 s frozen).
+    gc.freeze()
 
 
 PEER_WAIT = 10.0  # seconds a node started with only --peer waits for any peer to answer

@@ -22,7 +22,7 @@ Two modes:
 
     A node without a group joins the best group with room, or founds one when none has room.
 
-    Why: with 9-18 validation samples a 5 % relative
+    Why (measured, see ``docs/experiments.md``): with 9-18 validation samples a 5 % relative
     gain is less than one sample, so a pure relative threshold moves nodes on noise forever;
     counting the thresholds in samples stops that churn. Groups of the same concept never beat
     each other by a threshold, so without the merge rule they stay split; a merge only moves a

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 
-from mycelium_p2p.experiment.baselines import (
+from mycelium_p2p.experiment.baselines import oracle_groups, run_baselines
+from mycelium_p2p.experiment.engine import BatchEngine
+from mycelium_p2p.experiment.report import build_results, compare, plot_accuracy, purity
+from mycelium_p2p.experiment.scenarios import (
     ExperimentData,
-    fedavg,
     load_scenario,
     load_shards,
-    oracle_groups,
-    run_baselines,
     scenario_spec,
 )
-from mycelium_p2p.experiment.report import build_results, compare, plot_accuracy, purity
 from mycelium_p2p.experiment.simulate import simulate
 from mycelium_p2p.learning.data import DataSpecError
 
@@ -46,14 +46,19 @@ def test_oracle_groups_split_concepts_to_respect_capacity() -> None:
         oracle_groups([0, None], 5)
 
 
-def test_fedavg_weights_by_examples() -> None:
+def test_average_weights_by_examples() -> None:
     a = [np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]
     b = [np.ones((2, 2), np.float32), np.full(2, 4.0, np.float32)]
-    avg = fedavg([a, b], [1, 3])
-    assert np.allclose(avg[0], 0.75) and np.allclose(avg[1], 3.0)
-    assert avg[0].dtype == np.float32
+    c = [np.full((2, 2), 9.0, np.float32), np.full(2, 9.0, np.float32)]
+    stack = BatchEngine.from_numpy([a, b, c])
+    avg = BatchEngine.average(stack, [[0, 1], [2]], [1, 3, 5])
+    assert np.allclose(avg[0][0].numpy(), 0.75) and np.allclose(avg[1][0].numpy(), 3.0)
+    assert np.allclose(avg[0][1].numpy(), 9.0)
+    assert avg[0].dtype == torch.float32
+    # No examples at all: an even mean (FedAvg's convention).
+    assert np.allclose(BatchEngine.average(stack, [[0, 1]], [0, 0, 0])[1][0].numpy(), 2.0)
     with pytest.raises(ValueError):
-        fedavg([a], [1, 2])
+        BatchEngine.average(stack, [[]], [1, 1, 1])
 
 
 def test_scenario_spec_and_bad_input() -> None:
@@ -77,7 +82,7 @@ def test_build_results_has_the_fixed_keys() -> None:
     ):  # fmt: skip
         assert key in out
     assert out["mean_accuracy"] == 0.7 and out["purity"] == 0.5 and out["groups"] == 1
-    assert out["baselines"] == {"global": None, "alone": None, "oracle": None}
+    assert out["baselines"] == {"global": None, "alone": None, "oracle": None, "ifca": None}
     assert set(out["nodes"][0]) == {"name", "shard", "concept", "group", "accuracy"}
     json.dumps(out)
     with pytest.raises(ValueError, match="lacks"):
@@ -97,7 +102,7 @@ def label_shift_8() -> ExperimentData:
 @pytest.mark.slow
 def test_baselines_order_on_label_shift(label_shift_8: ExperimentData) -> None:
     res = run_baselines(label_shift_8, capacity=5, rounds=8, epochs=2, seed=0)
-    assert set(res) == {"global", "alone", "oracle"}
+    assert set(res) == {"global", "alone", "oracle", "ifca"}
     for r in res.values():
         assert len(r.accuracies) == 8 and len(r.history) == 8
         assert all(0.0 <= a <= 1.0 for a in r.accuracies)
@@ -105,6 +110,7 @@ def test_baselines_order_on_label_shift(label_shift_8: ExperimentData) -> None:
     # Two label permutations cannot both be fit by one model; concept groups can.
     assert res["oracle"].mean > res["global"].mean + 0.15
     assert res["oracle"].groups == 2 and res["global"].groups == 1 and res["alone"].groups == 8
+    assert res["ifca"].groups <= 2
 
 
 @pytest.mark.slow
@@ -154,7 +160,7 @@ def test_compare_writes_json_and_plot(tmp_path: Path) -> None:
     assert set(saved["runs"]) == {"probe", "reported"} == set(out["runs"])
     run = saved["runs"]["probe"]
     assert len(run["nodes"]) == 4 and run["policy"] == "probe"
-    assert set(run["baselines"]) == {"global", "alone", "oracle"}
+    assert set(run["baselines"]) == {"global", "alone", "oracle", "ifca"}
     assert all(isinstance(v, float) for v in run["baselines"].values())
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "baseline oracle" in (tmp_path / "table.txt").read_text()

@@ -58,3 +58,19 @@ def test_experiment_rejects_both_duration_and_rounds() -> None:
     result = CliRunner().invoke(main, ["experiment", "--duration", "5", "--rounds", "3"])
     assert result.exit_code == 2
     assert "not both" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--drift-at", "5"], "--drift-at needs --scenario drift or --drift-shards"),
+        (["--drift-shards", "."], "--drift-shards needs --shards"),
+        (["--scenario", "drift", "--concepts", "1"], "drift needs at least 2 concepts"),
+        (["--nodes", "4", "--arrivals", "2", "--crashes", "2"], "at least one node"),
+        (["--seeds", "1,x"], "expected integers"),
+    ],
+)
+def test_experiment_rejects_event_options_that_do_not_fit(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["experiment", "--duration", "5", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output

@@ -146,7 +146,7 @@ def test_an_experiment_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
     status, drawn = run_on_a_terminal(args, env)
     print(repr(drawn[-200:]))
     assert status == 0 and "Traceback" not in drawn, drawn[-3000:]
-    assert re.search(r"experiment.*━.*round \d+, \d+ groups, \d+s", drawn)
+    assert re.search(r"experiment.*━.*round \d+, \d+ groups, \d+ nodes, \d+s", drawn)
     assert json.loads((tmp_path / "e.json").read_text())
 
 

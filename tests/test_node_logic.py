@@ -18,6 +18,7 @@ import pytest
 from bootstrap.store import LivenessConfig, RegistryStore
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.lifecycle import Phase
+from mycelium_p2p.node.events import DataChanged
 from mycelium_p2p.node.scheduler import Timer
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.registry_api import CreateGroupBody, RegisterBody
@@ -243,3 +244,31 @@ def test_without_the_registry_no_group_is_founded_and_choices_back_off() -> None
     assert 1 <= attempts <= 8  # doubling back-off, not one attempt per step
     due = node.controller.timers.when(Timer.CHOOSE)
     assert due is not None and due > net.now
+
+
+def test_a_node_whose_data_drifts_moves_to_its_new_concepts_group_at_once() -> None:
+    net = network(6, concepts=2, capacity=5)
+    net.start()
+
+    def sorted_in_two() -> bool:
+        sizes = sorted(len(m) for m in net.groups().values())
+        settled = not any(n.state.just_moved for n in net.nodes)
+        return sizes == [3, 3] and net.purity() == 1.0 and settled
+
+    assert net.run_until(sorted_in_two, 120)
+    drifter = next(n for n in net.nodes if n.concept == 1 and not n.state.leading)
+    target = next(g for g, members in net.groups().items() if members[0].concept == 0)
+    # Switch right after one of its re-evaluations: the next is due 3 s later.
+    seen = len(drifter.state.decisions)
+    assert net.run_until(lambda: len(drifter.state.decisions) > seen, 10, check_every=0.2)
+    drifter.concept = 0  # the network's own bookkeeping (purity)
+    drifter.events.append(DataChanged(0))  # the fake learner's data is its concept
+    switched_at = net.now
+    assert net.run_until(lambda: drifter.state.group_id == target, 30)
+    took = net.now - switched_at
+    # It chose again at once rather than at its next re-evaluation, 3 s after the last.
+    assert took < 1.5, took
+    net.run_for(15)
+    assert drifter.state.group_id == target
+    assert net.purity() == 1.0
+    print(f"drifted node in its new concept's group {took:.1f} s after the switch (simulated)")

@@ -1,19 +1,21 @@
 """Scoring and reporting of an experiment: purity, the results JSON, a rich table and a plot.
 
 The results JSON (``build_results``) is shared by the in-process simulation and the real-system
-experiment; its keys are stable (tools and the docs read them)::
+experiment; other programs read its keys, so they stay as they are::
 
     {"nodes": [{"name", "shard", "concept", "group", "accuracy"}, ...], "mean_accuracy", "purity",
-     "groups", "migrations", "rounds", "wall_seconds", "baselines": {"global", "alone", "oracle"},
-     "policy"}
+     "groups", "migrations", "rounds", "wall_seconds",
+     "baselines": {"global", "alone", "oracle", "ifca"}, "policy"}
 
 ``baselines`` maps each baseline to its mean accuracy (``None`` when it was not run); details
-(per-node accuracies, history, runtime) go under ``baseline_details``.
+(per-node accuracies, history, runtime) go under ``baseline_details``. Runs of several seeds are
+summarised by :func:`summarise` (median, min and max of every figure).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +26,13 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from mycelium_p2p.experiment.baselines import BaselineResult
+
+BASELINE_NAMES = ("global", "alone", "oracle", "ifca")  # as in baselines.BASELINES
+#: Figures of a run summarised over seeds (besides every baseline's mean accuracy).
+FIGURES = (
+    "mean_accuracy", "purity", "groups", "migrations", "rounds", "wall_seconds",
+    "seconds_to_target", "baseline_seconds",
+)  # fmt: skip
 
 
 def purity(groups: Mapping[str, Sequence[int | None]]) -> float | None:
@@ -98,7 +107,7 @@ def build_results(
         "wall_seconds": round(float(wall_seconds), 3),
         "baselines": {
             name: (round(baselines[name].mean, 4) if name in baselines else None)
-            for name in ("global", "alone", "oracle")
+            for name in BASELINE_NAMES
         },
         "policy": policy,
     }
@@ -107,6 +116,57 @@ def build_results(
         raise ValueError(f"extra keys clash with fixed ones: {sorted(clash)}")
     out["baseline_details"] = {name: b.to_json() for name, b in baselines.items()}
     out.update(extra)
+    return out
+
+
+def figures(results: Mapping[str, Any]) -> dict[str, float | None]:
+    """The numbers of one run that a summary over seeds reports (see :func:`summarise`).
+
+    Besides :data:`FIGURES` and ``baseline_<name>``: ``drift_recovered`` (share of the drifted
+    nodes that recovered), ``drift_recovery_seconds`` (the slowest recovery; None when one never
+    recovered), ``drift_others_moved``; ``arrivals_placed`` (share of late nodes placed with their
+    kin) and ``arrivals_placed_seconds`` (the slowest); ``departures_kept_model`` (share of the
+    groups that lost a member or leader and went on training).
+    """
+    out: dict[str, float | None] = {k: results.get(k) for k in FIGURES}
+    for name, value in results.get("baselines", {}).items():
+        out[f"baseline_{name}"] = value
+    drift = results.get("drift")
+    if drift:
+        times = list(drift["recovered_seconds"].values())
+        done = [t for t in times if t is not None]
+        out["drift_recovered"] = len(done) / len(times) if times else None
+        out["drift_recovery_seconds"] = max(done) if done and len(done) == len(times) else None
+        out["drift_others_moved"] = drift.get("others_moved")
+    arrivals = results.get("arrivals")
+    if arrivals:
+        placed = [a["placed_seconds"] for a in arrivals]
+        done = [t for t in placed if t is not None]
+        out["arrivals_placed"] = len(done) / len(placed)
+        out["arrivals_placed_seconds"] = max(done) if len(done) == len(placed) else None
+        out["arrivals_others_moved"] = results.get("others_moved_after_arrivals")
+    departures = results.get("departures")
+    if departures:
+        kept = [d["kept_model"] for d in departures if d["others_accuracy_before"] is not None]
+        out["departures_kept_model"] = sum(kept) / len(kept) if kept else None
+    return out
+
+
+def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Median, min and max of every figure over runs (e.g. seeds); ``missing`` counts the runs
+    where a figure was None (e.g. a target never reached), which the three numbers leave out."""
+    per_run = [figures(r) for r in runs]
+    keys = list(dict.fromkeys(k for f in per_run for k in f))
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        values = [f.get(key) for f in per_run]
+        known = sorted(float(v) for v in values if v is not None)
+        out[key] = {
+            "median": round(statistics.median(known), 4) if known else None,
+            "min": round(known[0], 4) if known else None,
+            "max": round(known[-1], 4) if known else None,
+            "missing": len(values) - len(known),
+        }
     return out
 
 
@@ -182,6 +242,7 @@ def compare(
     eval_every: int = 1,
     *,
     epochs: int = 2,
+    alpha: float = 0.5,
     json_path: str | Path | None = None,
     plot_path: str | Path | None = None,
     console: Console | None = None,
@@ -191,11 +252,12 @@ def compare(
 
     ``progress`` (default: None) is told what starts: ``baselines``, then ``MODE round R``.
     """
-    from mycelium_p2p.experiment.baselines import load_scenario, run_baselines
+    from mycelium_p2p.experiment.baselines import run_baselines
+    from mycelium_p2p.experiment.scenarios import load_scenario
     from mycelium_p2p.experiment.simulate import simulate
 
     tell = progress or (lambda _what: None)
-    exp = load_scenario(scenario, nodes, concepts, seed)
+    exp = load_scenario(scenario, nodes, concepts, seed, alpha=alpha)
     tell("baselines")
     baselines = run_baselines(exp, capacity, rounds, epochs, seed)
     runs: dict[str, dict[str, Any]] = {}

@@ -22,8 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mycelium_p2p.experiment.baselines import Engine, ExperimentData, Weights, load_scenario
+import numpy as np
+import torch
+
+from mycelium_p2p.experiment.engine import BatchEngine, Stack
 from mycelium_p2p.experiment.report import purity
+from mycelium_p2p.experiment.scenarios import ExperimentData, load_scenario
 from mycelium_p2p.policy import MODES, Candidate, Observation, PolicyParams, decide
 
 
@@ -31,7 +35,7 @@ from mycelium_p2p.policy import MODES, Candidate, Observation, PolicyParams, dec
 class _Group:
     gid: str
     members: list[int]
-    weights: Weights
+    weights: Stack  # one model
     created: int
     reported: float | None = None
 
@@ -73,8 +77,8 @@ def simulate(
     Parameters
     ----------
     scenario, nodes, concepts
-        Data of the nodes (``iid``, ``label-shift`` or ``rotation`` of the bundled digits);
-        ignored when ``data`` is given.
+        Data of the nodes (a scenario of :mod:`~mycelium_p2p.experiment.scenarios`); ignored
+        when ``data`` is given.
     capacity
         Maximum members per group (default: 5).
     policy_mode
@@ -102,22 +106,31 @@ def simulate(
     params = params or PolicyParams(mode=policy_mode)  # type: ignore[arg-type]
     exp = data or load_scenario(scenario, nodes, concepts, seed)
     n = len(exp)
+    everyone = list(range(n))
     rng = random.Random(seed)
-    engine = Engine(exp.spec, epochs, random.Random(seed + 1))
+    engine = BatchEngine(exp.spec, exp.data, epochs=epochs, seed=seed + 1)
     use_local = params.mode == "probe"
-    local: list[Weights] = [engine.init() for _ in range(n)]
+    local = engine.init(n, salt=n)
     groups: dict[str, _Group] = {}
     where: list[str | None] = [None] * n
     just_moved = [False] * n
     counter = {"groups": 0, "migrations": 0, "foundings": 0}
     log: list[str] = []
-    probe_cache: dict[tuple[str, int], float] = {}
+    scores: dict[str, np.ndarray] = {}  # group -> its model's accuracy on every node's val split
+    local_val = np.zeros(n)
 
     def probe(gid: str, i: int) -> float:
-        key = (gid, i)
-        if key not in probe_cache:
-            probe_cache[key] = engine.accuracy(groups[gid].weights, exp.data[i].val)
-        return probe_cache[key]
+        if gid not in scores:
+            acc, _ = engine.matrix(groups[gid].weights, everyone, "val")
+            scores[gid] = acc[:, 0]
+        return float(scores[gid][i])
+
+    def fresh_scores() -> None:
+        scores.clear()
+        if groups:
+            ids = list(groups)
+            acc, _ = engine.matrix(_concat([groups[g].weights for g in ids]), everyone, "val")
+            scores.update({g: acc[:, j] for j, g in enumerate(ids)})
 
     def observe(i: int) -> Observation:
         cands = []
@@ -126,11 +139,10 @@ def simulate(
             cands.append(
                 Candidate(gid, len(g.members), capacity, g.created, acc, is_current=where[i] == gid)
             )
-        local_acc = engine.accuracy(local[i], exp.data[i].val) if use_local else None
         cur = where[i]
         return Observation(
             current_group=cur,
-            local_accuracy=local_acc,
+            local_accuracy=float(local_val[i]) if use_local else None,
             val_size=len(exp.data[i].val),
             candidates=tuple(cands),
             just_moved=just_moved[i],
@@ -160,45 +172,66 @@ def simulate(
             counter["groups"] += 1
             counter["foundings"] += 1
             gid = f"g{counter['groups']:03d}"
-            reported = probe_local(i)
-            groups[gid] = _Group(
-                gid, [i], [w.copy() for w in local[i]], counter["groups"], reported
-            )
+            own = BatchEngine.take(local, [i])
+            reported = float(engine.accuracy(own, [i], "val")[0])
+            groups[gid] = _Group(gid, [i], own, counter["groups"], reported)
         where[i] = gid
         just_moved[i] = had_group
         if had_group:
             counter["migrations"] += 1
         log.append(f"round {rnd} {exp.names[i]} {decision.action} {gid}: {decision.reason}")
 
-    def probe_local(i: int) -> float:
-        return engine.accuracy(local[i], exp.data[i].val)
-
     def report_groups() -> None:
         # The federated evaluation a leader gossips: members' val accuracy weighted by examples.
-        for g in groups.values():
+        for gid, g in groups.items():
             sizes = [len(exp.data[i].val) for i in g.members]
-            accs = [engine.accuracy(g.weights, exp.data[i].val) for i in g.members]
+            accs = [probe(gid, i) for i in g.members]
             g.reported = sum(a * s for a, s in zip(accs, sizes, strict=True)) / max(sum(sizes), 1)
+
+    def train_round() -> None:
+        nonlocal local
+        ids = list(groups)
+        members = [i for g in ids for i in groups[g].members]
+        starts = (
+            [_concat([groups[g].weights for g in ids for _ in groups[g].members])] if ids else []
+        )
+        if use_local:
+            starts.append(local)
+        trained = engine.train(_concat(starts), members + (everyone if use_local else []))
+        if ids:
+            spans = []
+            at = 0
+            for g in ids:
+                spans.append(list(range(at, at + len(groups[g].members))))
+                at += len(groups[g].members)
+            sizes = [len(exp.data[i].train) for i in members]
+            averaged = BatchEngine.average(trained, spans, sizes)
+            for j, g in enumerate(ids):
+                groups[g].weights = BatchEngine.take(averaged, [j])
+        if use_local:
+            local = tuple(t[len(members) :] for t in trained)
 
     # Cold start: nodes arrive one by one.
     order = list(range(n))
     rng.shuffle(order)
+    if use_local:
+        local_val = engine.accuracy(local, everyone, "val")
     for i in order:
         apply(i, 0)
         just_moved[i] = False
     history: list[dict[str, Any]] = []
-    accs = [0.0] * n
+    accs = np.zeros(n)
     for rnd in range(1, rounds + 1):
-        for g in groups.values():
-            g.weights = engine.fedavg_round(g.weights, [exp.data[i] for i in g.members])
-        if use_local:
-            local = [engine.train(local[i], exp.data[i].train) for i in range(n)]
-        for g in groups.values():
-            for i in g.members:
-                accs[i] = engine.accuracy(g.weights, exp.data[i].test)
-        history.append(_snapshot(rnd, accs, exp, where, counter["migrations"]))
+        train_round()
+        grouped = [i for i in everyone if where[i] is not None]
+        if grouped:
+            models = _concat([groups[where[i]].weights for i in grouped])  # type: ignore[index]
+            accs[grouped] = engine.accuracy(models, grouped, "test")
+        history.append(_snapshot(rnd, list(accs), exp, where, counter["migrations"]))
         if rnd % eval_every == 0 and rnd < rounds:
-            probe_cache.clear()
+            fresh_scores()
+            if use_local:
+                local_val = engine.accuracy(local, everyone, "val")
             if params.mode == "reported":
                 report_groups()
             order = list(range(n))
@@ -216,7 +249,7 @@ def simulate(
             "shard": exp.shards[i],
             "concept": exp.data[i].concept,
             "group": where[i],
-            "accuracy": round(accs[i], 4),
+            "accuracy": round(float(accs[i]), 4),
         }
         for i in range(n)
     ]
@@ -233,6 +266,10 @@ def simulate(
         history=history,
         decisions=log,
     )
+
+
+def _concat(stacks: list[Stack]) -> Stack:
+    return tuple(torch.cat(parts) for parts in zip(*stacks, strict=True))
 
 
 def _snapshot(

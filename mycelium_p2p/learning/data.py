@@ -12,11 +12,19 @@ Specs (one string, as given to ``mycelium join --data``):
 ``digits:rotation:K``
     K concepts; concept k rotates the images by ``k * 360 / K`` degrees (exact for multiples
     of 90 degrees, interpolated otherwise).
+``digits:label-shift:K:C`` / ``digits:rotation:K:C``
+    The same shard of the same pool under concept ``C`` instead of ``node_index % K`` (a node
+    whose data drifts to another concept).
+``digits:dirichlet:ALPHA``
+    Label skew without discrete concepts: the samples of each class are dealt to the nodes in
+    proportions drawn from a symmetric Dirichlet(ALPHA) (small ALPHA: few classes per node); a
+    node's test split is drawn, with replacement, from the common test set in its own label
+    proportions. ``concept`` is None.
 ``npz:PATH``
     The node's own arrays ``x`` (N, ...) and ``y`` (N,) of integer labels, optionally an
     integer ``concept`` (used only for scoring) and an integer ``classes``.
 
-Partitioning (shared by ``synthetic`` and ``digits``, see ``notes/self-organisation.md``):
+Partitioning (shared by ``synthetic`` and ``digits``; ``docs/learning.md``):
 20% of the pool is held out as the common test set (a node's test split is its concept's
 transform of it); the rest is shuffled with the seed and dealt into ``num_nodes`` disjoint
 shards; each shard is split 80/20 into train and validation. The result depends only on
@@ -128,7 +136,8 @@ def load_node_data(spec: str, node_index: int, num_nodes: int, seed: int = 0) ->
 
 _SPEC_HELP = (
     "'synthetic', 'synthetic:C', 'digits', 'digits:iid', 'digits:label-shift:K', "
-    "'digits:rotation:K', 'npz:PATH'"
+    "'digits:rotation:K', 'digits:label-shift:K:C', 'digits:rotation:K:C', "
+    "'digits:dirichlet:ALPHA', 'npz:PATH'"
 )
 
 
@@ -227,24 +236,34 @@ def _rotate(x: np.ndarray, degrees: float) -> np.ndarray:
 def _load_digits(spec: str, rest: str, node_index: int, num_nodes: int, seed: int) -> NodeData:
     parts = rest.split(":") if rest else ["iid"]
     mode = parts[0]
+    concept: int | None = None
     if mode == "iid":
         if len(parts) != 1:
             raise DataSpecError(f"'digits:iid' takes no argument, got {spec!r}")
         k = 1
-    elif mode in ("label-shift", "rotation"):
+    elif mode == "dirichlet":
         if len(parts) != 2:
-            raise DataSpecError(f"expected 'digits:{mode}:K' (K concepts), got {spec!r}")
+            raise DataSpecError(f"expected 'digits:dirichlet:ALPHA', got {spec!r}")
+        return _load_dirichlet(spec, _parse_alpha(parts[1]), node_index, num_nodes, seed)
+    elif mode in ("label-shift", "rotation"):
+        if len(parts) not in (2, 3):
+            raise DataSpecError(
+                f"expected 'digits:{mode}:K' (K concepts) or 'digits:{mode}:K:C' (concept C), "
+                f"got {spec!r}"
+            )
         k = _parse_int(
             parts[1], "number of concepts K", low=1, high=360 if mode == "rotation" else 64
         )
+        if len(parts) == 3:
+            concept = _parse_int(parts[2], "concept C", low=0, high=k - 1)
     else:
         raise DataSpecError(
-            f"unknown digits partition {mode!r} in {spec!r}; expected iid, label-shift:K "
-            "or rotation:K"
+            f"unknown digits partition {mode!r} in {spec!r}; expected iid, label-shift:K, "
+            "rotation:K or dirichlet:ALPHA"
         )
     x, y = _digits()
     tr, va, te = _partition(len(y), node_index, num_nodes, seed)
-    concept = node_index % k
+    concept = node_index % k if concept is None else concept
     description = f"digits {mode}"
     if mode == "label-shift":
         perm = label_permutation(concept, seed)
@@ -262,6 +281,76 @@ def _load_digits(spec: str, rest: str, node_index: int, num_nodes: int, seed: in
         classes=DIGITS_CLASSES,
         concept=concept,
         description=f"{description}, shard {node_index}/{num_nodes}",
+        spec=spec,
+    )
+
+
+MIN_DIRICHLET_SHARD = 10  # samples a node needs at least (a shard is re-dealt until all have it)
+
+
+def _parse_alpha(text: str) -> float:
+    try:
+        alpha = float(text)
+    except ValueError:
+        raise DataSpecError(f"Dirichlet ALPHA must be a number, got {text!r}") from None
+    if not 0.01 <= alpha <= 1000:
+        raise DataSpecError(f"Dirichlet ALPHA must be in [0.01, 1000], got {alpha}")
+    return alpha
+
+
+def dirichlet_shards(
+    labels: np.ndarray, num_nodes: int, alpha: float, seed: int, classes: int = DIGITS_CLASSES
+) -> list[np.ndarray]:
+    """Deal sample indices to ``num_nodes`` nodes, each class in Dirichlet(alpha) proportions.
+
+    The deal is drawn again (up to 100 times, then the last one is refused) until every node
+    holds at least ``MIN_DIRICHLET_SHARD`` samples; the result depends only on the arguments.
+    """
+    if len(labels) < MIN_DIRICHLET_SHARD * num_nodes:
+        raise DataSpecError(
+            f"{num_nodes} nodes are too many for {len(labels)} samples dealt by label skew "
+            f"(each node needs at least {MIN_DIRICHLET_SHARD})"
+        )
+    rng = np.random.default_rng([seed, 0xD1D1])
+    for _ in range(100):
+        shards: list[list[int]] = [[] for _ in range(num_nodes)]
+        for c in range(classes):
+            members = rng.permutation(np.flatnonzero(labels == c))
+            shares = rng.dirichlet(np.full(num_nodes, alpha))
+            cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
+            for node, part in enumerate(np.split(members, cuts)):
+                shards[node].extend(int(i) for i in part)
+        if min(len(s) for s in shards) >= MIN_DIRICHLET_SHARD:
+            return [rng.permutation(np.array(s, dtype=np.int64)) for s in shards]
+    raise DataSpecError(
+        f"no Dirichlet({alpha}) deal gives each of {num_nodes} nodes {MIN_DIRICHLET_SHARD} "
+        "samples; use a larger ALPHA or fewer nodes"
+    )
+
+
+def _load_dirichlet(
+    spec: str, alpha: float, node_index: int, num_nodes: int, seed: int
+) -> NodeData:
+    x, y = _digits()
+    order = np.random.default_rng([seed, 0x5EED]).permutation(len(y))
+    n_test = round(len(y) * TEST_FRACTION)
+    test, rest = order[:n_test], order[n_test:]
+    shard = rest[dirichlet_shards(y[rest], num_nodes, alpha, seed)[node_index]]
+    n_val = max(1, round(len(shard) * VAL_FRACTION))
+    # The node's test split follows its own label proportions (drawn from the common test set).
+    counts = np.bincount(y[shard], minlength=DIGITS_CLASSES).astype(float)
+    weights = (counts / counts.sum())[y[test]]
+    rng = np.random.default_rng([seed, 0x7E57, node_index])
+    own_test = rng.choice(test, size=len(test), replace=True, p=weights / weights.sum())
+    top = ", ".join(f"{c}:{int(n)}" for c, n in enumerate(counts) if n)
+    return NodeData(
+        train=_split(x, y, shard[n_val:]),
+        val=_split(x, y, shard[:n_val]),
+        test=_split(x, y, own_test),
+        input_shape=(1, 8, 8),
+        classes=DIGITS_CLASSES,
+        concept=None,
+        description=f"digits dirichlet {alpha:g} (labels {top}), shard {node_index}/{num_nodes}",
         spec=spec,
     )
 

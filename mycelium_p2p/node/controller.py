@@ -26,6 +26,7 @@ from mycelium_p2p.node.events import (
     Announce,
     Claim,
     Command,
+    DataChanged,
     DropGroup,
     Event,
     Fail,
@@ -180,6 +181,9 @@ class Controller:
             self._execute(registry_sync.on_forgotten(self.state))
         elif isinstance(event, ThreadDied):
             self._execute([Fail(f"its {event.what} died")])
+        elif isinstance(event, DataChanged):
+            self.learning.switch_data(event.data)
+            self._execute(choice.data_changed(self.state, self.timers, self.clock()))
         self._publish_state()
 
     def step(self) -> None:

@@ -32,7 +32,7 @@ from mycelium_p2p.learning.data import NodeData, load_node_data
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.meta import NodeMeta
 from mycelium_p2p.node.controller import Controller, ControllerParams
-from mycelium_p2p.node.events import Event, RoundDone, ThreadDied
+from mycelium_p2p.node.events import DataChanged, Event, RoundDone, ThreadDied
 from mycelium_p2p.node.flower_learning import FlowerLearning, FlowerSettings
 from mycelium_p2p.node.heartbeats import Heartbeats
 from mycelium_p2p.node.parts.choice import ChoiceParams
@@ -259,6 +259,22 @@ class Node:
         self.heartbeats.close()
         self.gossip.stop()
 
+    def switch_data(self, data: NodeData) -> None:
+        """Hold ``data`` from now on (same node, same id): its world changed. The control thread
+        switches training, probing, validation and test to it, forgets what it measured on the
+        old data and chooses its group again (call from any thread; takes effect within a tick).
+
+        Raises
+        ------
+        ValueError
+            When ``data`` does not fit the node's model (other input shape or classes).
+        """
+        spec = models.model_spec(self.config.learning.model, data.input_shape, data.classes)
+        if spec != self.spec:
+            raise ValueError(f"new data needs model {spec}, the node runs {self.spec}")
+        self.data = data
+        self._events.put(DataChanged(data))
+
     # ------------------------------------------------------------------ threads
 
     def _run(self, seeds: list[str]) -> None:
@@ -266,10 +282,13 @@ class Node:
         try:
             with unit("discovery"):
                 self.controller.start(seeds)
-            self._heartbeat_thread = threading.Thread(
+            heartbeat = threading.Thread(
                 target=self._heartbeat_loop, name=f"hb-{self.name}", daemon=True
             )
-            self._heartbeat_thread.start()
+            heartbeat.start()
+            # Named only once it runs: the watchdog takes a named thread that is not alive for
+            # a dead one (a loaded machine can let it look between creation and start).
+            self._heartbeat_thread = heartbeat
             while not self._stop.is_set():
                 errors = self.containment.total()
                 for event in self._next_events():

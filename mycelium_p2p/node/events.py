@@ -9,6 +9,7 @@ ones that can fail back to the part that asked (never to another part).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.node.ports import RoundSummary
@@ -45,7 +46,16 @@ class ThreadDied:
     what: str
 
 
-Event = RoundDone | HeartbeatAnswered | RegistryForgot | ThreadDied
+@dataclass(frozen=True)
+class DataChanged:
+    """The node's data is to be replaced by ``data`` (same node, same id; the learner's kind of
+    data, e.g. ``NodeData``): switched on the control thread, so that no choice runs half on the
+    old data and half on the new."""
+
+    data: Any
+
+
+Event = RoundDone | HeartbeatAnswered | RegistryForgot | ThreadDied | DataChanged
 
 # -------------------------------------------------------------------------------- commands
 

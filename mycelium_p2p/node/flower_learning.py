@@ -173,6 +173,11 @@ class FlowerLearning:
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.data.train.y), "val": len(self.data.val.y)}
 
+    def switch_data(self, data: NodeData) -> None:
+        """Train, validate and test on ``data`` from now on (same model spec)."""
+        self.data = data
+        self.client.switch_data(data)
+
     # -- scoring ---------------------------------------------------------------------------
 
     def train_local(self) -> float:

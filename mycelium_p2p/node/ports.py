@@ -133,6 +133,10 @@ class LearningPort(Protocol):
         """Train the node's own model one more step; its accuracy on the validation split."""
         ...
 
+    def switch_data(self, data: Any) -> None:
+        """Train, validate and test on ``data`` from now on (same model spec)."""
+        ...
+
     def score(self, payload: bytes) -> float:
         """Accuracy of a serialized model on the validation split (ValueError if it does not fit
         this node's spec or is not finite)."""

@@ -191,6 +191,10 @@ class FakeLearner:
     def sizes(self) -> dict[str, int]:
         return {"train": self.train_examples, "val": self.val_size}
 
+    def switch_data(self, data: Any) -> None:
+        """``data`` is the node's new concept."""
+        self.concept = int(data)
+
     def train_local(self) -> float:
         self.local.quality = min(1.0, self.local.quality + TRAINING_STEP)
         return self.observe(self.local)

@@ -75,32 +75,56 @@ class LocalCluster:
             self.db_path, self.config.network.token, max(5.0, 5 * hb), max(15.0, 10 * hb)
         )
         self.url = ""
-        self.nodes: list[Node] = []
+        self.nodes: list[Node] = []  # every node started, in start order
+        self.by_index: dict[int, Node] = {}
+        self.departed: set[int] = set()  # indices of nodes that left or crashed
         self._wrap = wrap_gossip_transport
 
-    def start(self, stagger: float = 0.0) -> LocalCluster:
-        """Start the registry and every node (``stagger`` seconds apart)."""
+    def start(self, stagger: float = 0.0, count: int | None = None) -> LocalCluster:
+        """Start the registry and the first ``count`` nodes (default: all), ``stagger`` s apart."""
         limit_threads()
         self.url = self.registry.start()
-        for index, data in enumerate(self.datas):
-            node_config = self.config.replace(
-                registry_url=self.url, name=self.names[index], node_index=index
-            )
-            node = Node(
-                node_config,
-                data=data,
-                node_id=f"n{index:03d}-{self.names[index]}",
-                wrap_gossip_transport=self._wrap,
-            )
-            node.start()
-            self.nodes.append(node)
+        for index in range(len(self.datas) if count is None else count):
+            self.add(index)
             if stagger:
                 time.sleep(stagger)
         return self
 
+    def add(self, index: int) -> Node:
+        """Start node ``index`` (a late arrival when the others run already)."""
+        if index in self.by_index:
+            raise ValueError(f"node {index} was started already")
+        node_config = self.config.replace(
+            registry_url=self.url, name=self.names[index], node_index=index
+        )
+        node = Node(
+            node_config,
+            data=self.datas[index],
+            node_id=f"n{index:03d}-{self.names[index]}",
+            wrap_gossip_transport=self._wrap,
+        )
+        node.start()
+        self.nodes.append(node)
+        self.by_index[index] = node
+        return node
+
+    def leave(self, index: int) -> None:
+        """Node ``index`` leaves gracefully (as on SIGTERM)."""
+        self.departed.add(index)
+        self.by_index[index].stop()
+
+    def crash(self, index: int) -> None:
+        """Node ``index`` stops at once without leaving (as a killed process)."""
+        self.departed.add(index)
+        self.by_index[index].crash()
+
+    def live(self) -> dict[int, Node]:
+        """Started nodes that have not left or crashed, by index."""
+        return {i: n for i, n in sorted(self.by_index.items()) if i not in self.departed}
+
     def stop(self) -> None:
-        """Every node leaves gracefully, then the registry stops."""
-        for node in self.nodes:
+        """Every node still running leaves gracefully, then the registry stops."""
+        for node in self.live().values():
             node.stop()
         self.registry.stop()
         self._tmp.cleanup()
@@ -115,9 +139,9 @@ class LocalCluster:
         return predicate(self)
 
     def groups(self) -> dict[str, list[Node]]:
-        """Nodes by the group each believes it is in (nodes without a group left out)."""
+        """Live nodes by the group each believes it is in (nodes without a group left out)."""
         out: dict[str, list[Node]] = {}
-        for node in self.nodes:
+        for node in self.live().values():
             if node.group_id is not None:
                 out.setdefault(node.group_id, []).append(node)
         return out

@@ -94,6 +94,11 @@ class MemberClient(NumPyClient):
         self.fits = 0
         self.sessions = 0
 
+    def switch_data(self, data: NodeData) -> None:
+        """Fit and evaluate on ``data`` from the next call on (one in progress finishes)."""
+        with self._model_lock:
+            self.data = data
+
     # -- NumPyClient ------------------------------------------------------------------------
 
     def get_parameters(self, config: dict[str, Scalar]) -> list[np.ndarray]:

@@ -151,6 +151,16 @@ def on_attempt(
     timers.at(Timer.EVALUATE, now + params.evaluation_interval)
 
 
+def data_changed(state: NodeState, timers: Scheduler, now: float) -> list[Command]:
+    """The node's data changed: scores measured on the old data are stale, and the group that
+    served the old data may not serve the new, so choose again now. A node that has just moved
+    still sits out one evaluation: until its new group's first round it holds the model of the
+    group it left, and would score its new group with it."""
+    state.probes = {}
+    timers.at(Timer.EVALUATE if state.group_id is not None else Timer.CHOOSE, now)
+    return [Announce()]  # the new data's sizes in gossip metadata
+
+
 def refused(state: NodeState, record: GroupRecord) -> None:
     """The registry refused a join of ``record``'s group: skip it until the record changes."""
     state.refused[record.id] = (record.term, record.members)

@@ -3,7 +3,8 @@
 Writes are queued for the commit thread (many to a transaction) and answered once committed;
 heartbeats and the snapshot reads (groups, peers, network) are answered from memory on the event
 loop; the other reads run on worker threads (peewee is synchronous). Errors are JSON with a
-human-readable ``detail``: validation 400, missing token 401, join policy 403, unknown id 404,
+human-readable ``detail``: validation 400, missing or unknown credential 401, not the caller's
+to do (or the join policy) 403, unknown id 404,
 conflicts (full group, stale term, duplicate id) 409, oversize body 413, database busy 503. An
 unexpected error is logged and answered with a JSON 500, but the fuzz test shows none occur.
 """
@@ -11,9 +12,9 @@ unexpected error is logged and answered with a JSON 500, but the fuzz test shows
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
@@ -25,7 +26,7 @@ import msgspec
 import peewee as pw
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
+from litestar.datastructures import MutableScopeHeaders, State
 from litestar.di import Provide
 from litestar.enums import MediaType
 from litestar.exceptions import (
@@ -40,11 +41,23 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_304_NOT_MODIFIED
+from litestar.types import Message, Scope
 
+from bootstrap import ca as ca_files
+from bootstrap.access import Access, Caller
+from bootstrap.db import is_database_url
 from bootstrap.docs import assets_router, render_plugins
+from bootstrap.errors import Forbidden, Unauthorized
 from bootstrap.expiry import ExpiryThread
 from bootstrap.snapshot import Encoded
 from bootstrap.store import LivenessConfig, RegistryStore, StoreError
+from mycelium_p2p.identity import (
+    OBSERVER_DAYS,
+    ROLE_OBSERVER,
+    CertificateAuthority,
+    IdentityError,
+    credential_hash,
+)
 from mycelium_p2p.limits import MAX_COUNTER
 from mycelium_p2p.registry_api import (
     CreateGroupBody,
@@ -59,8 +72,12 @@ from mycelium_p2p.registry_api import (
     LeaveBody,
     NetworkOut,
     NodeOut,
+    ObserverBody,
+    ObserverOut,
     PerformanceBody,
     RegisterBody,
+    RegisteredOut,
+    RevocationsOut,
     parse_heartbeat,
     too_deep_field,
 )
@@ -102,11 +119,16 @@ class DatabaseBusyException(HTTPException):
 
 # Documented error answers (OpenAPI) of reads and writes: every answer but 200/201 that a
 # handler can give (the fuzz test checks each answer against this list).
-_READ_ERRORS: list[type[HTTPException]] = [ValidationException, DatabaseBusyException]
+_READ_ERRORS: list[type[HTTPException]] = [
+    ValidationException,
+    NotAuthorizedException,
+    DatabaseBusyException,
+]
 _ONE_ERRORS: list[type[HTTPException]] = [*_READ_ERRORS, NotFoundException]
 _WRITE_ERRORS: list[type[HTTPException]] = [
     ValidationException,
     NotAuthorizedException,
+    ForbiddenException,
     NotFoundException,
     ConflictException,
     TooLargeException,
@@ -132,31 +154,50 @@ def _store(state: State) -> RegistryStore:
     return state["store"]  # type: ignore[no-any-return]
 
 
-async def require_token(
-    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
-) -> None:
-    """Guard for writes: with a token configured, ``Authorization: Bearer <token>`` is required.
+def _access(state: State) -> Access:
+    return state["access"]  # type: ignore[no-any-return]
 
+
+async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of every route but ``/health`` and ``/docs``: who is asking (``bootstrap.access``).
+
+    With a token, a missing, unknown or revoked credential is 401. The caller is kept in the
+    connection's state for the handler's own check (403 when it is not the caller's to do).
     (Async: Litestar runs a synchronous guard on a worker thread, a thread hop per request.)"""
-    token: str | None = connection.app.state.get("token")
-    if not token:
-        return
-    header = connection.headers.get("authorization", "")
-    scheme, _sep, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise NotAuthorizedException(detail="missing 'Authorization: Bearer <token>' header")
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise NotAuthorizedException(detail="invalid bearer token")
+    state = connection.app.state
+    access, store = _access(state), _store(state)
+    header = connection.headers.get("authorization")
+    try:
+        caller = access.caller(header)
+    except Unauthorized:
+        _, _, given = (header or "").partition(" ")
+        if not store.shared or not given.strip():
+            raise
+        # Enrolled through another registry of this database a moment ago?
+        entry = await asyncio.to_thread(store.enrolled_entry, given.strip())
+        if entry is None:
+            raise
+        caller = access.caller(header)
+    connection.state.caller = caller
+
+
+def _caller(request: Request[Any, Any, Any]) -> Caller:
+    return request.state.caller  # type: ignore[no-any-return]
 
 
 _write = {
-    "guards": [require_token],
+    "guards": [authenticate],
     "raises": _WRITE_ERRORS,
     "security": [{"bearer": []}],
 }
-_read = {"sync_to_thread": True, "raises": _READ_ERRORS}
+_read = {
+    "guards": [authenticate],
+    "sync_to_thread": True,
+    "raises": _READ_ERRORS,
+    "security": [{"bearer": []}],
+}
 # Snapshot reads are answered from memory on the event loop.
-_snapshot = {"raises": _READ_ERRORS}
+_snapshot = {"guards": [authenticate], "raises": _READ_ERRORS, "security": [{"bearer": []}]}
 
 PathId = Annotated[str, Parameter(max_length=256, description="node or group id")]
 
@@ -202,10 +243,53 @@ _NOT_MODIFIED = {
 
 
 @post("/nodes/register", status_code=HTTP_200_OK, operation_id="registerNode", **_write)
-async def register_node(state: State, data: RegisterBody) -> NodeOut:
-    """Register or update a node (idempotent for the same id); it becomes alive."""
-    store = _store(state)
-    return await _committed(store.submit(store.writes.register, data))
+async def register_node(
+    request: Request[Any, Any, Any], state: State, data: RegisterBody
+) -> RegisteredOut:
+    """Register or update a node (idempotent for the same id); it becomes alive.
+
+    With a token: a new id needs the admission token and enrols (the answer's ``credential``
+    is the node's from then on); an enrolled id needs its own credential. ``public_key`` (the
+    node's CURVE key) is required and comes back bound to the id in ``ticket``; a ``csr`` is
+    answered with ``certificate`` and ``ca_certificate``."""
+    store, access, caller = _store(state), _access(state), _caller(request)
+    if access.open:
+        node = await _committed(store.submit(store.writes.register, data))
+        return RegisteredOut(**msgspec.structs.asdict(node))
+    ca = _ca(state)
+    enrols = caller.kind == "admission" and not store.enrolled.known(data.id)
+    if not enrols:
+        caller.acts_for(data.id)  # who may speak for this id comes before what it sent
+    if data.public_key is None:
+        raise ValidationException(
+            detail="public_key: required with a token (the node's Curve25519 key, Z85)"
+        )
+    try:
+        certificate = ca.issue_certificate(data.csr, data.id).decode() if data.csr else None
+    except IdentityError as exc:
+        raise ValidationException(detail=f"csr: {exc}") from None
+    credential = None
+    if enrols:
+        credential = secrets.token_urlsafe(32)
+        write = store.submit(store.writes.enrol, data, credential_hash(credential))
+    else:
+        write = store.submit(store.writes.register_enrolled, data)
+    node = await _committed(write)
+    ticket = ca.issue_ticket(data.id, data.public_key.encode())
+    return RegisteredOut(
+        **msgspec.structs.asdict(node),
+        credential=credential,
+        ticket=ticket.text(),
+        certificate=certificate,
+        ca_certificate=ca.cert_pem.decode() if certificate else None,
+    )
+
+
+def _ca(state: State) -> CertificateAuthority:
+    ca = _store(state).ca
+    if ca is None:  # a token without a CA cannot be configured (create_app makes one)
+        raise NotFoundException(detail="this registry has no token, hence no CA")
+    return ca
 
 
 def _heartbeat_schema(data: HeartbeatBody) -> None:
@@ -220,12 +304,15 @@ def _heartbeat_schema(data: HeartbeatBody) -> None:
     dependencies={"heartbeat_schema": Provide(_heartbeat_schema, sync_to_thread=False)},
     **_write,
 )
-async def heartbeat(state: State, node_id: PathId, body: bytes) -> HeartbeatOut:
+async def heartbeat(
+    request: Request[Any, Any, Any], state: State, node_id: PathId, body: bytes
+) -> HeartbeatOut:
     """Liveness plus the node's current metrics. Liveness does not depend on the metrics: with
     a refused field the heartbeat is still recorded, with the valid fields, and answered 400.
 
     Recorded in memory and answered at once; written to the database within a second. The
     answer names a few other live peers, so that nodes find each other without asking."""
+    _caller(request).acts_for(node_id)
     metrics, problems = parse_heartbeat(body)
     store = _store(state)
     node = store.try_heartbeat(node_id, metrics)
@@ -250,10 +337,66 @@ async def heartbeat(state: State, node_id: PathId, body: bytes) -> HeartbeatOut:
     summary="RemoveNode",
     **_write,
 )
-async def remove_node(state: State, node_id: PathId) -> NodeOut:
-    """Graceful leave: the node leaves its group and is marked gone."""
-    store = _store(state)
+async def remove_node(request: Request[Any, Any, Any], state: State, node_id: PathId) -> NodeOut:
+    """Graceful leave: the node leaves its group and is marked gone.
+
+    By the operator (``--admin-token``): the node is removed for good, its id revoked."""
+    store, caller = _store(state), _caller(request)
+    if caller.kind == "admin":
+        node = await _committed(store.submit(store.writes.revoke, node_id, store.sign_revocations))
+        if node is None:
+            raise NotFoundException(detail=f"node {node_id!r} was forgotten; its id is revoked")
+        return node
+    caller.acts_for(node_id)
     return await _committed(store.submit(store.writes.remove, node_id))
+
+
+@post(
+    "/nodes/{node_id:str}/revoke",
+    status_code=HTTP_200_OK,
+    operation_id="revokeNode",
+    **_write,
+)
+async def revoke_node(
+    request: Request[Any, Any, Any], state: State, node_id: PathId
+) -> RevocationsOut:
+    """The operator revokes a node (``--admin-token``): it is removed, and its id joins the
+    signed revocation list every node refuses; the answer is that list."""
+    store = _store(state)
+    _ca(state)
+    if _caller(request).kind != "admin":
+        raise Forbidden("only the operator token (--admin-token) revokes a node")
+    await _committed(store.submit(store.writes.revoke, node_id, store.sign_revocations))
+    return store.revocations()
+
+
+@get(
+    "/revocations",
+    operation_id="revocations",
+    guards=[authenticate],
+    raises=[*_ONE_ERRORS, NotAuthorizedException],
+    security=[{"bearer": []}],
+)
+async def revocations(state: State) -> RevocationsOut:
+    """The revocation list the CA signed last (serial 0 before any revocation)."""
+    _ca(state)
+    return _store(state).revocations()
+
+
+@post("/observers/ticket", status_code=HTTP_200_OK, operation_id="observerTicket", **_write)
+async def observer_ticket(state: State, data: ObserverBody) -> ObserverOut:
+    """A ticket for an observer's CURVE key (the viewer, ``status --peer``): it gossips as
+    ``obs-<hash of its key>`` for a week, receives everything, and owns no group."""
+    ca = _ca(state)
+    key = data.public_key.encode()
+    observer = "obs-" + credential_hash(data.public_key)[:16]
+    ticket = ca.issue_ticket(observer, key, role=ROLE_OBSERVER, days=OBSERVER_DAYS)
+    return ObserverOut(
+        id=observer,
+        ticket=ticket.text(),
+        not_after=float(ticket.not_after),
+        ca_certificate=ca.cert_pem.decode(),
+    )
 
 
 @get("/nodes", operation_id="listNodes", **_read)
@@ -262,7 +405,14 @@ def list_nodes(state: State) -> list[NodeOut]:
     return _store(state).nodes()
 
 
-@get("/nodes/{node_id:str}", operation_id="getNode", sync_to_thread=True, raises=_ONE_ERRORS)
+@get(
+    "/nodes/{node_id:str}",
+    operation_id="getNode",
+    guards=[authenticate],
+    sync_to_thread=True,
+    raises=_ONE_ERRORS,
+    security=[{"bearer": []}],
+)
 def get_node(state: State, node_id: PathId) -> NodeOut:
     """One node."""
     return _store(state).node(node_id)
@@ -278,10 +428,15 @@ def get_node(state: State, node_id: PathId) -> NodeOut:
     summary="CreateGroup",
     **_write,
 )
-async def create_group(state: State, data: CreateGroupBody) -> GroupOut:
-    """Create a group; the founding leader is its first member (term 1)."""
+async def create_group(
+    request: Request[Any, Any, Any], state: State, data: CreateGroupBody
+) -> GroupOut:
+    """Create a group; the founding leader is its first member (term 1). With a token, only
+    the leader itself founds it, and the answer carries its lease."""
+    _caller(request).acts_for(data.leader)
     store = _store(state)
-    return await _committed(store.submit(store.writes.create_group, data, store.group_id(data)))
+    write = store.submit(store.writes.create_group, data, store.group_id(data))
+    return store.with_lease(await _committed(write))
 
 
 @get("/groups", operation_id="listGroups", responses=_NOT_MODIFIED, **_snapshot)
@@ -300,7 +455,9 @@ async def list_groups(
     "/groups/{group_id:str}",
     operation_id="getGroup",
     responses=_NOT_MODIFIED,
+    guards=[authenticate],
     raises=_ONE_ERRORS,
+    security=[{"bearer": []}],
 )
 async def get_group(
     request: Request[Any, Any, Any], state: State, group_id: PathId
@@ -313,9 +470,10 @@ async def get_group(
 
 
 @post("/groups/join", status_code=HTTP_200_OK, operation_id="joinGroup", **_write)
-async def join_group(state: State, data: JoinBody) -> GroupOut:
+async def join_group(request: Request[Any, Any, Any], state: State, data: JoinBody) -> GroupOut:
     """Join a group in one transaction (capacity, join policy, model spec; leaves the previous
     group: a migration is one event)."""
+    _caller(request).acts_for(data.node_id)
     store = _store(state)
     return await _committed(
         store.submit(store.writes.join, data.node_id, data.group_id, data.reason)
@@ -323,8 +481,9 @@ async def join_group(state: State, data: JoinBody) -> GroupOut:
 
 
 @post("/groups/leave", status_code=HTTP_200_OK, operation_id="leaveGroup", **_write)
-async def leave_group(state: State, data: LeaveBody) -> NodeOut:
+async def leave_group(request: Request[Any, Any, Any], state: State, data: LeaveBody) -> NodeOut:
     """The node leaves its group."""
+    _caller(request).acts_for(data.node_id)
     store = _store(state)
     return await _committed(store.submit(store.writes.leave, data.node_id))
 
@@ -332,12 +491,15 @@ async def leave_group(state: State, data: LeaveBody) -> NodeOut:
 @put(
     "/groups/{group_id:str}/performance",
     operation_id="reportPerformance",
-    guards=[require_token],
+    guards=[authenticate],
     raises=[*_WRITE_ERRORS],
     security=[{"bearer": []}],
 )
-async def report_performance(state: State, group_id: PathId, data: PerformanceBody) -> GroupOut:
+async def report_performance(
+    request: Request[Any, Any, Any], state: State, group_id: PathId, data: PerformanceBody
+) -> GroupOut:
     """The leader of the current term reports round metrics."""
+    _caller(request).acts_for(data.node_id)
     store = _store(state)
     return await _committed(store.submit(store.writes.report_performance, group_id, data))
 
@@ -345,14 +507,20 @@ async def report_performance(state: State, group_id: PathId, data: PerformanceBo
 @put(
     "/groups/{group_id:str}/leader",
     operation_id="claimLeader",
-    guards=[require_token],
+    guards=[authenticate],
     raises=[*_WRITE_ERRORS],
     security=[{"bearer": []}],
 )
-async def claim_leader(state: State, group_id: PathId, data: LeaderBody) -> GroupOut:
-    """Claim leadership with ``term = current + 1`` (compare-and-set: one claimant wins)."""
+async def claim_leader(
+    request: Request[Any, Any, Any], state: State, group_id: PathId, data: LeaderBody
+) -> GroupOut:
+    """Claim leadership with ``term = current + 1`` (compare-and-set: one claimant wins). With
+    a token a member claims for itself only, and the answer carries the lease of its term."""
+    _caller(request).acts_for(data.node_id)
     store = _store(state)
-    return await _committed(store.submit(store.writes.claim_leader, group_id, data))
+    return store.with_lease(
+        await _committed(store.submit(store.writes.claim_leader, group_id, data))
+    )
 
 
 # ---- discovery, snapshot, events, health ---------------------------------------------------
@@ -452,6 +620,11 @@ def create_app(
     clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     expiry: bool = True,
+    *,
+    admin_token: str | None = None,
+    observer_token: str | None = None,
+    ca_dir: str | Path | None = None,
+    ca: CertificateAuthority | None = None,
 ) -> Litestar:
     """Build the registry app.
 
@@ -461,7 +634,9 @@ def create_app(
         SQLite file (created with its schema on first start), or a PostgreSQL URL
         ``postgresql://USER@HOST:PORT/DB`` that several registries may share.
     token : str, optional
-        When set, every write needs ``Authorization: Bearer <token>`` (default: None, open).
+        The admission token: with it, every request but ``/health`` and ``/docs`` needs a
+        credential (``bootstrap.access``) and the registry is the network's CA
+        (default: None, open).
     liveness : LivenessConfig, optional
         Expiry timings (default: ``LivenessConfig()``).
     clock : callable
@@ -471,8 +646,39 @@ def create_app(
     expiry : bool
         Run the background expiry thread (default: True; tests on a fake clock turn it off
         and call ``app.state.store.sweep()`` themselves).
+    admin_token, observer_token : str, optional
+        The operator's token (removes and revokes any node) and a read-only token for
+        viewers; both need ``token`` (default: None).
+    ca_dir : str or Path, optional
+        The CA's folder (``bootstrap.ca``): default ``<db>.ca`` beside an SQLite file; required
+        for PostgreSQL; an in-memory database gets a CA in memory.
+    ca : CertificateAuthority, optional
+        Use this CA instead of a folder's (tests) (default: None).
+
+    Raises
+    ------
+    ValueError
+        An admin or observer token without ``token``, or PostgreSQL without ``ca_dir``.
+    CaError
+        If the CA folder cannot be read or made.
     """
-    store = RegistryStore(db_path, liveness=liveness, clock=clock, rng=rng)
+    token = token or None
+    if (admin_token or observer_token) and not token:
+        raise ValueError("--admin-token and --observer-token need --token")
+    if token and ca is None:
+        ca = _load_ca(db_path, ca_dir)
+    store = RegistryStore(
+        db_path, liveness=liveness, clock=clock, rng=rng, ca=ca if token else None
+    )
+    access = Access(token, admin_token, observer_token, store.enrolled)
+
+    def stamp(message: Message, scope: Scope) -> None:
+        # Every answer names the newest revocation list: nodes fetch it when it is news. (An
+        # app-level hook: route handlers are shared by every app of the process, their own
+        # hooks are not.)
+        if message["type"] == "http.response.start":
+            headers = MutableScopeHeaders.from_message(message)
+            headers[REVOCATIONS_HEADER] = str(store.enrolled.crl_serial)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -495,7 +701,12 @@ def create_app(
         render_plugins=render_plugins(),
         components=Components(
             security_schemes={
-                "bearer": SecurityScheme(type="http", scheme="bearer", description="--token")
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="a node credential, --token (enrols), --admin-token or "
+                    "--observer-token",
+                )
             }
         ),
     )
@@ -513,13 +724,17 @@ def create_app(
             leave_group,
             report_performance,
             claim_leader,
+            revoke_node,
+            revocations,
+            observer_ticket,
             sample_peers,
             network,
             list_events,
             health,
             assets_router(),
         ],
-        state=State({"store": store, "token": token or None}),
+        state=State({"store": store, "access": access}),
+        before_send=[stamp] if token else [],
         lifespan=[lifespan],
         openapi_config=openapi,
         exception_handlers={
@@ -539,4 +754,20 @@ def create_app(
     )
 
 
-__all__ = ["ExpiryThread", "Id", "LivenessConfig", "create_app"]
+def _load_ca(db_path: str | Path, ca_dir: str | Path | None) -> CertificateAuthority:
+    if ca_dir is not None:
+        return ca_files.load_or_create(ca_dir)
+    if str(db_path) == ":memory:":
+        return CertificateAuthority.create()
+    if is_database_url(db_path):
+        raise ValueError(
+            "a PostgreSQL registry with --token needs --ca-dir DIR (the same CA folder for "
+            "every registry of the database)"
+        )
+    return ca_files.load_or_create(ca_files.default_dir(db_path))
+
+
+#: The answer header naming the newest revocation list's serial (with a token).
+REVOCATIONS_HEADER = "X-Mycelium-Revocations"
+
+__all__ = ["REVOCATIONS_HEADER", "ExpiryThread", "Id", "LivenessConfig", "create_app"]

@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlsplit
 import peewee as pw
 
 #: Version of the schema this code writes. A later release adds an entry to ``MIGRATIONS``.
-#: (The change feed's tables and the ``last_seen`` index are additive: created on start, and
-#: ignored by older code, so they need no new version.)
+#: (The change feed's tables, the ``last_seen`` index and the identity tables are additive:
+#: created on start, and ignored by older code, so they need no new version.)
 SCHEMA_VERSION = 1
 
 #: ``MIGRATIONS[v]`` upgrades a database from version ``v`` to ``v + 1`` (inside one transaction).
@@ -103,10 +103,21 @@ class Models:
     Event: type[pw.Model]
     State: type[pw.Model]
     Change: type[pw.Model]
+    Identity: type[pw.Model]
+    Authority: type[pw.Model]
 
     def all(self) -> list[type[pw.Model]]:
         """Every model, in creation order."""
-        return [self.SchemaVersion, self.Group, self.Node, self.Event, self.State, self.Change]
+        return [
+            self.SchemaVersion,
+            self.Group,
+            self.Node,
+            self.Event,
+            self.State,
+            self.Change,
+            self.Identity,
+            self.Authority,
+        ]
 
 
 class Backend:
@@ -381,8 +392,41 @@ def build_models(db: pw.Database) -> Models:
         class Meta:
             table_name = "changes"
 
+    class Identity(Base):
+        """Who enrolled (with a token): a node id, the hash of its credential, its CURVE key.
+        Kept when the node's row is forgotten, so an id stays its enroller's; a revoked id is
+        never enrolled again."""
+
+        node_id = pw.CharField(primary_key=True, max_length=64)
+        credential_hash = pw.CharField(unique=True, max_length=64)
+        curve_key = pw.CharField(max_length=40)
+        enrolled_at = pw.DoubleField()
+        revoked_at = pw.DoubleField(null=True)
+
+        class Meta:
+            table_name = "identities"
+
+    class Authority(Base):
+        """One row: the fingerprint of the CA the nodes were enrolled with, and the revocation
+        list it signed last (``crl``, base64) with its serial."""
+
+        id = pw.IntegerField(primary_key=True)
+        ca_fingerprint = pw.CharField(max_length=64)
+        crl_serial = pw.BigIntegerField(default=0)
+        crl = pw.TextField(default="")
+
+        class Meta:
+            table_name = "authority"
+
     return Models(
-        SchemaVersion=SchemaVersion, Node=Node, Group=Group, Event=Event, State=State, Change=Change
+        SchemaVersion=SchemaVersion,
+        Node=Node,
+        Group=Group,
+        Event=Event,
+        State=State,
+        Change=Change,
+        Identity=Identity,
+        Authority=Authority,
     )
 
 

@@ -20,9 +20,15 @@ class NotFound(StoreError):
 
 
 class Forbidden(StoreError):
-    """Not allowed by the group's join policy."""
+    """Not allowed: by the group's join policy, or not this caller's to do."""
 
     status = 403
+
+
+class Unauthorized(StoreError):
+    """No credential, or one the registry does not know (or revoked)."""
+
+    status = 401
 
 
 class Conflict(StoreError):

@@ -18,6 +18,7 @@ from bootstrap.db import Database, marks
 from bootstrap.errors import Conflict, Forbidden, NotFound
 from bootstrap.liveness import Flushed, LivenessConfig
 from bootstrap.rows import GROUP_COLUMNS, LIVE, NODE_COLUMNS, Rows, dumps
+from mycelium_p2p.identity import MAX_REVOCATIONS_BYTES, MAX_REVOKED
 from mycelium_p2p.registry_api import (
     CreateGroupBody,
     GroupOut,
@@ -69,6 +70,8 @@ class Writes:
         self._nodes: set[str] = set()
         self._groups: set[str] = set()
         self._flushed: list[str] = []
+        self._identities: set[str] = set()
+        self._authority = False
 
     # ---- batch framing ------------------------------------------------------------------------
 
@@ -79,12 +82,16 @@ class Writes:
         rev, pruned = self.db.rows("SELECT rev, pruned FROM registry_state WHERE id = 1")[0]
         self.rev, self.pruned = int(rev), int(pruned)
         self._nodes, self._groups, self._flushed = set(), set(), []
+        self._identities, self._authority = set(), False
         return self.rev
 
     def publish(self) -> None:
         """End a batch: name its touched rows in the change feed."""
         feed = [(self.rev, "n", key, self.origin) for key in sorted(self._nodes)]
         feed += [(self.rev, "g", key, self.origin) for key in sorted(self._groups)]
+        feed += [(self.rev, "i", key, self.origin) for key in sorted(self._identities)]
+        if self._authority:
+            feed.append((self.rev, "a", "authority", self.origin))
         if self.db.shared:  # another registry reads the heartbeats this one flushed
             feed += [(self.rev, "l", key, self.origin) for key in self._flushed]
         if feed:
@@ -210,14 +217,17 @@ class Writes:
                 self._event("registered", body.id, None, again=True)
         return self.node_out(body.id)
 
-    def remove(self, node_id: str) -> NodeOut:
-        """Graceful leave: the node leaves its group and is marked ``gone``."""
+    def remove(self, node_id: str, **why: Any) -> NodeOut:
+        """Graceful leave: the node leaves its group and is marked ``gone`` (``why`` goes into
+        the ``removed`` event)."""
         now = self.clock()
         row = self._node_row(node_id)
         self._detach(node_id, row[3], now, reason="removed")
         if row[2] != "gone":
             self._set_node(node_id, status="gone")
-            self._event("removed", node_id, None)
+            self._event("removed", node_id, None, **why)
+        elif why:
+            self._event("removed", node_id, None, **why)
         return self.node_out(node_id)
 
     def create_group(self, body: CreateGroupBody, group_id: str) -> GroupOut:
@@ -343,6 +353,74 @@ class Writes:
         )
         self._event("leader-changed", body.node_id, group_id, term=body.term, previous=group[2])
         return self.group_out(group_id)
+
+    # ---- identities (with a token) -------------------------------------------------------------
+
+    def enrol(self, body: RegisterBody, credential_hash: str) -> NodeOut:
+        """A new node's first registration: its identity (id, credential hash, CURVE key), then
+        its row, in one transaction. An id enrolled before (revoked ones included) is 403."""
+        if self.db.rows("SELECT 1 FROM identities WHERE node_id = ?", (body.id,)):
+            raise Forbidden(
+                f"node {body.id!r} is enrolled already: only its credential registers it"
+            )
+        self.db.run(
+            "INSERT INTO identities (node_id, credential_hash, curve_key, enrolled_at, revoked_at) "
+            "VALUES (?, ?, ?, ?, NULL)",
+            (body.id, credential_hash, body.public_key, self.clock()),
+        )
+        self._identities.add(body.id)
+        return self.register(body)
+
+    def register_enrolled(self, body: RegisterBody) -> NodeOut:
+        """A registration with the node's own credential; a new ``public_key`` replaces its
+        CURVE key."""
+        found = self.db.rows(
+            "SELECT curve_key, revoked_at FROM identities WHERE node_id = ?", (body.id,)
+        )
+        if not found or found[0][1] is not None:
+            raise Forbidden(f"node {body.id!r} is not enrolled (or was revoked)")
+        if body.public_key and body.public_key != found[0][0]:
+            self.db.run(
+                "UPDATE identities SET curve_key = ? WHERE node_id = ?", (body.public_key, body.id)
+            )
+            self._identities.add(body.id)
+        return self.register(body)
+
+    def revoke(self, node_id: str, sign: Callable[[int, list[str]], str]) -> NodeOut | None:
+        """The operator removes a node for good: it leaves its group, is marked gone, and its
+        id joins the revocation list (``sign(serial, ids)`` returns the signed list).
+
+        Returns the node (None if its row was forgotten already).
+        """
+        found = self.db.rows("SELECT revoked_at FROM identities WHERE node_id = ?", (node_id,))
+        if not found:  # registered before the registry had a token: it has no credential
+            if self._has_node(node_id):
+                return self.remove(node_id, by="operator")
+            raise NotFound(f"unknown node {node_id!r}")
+        if found[0][0] is not None:  # revoked already
+            return self.node_out(node_id) if self._has_node(node_id) else None
+        now = self.clock()
+        self.db.run("UPDATE identities SET revoked_at = ? WHERE node_id = ?", (now, node_id))
+        self._identities.add(node_id)
+        ids = self.db.rows("SELECT node_id FROM identities WHERE revoked_at IS NOT NULL")
+        if len(ids) > MAX_REVOKED or sum(len(r[0]) + 2 for r in ids) + 256 > MAX_REVOCATIONS_BYTES:
+            raise Conflict(
+                f"the revocation list is full ({MAX_REVOKED} ids): start a new network (a new "
+                "CA) rather than revoke more nodes of this one"
+            )
+        serial = int(self.db.rows("SELECT crl_serial FROM authority WHERE id = 1")[0][0]) + 1
+        self.db.run(
+            "UPDATE authority SET crl_serial = ?, crl = ? WHERE id = 1",
+            (serial, sign(serial, sorted(r[0] for r in ids))),
+        )
+        self._authority = True
+        if self._has_node(node_id):
+            return self.remove(node_id, revoked=True, revocations=serial)
+        self._event("removed", node_id, None, revoked=True, revocations=serial)
+        return None
+
+    def _has_node(self, node_id: str) -> bool:
+        return bool(self.db.rows("SELECT 1 FROM nodes WHERE id = ?", (node_id,)))
 
     # ---- expiry -------------------------------------------------------------------------------
 

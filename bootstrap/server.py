@@ -26,6 +26,7 @@ from bootstrap.app import create_app
 from bootstrap.store import LivenessConfig
 
 __all__ = [
+    "CLUSTER_ADMIN_TOKEN",
     "LivenessConfig",
     "RegistryServer",
     "ServerLimits",
@@ -206,7 +207,8 @@ class RegistryServer:
     port : int
         TCP port; 0 picks a free one (default: 0).
     token : str, optional
-        Bearer token required for writes (default: None, open).
+        The admission token (``create_app``); with it, requests need credentials and the
+        registry is the network's CA (default: None, open).
     liveness : LivenessConfig, optional
         Expiry timings (default: ``LivenessConfig()``).
     limits : ServerLimits, optional
@@ -216,6 +218,8 @@ class RegistryServer:
     expiry : bool
         Run the expiry thread (default: True; with a fake clock, call
         ``server.app.state["store"].sweep()`` instead).
+    admin_token, observer_token, ca_dir
+        As ``create_app`` takes them (defaults: None).
     """
 
     def __init__(
@@ -228,9 +232,20 @@ class RegistryServer:
         limits: ServerLimits | None = None,
         clock: Callable[[], float] = time.time,
         expiry: bool = True,
+        *,
+        admin_token: str | None = None,
+        observer_token: str | None = None,
+        ca_dir: str | Path | None = None,
     ) -> None:
         self.app: Litestar = create_app(
-            db_path, token=token, liveness=liveness, clock=clock, expiry=expiry
+            db_path,
+            token=token,
+            liveness=liveness,
+            clock=clock,
+            expiry=expiry,
+            admin_token=admin_token,
+            observer_token=observer_token,
+            ca_dir=ca_dir,
         )
         # log_config=None: uvicorn's dictConfig would close the log handlers of the host process.
         config = uvicorn_config(self.app, host, port, limits, log_config=None)
@@ -282,12 +297,18 @@ class RegistryServer:
         self.stop()
 
 
+#: The operator token of registries made by :func:`cluster_registry` when they have a token.
+CLUSTER_ADMIN_TOKEN = "cluster-operator"
+
+
 def cluster_registry(
     db_path: Path, token: str | None, suspect_after: float, dead_after: float
 ) -> RegistryServer:
-    """A registry for a cluster of nodes in this process (``testing.LocalCluster``'s factory)."""
+    """A registry for a cluster of nodes in this process (``testing.LocalCluster``'s factory);
+    with a token, its operator token is :data:`CLUSTER_ADMIN_TOKEN`."""
     return RegistryServer(
         db_path,
         token=token,
         liveness=LivenessConfig(suspect_after=suspect_after, dead_after=dead_after),
+        admin_token=CLUSTER_ADMIN_TOKEN if token else None,
     )

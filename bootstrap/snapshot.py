@@ -157,6 +157,8 @@ class Snapshots:
         Source of ``/peers`` samples.
     instance : str
         This registry's id; ETags carry it, so that two registries never share one by chance.
+    decorate : callable, optional
+        Applied to every group of a snapshot (the store adds its lease) (default: None).
     """
 
     def __init__(
@@ -166,6 +168,7 @@ class Snapshots:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         instance: str = "r",
+        decorate: Callable[[GroupOut], GroupOut] | None = None,
     ) -> None:
         self.view = view
         self.live = live
@@ -173,6 +176,7 @@ class Snapshots:
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self.instance = instance
+        self._decorate = decorate
         self._groups: Snapshot | None = None
         self._peers: tuple[Any, list[str]] | None = None
         self._recent_peers: tuple[float, list[str]] | None = None
@@ -189,6 +193,8 @@ class Snapshots:
             version = self.view.version
             groups = [self.view.group_out(g) for g in self.view.groups.values()]
         groups.sort(key=lambda g: (g.created_at, g.id))
+        if self._decorate is not None:
+            groups = [self._decorate(g) for g in groups]
         snap = Snapshot(f"{self.instance}-{version}", groups, version)
         with self._lock:
             self._groups = snap

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from bootstrap.access import Enrolled, Entry
 from bootstrap.commits import CommitQueue
 from bootstrap.db import (
     DatabaseLock,
@@ -38,6 +39,7 @@ from bootstrap.liveness import Flushed, LivenessConfig, LivenessTable
 from bootstrap.rows import EVENT_COLUMNS, GROUP_COLUMNS, LIVE, NODE_COLUMNS, Rows
 from bootstrap.rules import CHUNK, Writes, chunks
 from bootstrap.snapshot import Snapshots, View, with_liveness
+from mycelium_p2p.identity import CertificateAuthority, Trust, credential_hash, from_text
 from mycelium_p2p.registry_api import (
     CreateGroupBody,
     EventOut,
@@ -49,6 +51,7 @@ from mycelium_p2p.registry_api import (
     NodeOut,
     PerformanceBody,
     RegisterBody,
+    RevocationsOut,
 )
 
 __all__ = [
@@ -73,6 +76,17 @@ POLL_INTERVAL = 0.2
 HEARTBEAT_PEERS = 3
 
 
+class AuthorityMismatch(RuntimeError):
+    """The database's nodes were enrolled by another CA than this registry's."""
+
+
+_IDENTITY_COLUMNS = "node_id, credential_hash, curve_key, revoked_at"
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    return Entry(row[0], row[1], row[2], row[3] is not None)
+
+
 class RegistryStore:
     """The registry's lookup table over one database.
 
@@ -86,6 +100,9 @@ class RegistryStore:
         Wall-clock seconds (default: ``time.time``); inject a fake clock in tests.
     rng : random.Random
         Source for peer sampling and generated group ids (default: a fresh ``random.Random()``).
+    ca : CertificateAuthority | None
+        The network's CA, with a token: it signs the leases groups carry and the revocation
+        list; the identities of enrolled nodes are kept (default: None, no token).
     """
 
     def __init__(
@@ -94,6 +111,7 @@ class RegistryStore:
         liveness: LivenessConfig | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        ca: CertificateAuthority | None = None,
     ) -> None:
         self.path: str | Path = path if is_database_url(path) else Path(path)
         self.liveness = liveness or LivenessConfig()
@@ -113,7 +131,17 @@ class RegistryStore:
         self.rows = Rows()
         self.live = LivenessTable()
         self.view = View()
-        self.snapshots = Snapshots(self.view, self.live, self.clock, self._rng, self.instance)
+        self.ca = ca
+        self.enrolled = Enrolled()
+        self._leases: dict[tuple[str, int, str, str], str] = {}
+        self.snapshots = Snapshots(
+            self.view,
+            self.live,
+            self.clock,
+            self._rng,
+            self.instance,
+            decorate=self.with_lease if ca is not None else None,
+        )
         self.writes = Writes(self.db, self.clock, self.rows, self.instance)
         self.commits = CommitQueue(self.db, self)
         self._pending: list[Flushed] = []
@@ -148,6 +176,8 @@ class RegistryStore:
             self._lock.acquire()
         try:
             self.schema_version = ensure_schema(self.db, self.m)
+            if self.ca is not None:
+                self._check_authority(self.ca)
             self._load_all()
         except BaseException:
             self.db.close_all()
@@ -208,8 +238,12 @@ class RegistryStore:
             if kind == "n" or (kind == "l" and origin != self.instance)
         }
         groups = {k for kind, k, _ in feed if kind == "g"}
+        identities = {k for kind, k, _ in feed if kind == "i"}
         self._reload_nodes(sorted(nodes))
         self._reload_groups(sorted(groups))
+        self._reload_identities(sorted(identities))
+        if any(kind == "a" for kind, _, _ in feed):
+            self._load_authority()
         self._load_events()
         self.view.rev = int(rev)
 
@@ -228,8 +262,46 @@ class RegistryStore:
                 self.live.drop(node_id)
         for row in self.db.rows(f"SELECT {GROUP_COLUMNS} FROM groups"):
             self.view.put_group(self.rows.group(row, []))
+        self.enrolled.clear()
+        for row in self.db.rows(f"SELECT {_IDENTITY_COLUMNS} FROM identities"):
+            self.enrolled.put(_entry(row))
+        self._load_authority()
         self._load_events()
         self.view.rev = int(rev)
+
+    def _reload_identities(self, ids: list[str]) -> None:
+        for part in chunks(ids, CHUNK):
+            found = self.db.rows(
+                f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE node_id IN ({marks(len(part))})",
+                tuple(part),
+            )
+            for row in found:
+                self.enrolled.put(_entry(row))
+            for node_id in set(part) - {row[0] for row in found}:
+                self.enrolled.drop(node_id)
+
+    def _load_authority(self) -> None:
+        found = self.db.rows("SELECT crl_serial, crl FROM authority WHERE id = 1")
+        if found:
+            self.enrolled.crl_serial, self.enrolled.crl = int(found[0][0]), str(found[0][1] or "")
+
+    def _check_authority(self, ca: CertificateAuthority) -> None:
+        """Record this CA's fingerprint in a new database; refuse a database of another CA."""
+        self.db.ensure_connected()
+        with self.db.atomic():
+            found = self.db.rows("SELECT ca_fingerprint FROM authority WHERE id = 1")
+            if not found:
+                self.db.run(
+                    "INSERT INTO authority (id, ca_fingerprint, crl_serial, crl) "
+                    "VALUES (1, ?, 0, '')",
+                    (ca.fingerprint,),
+                )
+            elif found[0][0] != ca.fingerprint:
+                raise AuthorityMismatch(
+                    f"the nodes of {self.describe()} were enrolled by the CA with fingerprint "
+                    f"{found[0][0][:16]}..., not by this registry's ({ca.fingerprint[:16]}...); "
+                    "give every registry of a database the same CA folder (--ca-dir)"
+                )
 
     def _put_node(self, row: tuple[Any, ...]) -> None:
         node = self.rows.node(row)
@@ -277,6 +349,59 @@ class RegistryStore:
         """Register or update a node (idempotent for the same id); it becomes ``alive``."""
         return self._call(self.writes.register, body)
 
+    # ---- identities (with a token) --------------------------------------------------------------
+
+    def enrolled_entry(self, credential: str) -> Entry | None:
+        """The enrolled node of ``credential``, from the database (a shared database: another
+        registry may have enrolled it a moment ago). Call from a worker thread."""
+        self.db.ensure_connected()
+        found = self.db.rows(
+            f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE credential_hash = ?",
+            (credential_hash(credential),),
+        )
+        if not found:
+            return None
+        entry = _entry(found[0])
+        self.enrolled.put(entry)
+        return entry
+
+    def with_lease(self, group: GroupOut) -> GroupOut:
+        """``group`` with the CA's lease of its current term (none while it has no leader).
+
+        Signed once per (group, term, leader, address): signatures are deterministic, so every
+        registry of a database hands out the same bytes.
+        """
+        ca = self.ca
+        if ca is None or group.leader is None or group.status == "dissolved":
+            return group
+        key = (group.id, group.term, group.leader, group.flower_address)
+        lease = self._leases.get(key)
+        if lease is None:
+            lease = ca.sign_lease(*key).text()
+            if len(self._leases) > 100_000:
+                self._leases.clear()
+            self._leases[key] = lease
+        return msgspec.structs.replace(group, lease=lease)
+
+    def revoke(self, node_id: str) -> NodeOut | None:
+        """Remove ``node_id`` and put it on the revocation list (the operator's removal)."""
+        return self._call(self.writes.revoke, node_id, self.sign_revocations)
+
+    def sign_revocations(self, serial: int, ids: list[str]) -> str:
+        if self.ca is None:
+            raise RuntimeError("no CA: the registry has no token")
+        return self.ca.sign_revocations(serial, ids).text()
+
+    def revocations(self) -> RevocationsOut:
+        """The revocation list as signed last (serial 0, empty, before any revocation)."""
+        if self.ca is None:
+            raise RuntimeError("no CA: the registry has no token")
+        text = self.enrolled.crl or self.sign_revocations(0, [])
+        found = Trust(self.ca.cert_pem).parse_revocations(from_text(text))
+        return RevocationsOut(
+            serial=found.serial, issued_at=found.issued_at, ids=sorted(found.ids), signed=text
+        )
+
     def remove(self, node_id: str) -> NodeOut:
         """Graceful leave: the node leaves its group and is marked ``gone``."""
         return self._call(self.writes.remove, node_id)
@@ -290,7 +415,7 @@ class RegistryStore:
 
     def create_group(self, body: CreateGroupBody) -> GroupOut:
         """Create a group led by its founder (term 1), who leaves any previous group."""
-        return self._call(self.writes.create_group, body, self.group_id(body))
+        return self.with_lease(self._call(self.writes.create_group, body, self.group_id(body)))
 
     def join(self, node_id: str, group_id: str, reason: str | None = None) -> GroupOut:
         """Join a group, leaving the previous one in the same transaction (one ``migrated``)."""
@@ -306,7 +431,7 @@ class RegistryStore:
 
     def claim_leader(self, group_id: str, body: LeaderBody) -> GroupOut:
         """Compare-and-set leadership (``term == current + 1``, a live member)."""
-        return self._call(self.writes.claim_leader, group_id, body)
+        return self.with_lease(self._call(self.writes.claim_leader, group_id, body))
 
     def sweep(self) -> int:
         """Expire silent nodes and forget long-dead ones (one transaction, after the heartbeats

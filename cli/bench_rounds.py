@@ -30,9 +30,14 @@ def rss_mb(pid: int | None = None) -> float:
 
 
 def mycelium_seconds_per_round(
-    datas: list[Any], rounds: int, warmup: int = 2
+    datas: list[Any],
+    rounds: int,
+    warmup: int = 2,
+    token: str | None = None,
+    evaluation_interval: float = 3600.0,
 ) -> tuple[list[float], float]:
-    """Seconds between consecutive rounds of one Mycelium group holding every node.
+    """Seconds between consecutive rounds of one Mycelium group holding every node (with
+    ``token``: enrolled nodes, gossip with their own keys, Flower over mutual TLS).
 
     Returns the per-round gaps (after ``warmup`` rounds with everyone connected) and the MB of
     memory the cluster added to this process, per node.
@@ -47,7 +52,10 @@ def mycelium_seconds_per_round(
         group_capacity=len(datas),
         strategy="fedavg",  # the same aggregation as the plain Flower run
         round_pause=0.0,
-        group_evaluation_interval=3600.0,  # no re-evaluation in the middle of the measurement
+        # No re-evaluation in the middle of the measurement (unless asked: on a loaded machine
+        # nodes started together may found a group each, and only an evaluation merges them).
+        group_evaluation_interval=evaluation_interval,
+        token=token,
     )
     with LocalCluster(datas, config, registry=cluster_registry) as cluster:
         if not cluster.wait_until(

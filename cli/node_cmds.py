@@ -86,7 +86,9 @@ def _epilog() -> str:
 @setting("--name", name="name", help="Human-readable node name.")
 @setting(
     "--state-dir", name="state_dir", type=click.Path(file_okay=False), metavar="DIR",
-    help="Folder that keeps this node's id across restarts (one running node per folder).",
+    help="Folder that keeps this node's id (and, with a token, its keys and credential) across "
+    "restarts; one running node per folder  [default with a token: $XDG_STATE_HOME/mycelium/NAME, "
+    "else ~/.local/state/mycelium/NAME]",
 )  # fmt: skip
 @click.option(
     "--config",
@@ -105,7 +107,7 @@ def _epilog() -> str:
     help="Defaults to start from  [default: local when every peer and registry is on this "
     "machine, else lan]",
 )
-@token_options("Network secret (registry token, gossip and Flower keys).")
+@token_options("Admission token: enrols this node with the registry once.")
 @setting("--node-address", name="node_address", help="Host other machines use to reach this node.")
 @setting("--bind-host", name="bind_host", help="Interface to bind (default 0.0.0.0).")
 @setting(
@@ -149,6 +151,11 @@ def join(
         config = load_config(flags, config_file, env=env, preset=preset)
     except ConfigError as exc:
         raise SettingsError(str(exc)) from exc
+    chosen_dir = config.network.state_dir  # given by the user (else the default below, if any)
+    if config.network.token and not config.network.state_dir:
+        from mycelium_p2p.keystore import default_state_dir
+
+        config = config.replace(state_dir=str(default_state_dir(config.network.name)))
     if not config.network.peers and not config.network.registry_url:
         raise click.UsageError("give --peer HOST:PORT (any node) or --bootstrap URL (the registry)")
     from mycelium_p2p.gossip.messages import check_address
@@ -159,7 +166,7 @@ def join(
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
     check_ports(config)  # before the slow imports below: a busy port is said at once
-    node_id = claim_state_dir(ctx, config)
+    node_id = claim_state_dir(ctx, chosen_dir, with_token=bool(config.network.token))
     from mycelium_p2p.learning.data import DataSpecError
     from mycelium_p2p.node import Node
 
@@ -201,14 +208,16 @@ def join(
 PEER_WAIT = 10.0  # seconds a node started with only --peer waits for any peer to answer
 
 
-def claim_state_dir(ctx: click.Context, config: NodeConfig) -> str | None:
-    """The id kept in ``--state-dir`` (its lock held until the command ends), else None."""
-    if not config.network.state_dir:
+def claim_state_dir(ctx: click.Context, folder: str | None, *, with_token: bool) -> str | None:
+    """Lock the state folder the user gave (held until the command ends) and return the id kept
+    there; None without a folder, or with a token (the node's keystore in that folder holds its
+    identity, id included)."""
+    if not folder:
         return None
     from mycelium_p2p.node.kept_id import StateDirError, claim
 
     try:
-        node_id, lock = claim(Path(config.network.state_dir))
+        node_id, lock = claim(Path(folder), keep_id=not with_token)
     except StateDirError as exc:
         fail(f"--state-dir: {exc}")
     ctx.call_on_close(lock.close)

@@ -36,7 +36,29 @@ log = logging.getLogger("mycelium.registry")
     help="SQLite file (created on first start; locked through <db>.lock while in use), or "
     "postgresql://USER[:PASSWORD]@HOST:PORT/DB, which several registries may share.",
 )
-@token_options("Bearer token required for writes; reads stay open.")
+@token_options(
+    "Admission token: it enrols new nodes, which then act with their own credentials; every "
+    "request but /health and /docs needs a credential, and the registry is the network's CA."
+)
+@click.option(
+    "--admin-token",
+    envvar="MYCELIUM_ADMIN_TOKEN",
+    default=None,
+    help="Operator token (or MYCELIUM_ADMIN_TOKEN): removes and revokes any node.",
+)
+@click.option(
+    "--observer-token",
+    envvar="MYCELIUM_OBSERVER_TOKEN",
+    default=None,
+    help="Read-only token for viewers (or MYCELIUM_OBSERVER_TOKEN).",
+)
+@click.option(
+    "--ca-dir",
+    default=None,
+    metavar="DIR",
+    help="The CA's folder (key made at first start, owner-only)  "
+    "[default: <db>.ca beside an SQLite file; required with PostgreSQL]",
+)
 @click.option(
     "--insecure",
     is_flag=True,
@@ -73,6 +95,9 @@ def bootstrap(
     token_file: Path | None,
     log_level: str,
     log_format: str,
+    admin_token: str | None,
+    observer_token: str | None,
+    ca_dir: str | None,
     insecure: bool,
     suspect_after: float,
     dead_after: float,
@@ -87,9 +112,10 @@ def bootstrap(
     import uvicorn
 
     from bootstrap.app import create_app
+    from bootstrap.ca import CaError
     from bootstrap.db import DatabaseInUse, SchemaError, is_database_url, redact
     from bootstrap.server import bound_port, listen_socket, url_host, uvicorn_config
-    from bootstrap.store import LivenessConfig
+    from bootstrap.store import AuthorityMismatch, LivenessConfig
 
     token = read_token(ctx, token, token_file)
     if host is None:
@@ -108,13 +134,22 @@ def bootstrap(
     db_path: str | Path = db_target if is_database_url(db_target) else Path(db_target)
     shown = redact(db_path)
     try:
-        app = create_app(db_path, token=token, liveness=liveness)
-    except ValueError as exc:  # a URL without a database name
+        app = create_app(
+            db_path,
+            token=token,
+            liveness=liveness,
+            admin_token=admin_token or None,
+            observer_token=observer_token or None,
+            ca_dir=ca_dir,
+        )
+    except ValueError as exc:  # a URL without a database name, PostgreSQL without --ca-dir
         fail(str(exc), status=2)
+    except CaError as exc:
+        fail(str(exc))
     store = app.state["store"]
     try:
         store.open()  # lock and schema now, so that a bad --db is one line, not a lifespan error
-    except DatabaseInUse as exc:
+    except (DatabaseInUse, AuthorityMismatch) as exc:
         if debug:
             raise
         fail(str(exc))
@@ -147,6 +182,11 @@ def bootstrap(
                 if not is_loopback(host):
                     log.warning("--insecure: serving %s to the network without a token", host)
             click.echo(f"registry listening on {url} (bound {host}), database {shown}")
+            if store.ca is not None:
+                log.info(
+                    "network CA %s...: nodes enrol with the token, then use their own credentials",
+                    store.ca.fingerprint[:16],
+                )
             click.echo(f"docs: {url}/docs", nl=True)
         await task
 
@@ -160,6 +200,37 @@ def bootstrap(
         store.close()
     if not server.started:
         fail(f"registry could not start on {host}:{port} (see the log above)")
+
+
+@main.command()
+@click.argument("node_id")
+@click.option(
+    "--bootstrap",
+    "url",
+    default="http://localhost:8000",
+    show_default=True,
+    envvar="MYCELIUM_REGISTRY_URL",
+    show_envvar=True,
+    help="Registry URL.",
+)
+@click.option(
+    "--admin-token",
+    envvar="MYCELIUM_ADMIN_TOKEN",
+    required=True,
+    show_envvar=True,
+    help="The registry's operator token.",
+)
+def revoke(node_id: str, url: str, admin_token: str) -> None:
+    """Remove NODE_ID for good: its credential, certificate and gossip ticket stop working on
+    the registry at once and on every node as the signed revocation list spreads."""
+    from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
+
+    try:
+        with RegistryClient(url, token=admin_token, retries=1, timeout=5.0) as client:
+            listed = client.revoke(node_id)
+    except (RegistryError, RegistryUnavailable) as exc:
+        fail(f"cannot revoke {node_id}: {exc}")
+    click.echo(f"revoked {node_id}; revocation list #{listed.serial}: {', '.join(listed.ids)}")
 
 
 @bench.command("registry")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,17 +133,19 @@ def gossip_snapshot(seeds: Sequence[str], token: str | None, timeout: float = 5.
     """The network as the nodes at ``seeds`` know it: one push-pull, as an observer."""
     from mycelium_p2p import snapshot
     from mycelium_p2p.config import GossipConfig
-    from mycelium_p2p.groups import GossipNode
     from mycelium_p2p.netaddr import reachable_address
+    from mycelium_p2p.observer import ObserverError, start_observer
 
-    observer = GossipNode(
-        f"status-{uuid.uuid4().hex[:6]}",
-        GossipConfig.local(),
-        host=reachable_address(seeds),  # the peer answers to this address, maybe on a LAN
-        observer=True,
-        secret=token,
-    )
-    observer.start()
+    try:  # open without a token, else with an observer ticket from the network's registry
+        observer = start_observer(
+            GossipConfig.local(),
+            host=reachable_address(seeds),  # the peer answers to this address, maybe on a LAN
+            token=token,
+            peers=list(seeds),
+            prefix="status",
+        )
+    except ObserverError as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         if not observer.join(list(seeds), timeout=timeout):
             where = ", ".join(seeds)

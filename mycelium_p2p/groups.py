@@ -16,6 +16,7 @@ URL as the push-pull header's ``url``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -30,9 +31,10 @@ from mycelium_p2p.gossip.core import GossipEvent
 from mycelium_p2p.gossip.delegate import NullDelegate
 from mycelium_p2p.gossip.membership import MemberView
 from mycelium_p2p.gossip.messages import MAX_ID_LEN, check_id
-from mycelium_p2p.gossip.node import SwimNode
+from mycelium_p2p.gossip.node import TICKET_KEY, SwimNode
 from mycelium_p2p.gossip.transport import Transport
 from mycelium_p2p.gossip.transport.zmq import ZmqTransport
+from mycelium_p2p.identity import IdentityError, NodeIdentity, Trust, from_text, to_text
 from mycelium_p2p.limits import MAX_COUNTER, MAX_LOSS
 from mycelium_p2p.security import keys_for
 
@@ -41,6 +43,27 @@ log = logging.getLogger(__name__)
 MAX_TEXT_LEN = 256
 MAX_URL_LEN = 2048
 MAX_MEMBERS = 4096
+#: Longest lease text a record carries (a signed lease is at most 1,024 bytes, base64).
+MAX_LEASE_TEXT = 1400
+#: Longest revocation list text gossip carries (base64 of at most 16 KiB signed).
+MAX_REVOCATION_TEXT = 16 * 1024 * 4 // 3 + 4
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationItem:
+    """The registry's signed revocation list as gossip carries it (``crl``: base64 text)."""
+
+    crl: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"crl": self.crl}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RevocationItem:
+        unknown = set(d) - {"crl", "t"}
+        if unknown:
+            raise ValueError(f"unknown revocation list fields {sorted(unknown)!r}")
+        return cls(_text(d.get("crl"), "crl", MAX_REVOCATION_TEXT, empty=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +105,10 @@ class GroupRecord:
     created_at : float
         Wall-clock seconds when the group was founded; breaks ties between equally large
         groups in the merge rule (older wins) (default: 0.0).
+    lease : str
+        With a token: the registry's signed grant of ``term`` to ``leader`` at
+        ``flower_address`` (``identity.Lease``, base64); a node with an identity accepts a
+        record only with a valid one (default: "").
     """
 
     id: str
@@ -101,6 +128,7 @@ class GroupRecord:
     dissolved: bool = False
     updated_at: float = 0.0
     created_at: float = 0.0
+    lease: str = ""
 
     def __post_init__(self) -> None:
         # Sorted members make equal records compare equal whatever order the leader used.
@@ -116,9 +144,12 @@ class GroupRecord:
         return other is None or self.order > other.order
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for the wire: every field in declaration order, members as a list."""
+        """Plain dict for the wire: every field in declaration order, members as a list (no
+        ``lease`` when there is none)."""
         d = {name: getattr(self, name) for name in _FIELD_ORDER}
         d["members"] = list(self.members)
+        if not self.lease:  # open networks: the same bytes as before leases existed
+            del d["lease"]
         return d
 
     @classmethod
@@ -161,6 +192,7 @@ class GroupRecord:
             dissolved=_flag(d.get("dissolved", False), "dissolved"),
             updated_at=_time(d.get("updated_at", 0.0), "updated_at"),
             created_at=_time(d.get("created_at", 0.0), "created_at"),
+            lease=_text(d.get("lease", ""), "lease", MAX_LEASE_TEXT),
         )
 
 
@@ -274,21 +306,49 @@ class GroupDelegate(NullDelegate):
     registry_url : str | None
         The registry's URL if known, else learned from the first push-pull that carries one
         (default: None).
+    trust : callable | None
+        Returns what the node believes (``identity.Trust``) or None; given, a record is applied
+        only if its lease verifies and names its group, term, leader and Flower address
+        (refused ones are counted in ``refused``) (default: None: every record is applied).
     """
 
-    def __init__(self, tombstone_ttl: float, registry_url: str | None = None) -> None:
+    def __init__(
+        self,
+        tombstone_ttl: float,
+        registry_url: str | None = None,
+        trust: Callable[[], Trust | None] | None = None,
+    ) -> None:
         super().__init__()
         self.table = GroupTable(tombstone_ttl)
         self.registry_url = registry_url
         self.model_provider: ModelProvider | None = None
+        self.trust = trust
+        self.refused = 0
 
-    def parse_item(self, raw: dict[str, Any]) -> GroupRecord:
-        """A group record off the wire (ValueError if any field is invalid).
+    def leased(self, record: GroupRecord) -> bool:
+        """Whether ``record`` may be applied: always without ``trust``, else only with a lease
+        the CA signed for exactly its group, term, leader and Flower address."""
+        if self.trust is None:
+            return True
+        trust = self.trust()
+        if trust is None or not record.lease or record.leader is None:
+            return False
+        try:
+            lease = trust.lease(from_text(record.lease, MAX_LEASE_TEXT))
+        except IdentityError:
+            return False
+        return lease.names(record.id, record.term, record.leader, record.flower_address)
+
+    def parse_item(self, raw: dict[str, Any]) -> GroupRecord | RevocationItem:
+        """A group record (or the signed revocation list) off the wire (ValueError if any
+        field is invalid).
 
         Most records gossip delivers are ones this node holds already (every news is sent
         several times): a record no newer than the held one is answered with the held one,
         unchecked, since applying it would change nothing anyway.
         """
+        if "crl" in raw:
+            return RevocationItem.from_dict(raw)
         held = self.table.get(raw.get("id")) if isinstance(raw.get("id"), str) else None
         term, version = raw.get("term"), raw.get("version")
         if (
@@ -308,14 +368,44 @@ class GroupDelegate(NullDelegate):
         return {"url": url}
 
     def notify(self, item: Any, now: float) -> bool:
-        """A peer's record: applied and gossiped on if strictly newer."""
+        """A peer's record: applied and gossiped on if strictly newer (a revocation list:
+        installed and gossiped on if it verifies and is newer)."""
+        if isinstance(item, RevocationItem):
+            return self.revocations(item)
         return self.publish(item, now)
+
+    def revocations(self, item: RevocationItem) -> bool:
+        """Install the signed revocation list ``item`` if it verifies and is newer than the one
+        held; then gossip it on and raise ``revocations`` (its ids). True if it was news."""
+        trust = None if self.trust is None else self.trust()
+        if trust is None:
+            return False
+        try:
+            if not trust.install(from_text(item.crl, MAX_REVOCATION_TEXT)):
+                return False
+        except IdentityError:
+            self.refused += 1
+            return False
+        self.broadcast(("crl",), item)
+        self.emit("revocations", sorted(trust.revocations.ids))
+        return True
+
+    def held_revocations(self) -> RevocationItem | None:
+        """The revocation list this node holds, as an item (None: none, or no identity)."""
+        trust = None if self.trust is None else self.trust()
+        if trust is None or not trust.revocations.raw:
+            return None
+        return RevocationItem(to_text(trust.revocations.raw))
 
     def publish(self, record: GroupRecord, now: float) -> bool:
         """Apply ``record``; if strictly newer, gossip it and raise ``group_updated`` (or
         ``group_dissolved``). True if it was."""
         if not isinstance(record, GroupRecord):
             raise ValueError("a group item must be a GroupRecord")
+        held = self.table.get(record.id)
+        if record.newer_than(held) and not self.leased(record):
+            self.refused += 1
+            return False
         if not self.table.apply(record, now):
             return False
         self.broadcast(("g", record.id), record)
@@ -323,11 +413,16 @@ class GroupDelegate(NullDelegate):
         return True
 
     def local_state(self) -> tuple[dict[str, Any], list[Any]]:
-        return {"url": self.registry_url}, self.table.all()
+        held = self.held_revocations()
+        items: list[Any] = self.table.all()
+        return {"url": self.registry_url}, items if held is None else [held, *items]
 
     def merge_remote_state(self, header: dict[str, Any], items: list[Any], now: float) -> None:
-        for record in items:
-            self.publish(record, now)
+        for item in items:
+            if isinstance(item, RevocationItem):
+                self.revocations(item)
+            else:
+                self.publish(item, now)
         if self.registry_url is None and header.get("url"):
             self.registry_url = header["url"]
 
@@ -363,8 +458,12 @@ class GossipNode:
         Receive everything, own no group: ``role`` is ``observer``, ``group`` empty
         (default: False).
     secret : str | bytes | None
-        Network secret: all gossip over CURVE with keys derived from it; None logs that gossip
-        is open (default: None).
+        A shared secret: all gossip over CURVE with one key pair derived from it (standalone
+        gossip; ignored with an ``identity``) (default: None).
+    identity : NodeIdentity | None
+        The node's own identity: its ROUTER serves with its own CURVE key and admits only peers
+        with a valid ticket from the network's CA; silent until the identity is enrolled
+        (default: None).
     registry_url : str | None
         Known registry URL, else learned by push-pull (default: None).
     rng : random.Random | None
@@ -388,6 +487,7 @@ class GossipNode:
         secret: str | bytes | None = None,
         registry_url: str | None = None,
         *,
+        identity: NodeIdentity | None = None,
         rng: random.Random | None = None,
         transport: Transport | None = None,
         wrap_transport: Callable[[Transport], Transport] | None = None,
@@ -401,11 +501,21 @@ class GossipNode:
         if observer:
             m["group"] = ""
         self._meta = m
-        self._keys = keys_for(secret, warn=not observer) if transport is None else None
+        self.identity = identity
+        self._keys = keys_for(secret) if transport is None and identity is None else None
+        if transport is None and identity is None and self._keys is None and not observer:
+            # An observer owns nothing and only reads: no warning for it.
+            log.warning("gossip is open (no secret): any peer that can reach this port can join")
+        if identity is not None and identity.ticket is not None:
+            m[TICKET_KEY] = identity.ticket.text()
         self._transport = transport
         self._wrap = wrap_transport
         self._rng = rng
-        self.delegate = GroupDelegate(config.tombstone_ttl, registry_url)
+        self.delegate = GroupDelegate(
+            config.tombstone_ttl,
+            registry_url,
+            trust=None if identity is None else (lambda: identity.trust),
+        )
         self.address: str | None = transport.address if transport is not None else None
         self._swim: SwimNode | None = None
         self._lock = threading.Lock()
@@ -418,7 +528,12 @@ class GossipNode:
         if self._swim is not None:
             raise RuntimeError("GossipNode already started")
         transport: Transport = self._transport or ZmqTransport(
-            self.config, self.host, self.port, self.advertise_host, self._keys
+            self.config,
+            self.host,
+            self.port,
+            self.advertise_host,
+            self._keys,
+            identity=self.identity,
         )
         if self._wrap is not None:
             transport = self._wrap(transport)
@@ -426,13 +541,56 @@ class GossipNode:
             self.node_id, self.config, transport, self.delegate, meta=self._meta, rng=self._rng
         )
         swim.subscribe(self._fan_out)
+        inner: Any = transport
+        while hasattr(inner, "inner"):  # a wrapper (a partition in tests)
+            inner = inner.inner
+        if hasattr(inner, "introduction"):
+            inner.introduction = lambda: self.delegate.registry_url
         self.address = swim.address
         self._swim = swim
         swim.start()
 
     def join(self, seeds: list[str], timeout: float) -> bool:
-        """Push-pull with the first seed that answers; True once one did within ``timeout``."""
+        """Push-pull with the first seed that answers; True once one did within ``timeout``.
+
+        With an identity, each seed is first asked for its ticket (its introduction listener):
+        a seed whose ticket does not verify is never spoken to.
+        """
+        if self.identity is not None:
+            share = timeout / max(1, len(seeds))
+            for seed in seeds:
+                self.introduce(seed, min(share, 2.0))
         return self._node().join(seeds, timeout)
+
+    def introduce(self, address: str, timeout: float) -> str | None:
+        """Ask the node at ``address`` for the registry's URL and (enrolled) its ticket, whose
+        key is then used to reach it; the URL it named, or None (no answer, or no identity)."""
+        swim = self._swim
+        introduce = getattr(swim.transport, "introduce", None) if swim is not None else None
+        if introduce is None:
+            return None
+        answer = introduce(address, timeout)
+        if answer is None:
+            return None
+        trust = None if self.identity is None else self.identity.trust
+        if answer.ticket is not None and trust is not None:
+            with contextlib.suppress(IdentityError):
+                ticket = trust.ticket(answer.ticket)
+                swim.transport.learn(ticket.node_id, address, answer.ticket)
+        if answer.url and self.delegate.registry_url is None:
+            self.delegate.registry_url = answer.url
+        return answer.url
+
+    def set_ticket(self) -> None:
+        """Gossip this node's (new) ticket, and reconnect to peers with it."""
+        ticket = None if self.identity is None else self.identity.ticket
+        swim = self._swim
+        if ticket is None or swim is None:
+            return
+        renew = getattr(swim.transport, "renew", None)
+        if renew is not None:
+            swim.call(lambda core, now: renew())
+        self.update_meta(**{TICKET_KEY: ticket.text()})
 
     def leave(self, timeout: float = 1.0) -> None:
         """Announce a graceful leave, let the news go out (bounded by ``timeout``), stop."""
@@ -519,6 +677,7 @@ class GossipNode:
         """Gossip counters (see ``GossipCore.stats``), ``transport`` counters and ``groups``."""
         s = self._node().stats()
         s["groups"] = self._node().call(lambda core, now: len(self.delegate.table.live()))
+        s["records_refused"] = self.delegate.refused
         return s
 
     @property
@@ -536,7 +695,17 @@ class GossipNode:
             raise RuntimeError("GossipNode not started")
         return self._swim
 
+    def install_revocations(self, signed: str) -> bool:
+        """Take the registry's signed revocation list (base64) and gossip it if it is newer;
+        True if it was (every node then refuses the revoked ids' frames and sessions)."""
+        item = RevocationItem(signed)
+        return bool(self._node().call(lambda core, now: self.delegate.revocations(item)))
+
     def _fan_out(self, event: GossipEvent) -> None:
+        if event.kind == "revocations" and isinstance(event.item, list):
+            # Revoked members cannot refute (their frames are refused): declare them dead.
+            ids = [i for i in event.item if i != self.node_id]
+            self._node().call(lambda core, now: core.declare_dead(ids, now))
         with self._lock:
             subscribers = list(self._subscribers)
         for cb in subscribers:

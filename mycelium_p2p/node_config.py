@@ -64,7 +64,13 @@ class NetworkSettings:
     gossip_port, flower_port
         Ports of the gossip endpoint and of the leader's Flower server (default: 0: the OS picks).
     token
-        The network secret: registry bearer token and gossip and Flower keys (default: None: open).
+        The network's admission token: with it the node enrols with the registry (its own keys,
+        credential, ticket and certificate) and gossip and Flower check who speaks (default:
+        None: everything open, as on one development machine).
+    state_dir
+        Directory of the node's own keys and what the registry issued it, reused across
+        restarts so the node keeps its id (default: None: kept in memory, a new identity per
+        start; ``mycelium join`` defaults to ``keystore.default_state_dir(name)``).
     name
         Human-readable node name (default: derived from the node id).
     leave_timeout
@@ -81,6 +87,7 @@ class NetworkSettings:
     gossip_port: Port = 0
     flower_port: Port = 0
     token: str | None = None
+    state_dir: str | None = None
     name: str | None = None
     leave_timeout: Seconds = 5.0
     state_dir: str | None = None

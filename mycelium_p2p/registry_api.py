@@ -30,6 +30,10 @@ Loss = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_LOSS)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNTER)]
 Term = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNTER)]
 Capacity = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+#: A Curve25519 public key in Z85, as ``zmq.curve_keypair()`` makes it (40 characters).
+CurveKey = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")]
+#: A PEM certificate signing request (a P-256 key's; a few hundred characters).
+Csr = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 #: Why a node founds or joins a group (free text for the event log and the viewer).
 Reason = Annotated[str, msgspec.Meta(max_length=200)]
 JoinPolicy = Literal["open", "invite-only"]
@@ -118,7 +122,11 @@ def flat_map_problem(value: Any) -> str | None:
 
 
 class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
-    """Register (or update) a node; idempotent for the same id."""
+    """Register (or update) a node; idempotent for the same id.
+
+    With a token, ``public_key`` is required (the node's CURVE key, bound to its id by the
+    ticket in the answer) and ``csr`` asks for a TLS certificate (optional).
+    """
 
     id: Id
     name: Name
@@ -126,11 +134,19 @@ class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
     flower_address: Address | None = None
     model: ModelSpec | None = None
     data: FlatMap | None = None
+    public_key: CurveKey | None = None
+    csr: Csr | None = None
 
     def __post_init__(self) -> None:
         # msgspec reports this as a validation error (400) like a constraint.
         if self.data is not None and (problem := map_size_problem(self.data)):
             raise ValueError(f"`data` {problem}")
+
+
+class ObserverBody(msgspec.Struct, forbid_unknown_fields=True):
+    """An observer (the viewer, ``status --peer``) asks for a ticket for its CURVE key."""
+
+    public_key: CurveKey
 
 
 class HeartbeatBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -215,6 +231,39 @@ class NodeOut(msgspec.Struct):
     last_seen: float
 
 
+class RegisteredOut(NodeOut):
+    """The answer of a registration: the node, and with a token what it speaks with.
+
+    ``credential`` (an opaque per-node secret: the bearer of every later request) only when the
+    node enrols; ``ticket`` (its CURVE key bound to its id, for gossip) on every registration;
+    ``certificate`` and ``ca_certificate`` (PEM) when a ``csr`` was sent.
+    """
+
+    credential: str | None = None
+    ticket: str | None = None
+    certificate: str | None = None
+    ca_certificate: str | None = None
+
+
+class ObserverOut(msgspec.Struct):
+    """An observer's ticket: gossip as ``id`` until ``not_after`` (seconds since the epoch)."""
+
+    id: str
+    ticket: str
+    not_after: float
+    ca_certificate: str
+
+
+class RevocationsOut(msgspec.Struct):
+    """The revocation list: ``serial`` (higher is newer), the revoked ids and ``signed``, the
+    list as the CA signed it (base64), which nodes verify and pass on by gossip."""
+
+    serial: int
+    issued_at: float
+    ids: list[str]
+    signed: str
+
+
 class HeartbeatOut(NodeOut):
     """A heartbeat's answer: the node, and a few live peers' gossip addresses drawn at random.
 
@@ -251,6 +300,9 @@ class GroupOut(msgspec.Struct):
     metrics: GroupMetrics
     created_at: float
     updated_at: float
+    #: With a token: the registry's signed grant of the current term to ``leader`` at
+    #: ``flower_address`` (base64); gossiped group records carry it.
+    lease: str | None = None
 
 
 class EventOut(msgspec.Struct):

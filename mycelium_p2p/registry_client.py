@@ -32,6 +32,9 @@ from mycelium_p2p.registry_api import (
     HeartbeatOut,
     NetworkOut,
     NodeOut,
+    ObserverOut,
+    RegisteredOut,
+    RevocationsOut,
 )
 
 
@@ -163,9 +166,13 @@ class RegistryClient:
         flower_address: str | None = None,
         model: str | None = None,
         data: dict[str, Any] | None = None,
-    ) -> NodeOut:
-        """``POST /nodes/register``: register or update a node; returns the node."""
-        body = {
+        public_key: str | None = None,
+        csr: str | None = None,
+    ) -> RegisteredOut:
+        """``POST /nodes/register``: register or update a node; returns the node and, with a
+        token, what the registry issued it (``credential`` when it enrolled, ``ticket``, and
+        ``certificate`` and ``ca_certificate`` for a ``csr``)."""
+        body: dict[str, Any] = {
             "id": id,
             "name": name,
             "gossip_address": gossip_address,
@@ -173,7 +180,11 @@ class RegistryClient:
             "model": model,
             "data": data,
         }
-        return self._request("POST", "/nodes/register", NodeOut, json=body)
+        if public_key is not None:
+            body["public_key"] = public_key
+        if csr is not None:
+            body["csr"] = csr
+        return self._request("POST", "/nodes/register", RegisteredOut, json=body)
 
     def heartbeat(
         self,
@@ -275,6 +286,20 @@ class RegistryClient:
         """``PUT /groups/{id}/leader`` with ``term = current + 1``; 409 if another won."""
         body = {"node_id": node_id, "term": term, "flower_address": flower_address}
         return self._request("PUT", f"/groups/{group_id}/leader", GroupOut, json=body)
+
+    def revoke(self, node_id: str) -> RevocationsOut:
+        """``POST /nodes/{id}/revoke`` (operator token): remove the node for good; its id joins
+        the signed revocation list, which is returned."""
+        return self._request("POST", f"/nodes/{node_id}/revoke", RevocationsOut)
+
+    def observer_ticket(self, public_key: str) -> ObserverOut:
+        """``POST /observers/ticket``: a ticket for an observer's CURVE key (with a token)."""
+        body = {"public_key": public_key}
+        return self._request("POST", "/observers/ticket", ObserverOut, json=body)
+
+    def revocations(self) -> RevocationsOut:
+        """``GET /revocations``: the signed revocation list (with a token)."""
+        return self._request("GET", "/revocations", RevocationsOut)
 
     def peers(self, limit: int = 8) -> list[str]:
         """``GET /peers?limit=k``: gossip addresses (``host:port``) of up to k live nodes."""

@@ -1,18 +1,22 @@
-"""CURVE keys derived from the network secret.
+"""ZAP admission for CURVE ROUTERs, and the well-known key of the introduction listener.
 
-Every node derives the same two key pairs from the secret: a *server* pair used by every ROUTER
-and a *client* pair used by every DEALER. A CURVE client must know the server's public key before
-its first message, and that key is never sent on the wire, so a peer without the secret (or with
-another one) cannot complete the handshake: it gets no answer and learns nothing, and its frames
-never reach the gossip code. Traffic between holders is encrypted and authenticated.
+Every node's gossip ROUTER is a CURVE server with the node's own key pair
+(``identity.NodeKeys``); peers connect with their own. libzmq passes a ZAP handler the client's
+public key only (measured: the ZAP request's identity frame is the *server* socket's routing id,
+not the client's), so ZAP cannot see who the client claims to be. It therefore refuses the keys
+of revoked nodes and tags every connection with its client key (the ``User-Id`` each message
+carries); the transport then checks each message's routing id, which is the sender's ticket,
+against that key (``gossip/transport/zmq.py``).
 
-Derivation: ``secret_key = blake2b(secret, key=b"mycelium-gossip", person=ROLE, digest_size=32)``
-and ``public = curve_public(z85(secret_key))``; the two roles use different ``person`` strings.
+A node also listens for introductions, on its gossip port + 1, with a well-known key pair
+(:data:`INTRO_PUBLIC`): a newcomer that only knows a peer's address learns there the registry's
+URL (anyone may), and an enrolled node the peer's own ticket (its gossip key). The key is public
+on purpose: it encrypts against a passive listener but authenticates nobody.
 
-Knowing the server's public key is not enough to be heard: libzmq alone accepts any client key
-pair once the client knows it. Every CURVE ROUTER is therefore admitted through a ZAP handler
-(``admit_only``) that accepts only the client keys it trusts, so a stranger's random key pair gets
-no answer and its frames never reach the gossip code.
+Standalone gossip (``python -m mycelium_p2p.gossip --secret``, tests) may still run on one
+*shared* key derived from a secret (:func:`derive_keys`): every holder of the secret is every
+node there. A node of a network with a registry never does: with a token it enrols and speaks
+with its own keys.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import hashlib
 import itertools
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
@@ -31,9 +35,19 @@ from zmq.utils import z85
 log = logging.getLogger(__name__)
 
 
+def _well_known_pair(label: bytes) -> tuple[bytes, bytes]:
+    raw = hashlib.blake2b(label, key=b"mycelium-gossip", digest_size=32).digest()
+    secret = z85.encode(raw)
+    return zmq.curve_public(secret), secret
+
+
+#: The introduction listener's CURVE key pair: public knowledge (see the module docstring).
+INTRO_PUBLIC, INTRO_SECRET = _well_known_pair(b"introduction/v1")
+
+
 @dataclass(frozen=True)
 class CurveKeys:
-    """Z85-encoded CURVE key pairs (bytes, 40 characters each)."""
+    """Z85-encoded CURVE key pairs shared by every holder of one secret (bytes, 40 characters)."""
 
     server_public: bytes
     server_secret: bytes
@@ -48,7 +62,8 @@ def _pair(secret: bytes, role: bytes) -> tuple[bytes, bytes]:
 
 
 def derive_keys(secret: str | bytes) -> CurveKeys:
-    """Derive the network's CURVE key pairs from ``secret``.
+    """The shared key pairs of ``secret``: ``blake2b(secret, key=b"mycelium-gossip",
+    person=ROLE)`` for the roles ``server`` and ``client``.
 
     Raises
     ------
@@ -65,12 +80,9 @@ def derive_keys(secret: str | bytes) -> CurveKeys:
     return CurveKeys(server_public, server_secret, client_public, client_secret)
 
 
-def keys_for(secret: str | bytes | None, warn: bool = True) -> CurveKeys | None:
-    """Keys for ``secret``, or None without one (with a warning that gossip is open, unless
-    ``warn`` is false: an observer owns nothing and only reads)."""
+def keys_for(secret: str | bytes | None) -> CurveKeys | None:
+    """Shared keys for ``secret``, or None without one (the caller says that gossip is open)."""
     if secret is None or secret == "" or secret == b"":
-        if warn:
-            log.warning("gossip is open (no secret): any peer that can reach this port can join")
         return None
     return derive_keys(secret)
 
@@ -83,33 +95,39 @@ _domains = itertools.count(1)
 
 
 class Admission:
-    """The client keys one CURVE ROUTER admits; asked by the context's ZAP handler thread.
+    """Which client keys one CURVE ROUTER admits; asked by the context's ZAP handler thread.
 
-    The callback runs on that thread for every new connection: it is a set lookup, never I/O.
+    ``decide(key)`` runs on that thread for every new connection (``key`` in Z85): it must be a
+    lookup, never I/O.
     """
 
-    def __init__(self, auth: ThreadAuthenticator, domain: str, keys: Iterable[bytes]) -> None:
+    def __init__(
+        self, auth: ThreadAuthenticator, domain: str, decide: Callable[[bytes], bool]
+    ) -> None:
         self._auth = auth
         self.domain = domain
-        self._keys = frozenset(keys)
+        self._decide = decide
 
     def callback(self, domain: str, client_key: bytes) -> bool:
-        return domain == self.domain and client_key in self._keys
-
-    def allow(self, keys: Iterable[bytes]) -> None:
-        """Replace the set of admitted client keys (Z85)."""
-        self._keys = frozenset(keys)
+        if domain != self.domain:
+            return False
+        try:
+            return bool(self._decide(client_key))
+        except Exception:  # a broken decision admits nobody
+            log.exception("ZAP decision failed")
+            return False
 
     def close(self) -> None:
         """Forget this ROUTER's domain (its connections are refused from now on)."""
         self._auth.credentials_providers.pop(self.domain, None)
 
 
-def admit_only(ctx: zmq.Context, router: zmq.Socket, keys: Iterable[bytes]) -> Admission:
-    """Admit to ``router`` (a CURVE server, before it binds) only clients holding ``keys``.
+def admit(ctx: zmq.Context, router: zmq.Socket, decide: Callable[[bytes], bool]) -> Admission:
+    """Admit to ``router`` (a CURVE server, before it binds) the clients ``decide`` accepts.
 
     A context has one ZAP handler; it is started on first use and serves every ROUTER of the
-    context, each under a ZAP domain of its own with its own set of keys.
+    context, each under a ZAP domain of its own. The ``User-Id`` of an admitted connection's
+    messages is its client key in Z85.
     """
     with _auth_lock:
         auth = _authenticators.get(id(ctx))
@@ -118,7 +136,7 @@ def admit_only(ctx: zmq.Context, router: zmq.Socket, keys: Iterable[bytes]) -> A
             auth.start()
             _authenticators[id(ctx)] = auth
     domain = f"mycelium-{next(_domains)}"
-    admission = Admission(auth, domain, keys)
+    admission = Admission(auth, domain, decide)
     auth.configure_curve_callback(domain=domain, credentials_provider=admission)
     router.zap_domain = domain.encode()
     return admission

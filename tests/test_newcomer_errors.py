@@ -83,7 +83,7 @@ def cases(s: Setting) -> dict[str, Case]:
         "join: a wrong token is final": Case(
             ("join", "--bootstrap", url, "--token", "wrong", "--data", "digits"),
             1,
-            "the registry refused this node's token (invalid bearer token)",
+            "the registry refused this node's token (invalid bearer ",
             deadline=120,
         ),
         "join: a token file that holds nothing": Case(

@@ -299,18 +299,21 @@ def test_malformed_json_is_400_and_oversize_is_413(client: TestClient[Any]) -> N
     assert r.status_code == 400
 
 
-def test_token_required_for_writes_only(tmp_path: Path) -> None:
+def test_token_required_for_writes_and_reads(tmp_path: Path) -> None:
+    """The token enrols; every other request needs a credential (tests/test_identity_*.py)."""
     app = create_app(tmp_path / "t.db", token="s3cret", expiry=False)
-    body = {"id": "a", "name": "a", "gossip_address": "h:1"}
+    key = "x" * 40  # any 40 characters of Z85
+    body = {"id": "a", "name": "a", "gossip_address": "h:1", "public_key": key}
     with TestClient(app) as c:
         r = c.post("/nodes/register", json=body)
         assert r.status_code == 401 and "Bearer" in r.json()["detail"]
         r = c.post("/nodes/register", json=body, headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 401 and "invalid" in r.json()["detail"]
         r = c.post("/nodes/register", json=body, headers={"Authorization": "Bearer s3cret"})
-        assert r.status_code == 200
+        assert r.status_code == 200 and r.json()["credential"]
         assert c.delete("/nodes/a").status_code == 401
-        assert c.get("/nodes").status_code == 200  # reads stay open
+        assert c.get("/nodes").status_code == 401
+        assert c.get("/nodes", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
 def test_docs_served_offline(client: TestClient[Any]) -> None:

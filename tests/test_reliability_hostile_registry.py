@@ -32,6 +32,17 @@ from tests.helpers import wait_until
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: Any 40 characters of Z85 do as a node's CURVE key for the registry.
+KEY = "x" * 40
+
+
+def enrol(http: httpx.Client, node: dict[str, Any]) -> dict[str, str]:
+    """Register a new node with the admission token; the headers of its own credential."""
+    r = http.post("/nodes/register", json={**node, "public_key": KEY}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['credential']}"}
+
+
 MODEL = "mlp:1x8x8:10"
 
 
@@ -62,7 +73,10 @@ def nested(depth: int) -> str:
 
 
 def register_raw(base: str, node_id: str, data_json: str) -> httpx.Response:
-    body = f'{{"id":"{node_id}","name":"n","gossip_address":"127.0.0.1:1","data":{data_json}}}'
+    body = (
+        f'{{"id":"{node_id}","name":"n","gossip_address":"127.0.0.1:1","public_key":"{KEY}",'
+        f'"data":{data_json}}}'
+    )
     headers = {**AUTH, "content-type": "application/json"}
     return httpx.post(f"{base}/nodes/register", content=body, headers=headers, timeout=30)
 
@@ -96,7 +110,7 @@ def test_deep_or_large_maps_are_refused_naming_the_field(registry: RegistryServe
     ok = register_raw(base, "fine", json.dumps({"desc": "digits", "train": 100, "w": 0.5}))
     assert ok.status_code == 200 and ok.json()["data"] == {"desc": "digits", "train": 100, "w": 0.5}
     for path in ("/nodes", "/network", "/nodes/fine"):
-        assert httpx.get(base + path).status_code == 200
+        assert httpx.get(base + path, headers=AUTH).status_code == 200
 
 
 def test_a_bad_stored_row_shows_as_empty_and_every_read_answers(
@@ -108,11 +122,12 @@ def test_a_bad_stored_row_shows_as_empty_and_every_read_answers(
         with httpx.Client(base_url=base, headers=AUTH) as http:
             for node_id in ("deep", "garbled", "good"):
                 body = {"id": node_id, "name": node_id, "gossip_address": "127.0.0.1:1"}
-                assert (
-                    http.post("/nodes/register", json={**body, "model": MODEL}).status_code == 200
-                )
+                good = enrol(http, {**body, "model": MODEL})
             group = {"name": "g", "leader": "good", "flower_address": "127.0.0.1:2", "id": "g1"}
-            assert http.post("/groups", json={**group, "model": MODEL}).status_code == 201
+            assert (
+                http.post("/groups", json={**group, "model": MODEL}, headers=good).status_code
+                == 201
+            )
         # What an older version (or a hand edit) could have left in the file.
         with sqlite3.connect(db, timeout=10) as con:
             con.execute("UPDATE nodes SET data = ? WHERE id = 'deep'", (nested(5000),))
@@ -123,7 +138,7 @@ def test_a_bad_stored_row_shows_as_empty_and_every_read_answers(
         con.close()
         caplog.set_level(logging.WARNING, logger="mycelium.registry")
         paths = ["/nodes", "/nodes/deep", "/nodes/garbled", "/network", "/groups", "/events"]
-        answers = {path: httpx.get(base + path, timeout=30) for path in paths}
+        answers = {path: httpx.get(base + path, timeout=30, headers=AUTH) for path in paths}
         for path, r in answers.items():
             print(f"GET {path}: {r.status_code} {r.text[:100]}")
         assert {path: r.status_code for path, r in answers.items()} == dict.fromkeys(paths, 200)
@@ -264,11 +279,12 @@ def test_a_node_sending_a_bad_metric_is_never_expired(tmp_path: Path) -> None:
     with server, httpx.Client(base_url=url(server), headers=AUTH) as http:
         store = server.app.state["store"]
         node = {"id": "n", "name": "n", "gossip_address": "127.0.0.1:1", "model": MODEL}
-        assert http.post("/nodes/register", json=node).status_code == 200
+        own = enrol(http, node)
         seen = []
         for i in range(10):  # 200 fake seconds: far past dead_after
             clock.now += 20
-            r = http.post("/nodes/n/heartbeat", json={"accuracy": 1.5, "loss": 0.25, "round": i})
+            beat = {"accuracy": 1.5, "loss": 0.25, "round": i}
+            r = http.post("/nodes/n/heartbeat", json=beat, headers=own)
             store.sweep()
             seen.append((r.status_code, http.get("/nodes/n").json()["status"]))
         print(f"heartbeats with accuracy 1.5 (answer, status after a sweep): {seen}")
@@ -321,7 +337,9 @@ def test_numbers_are_bounded_and_error_answers_documented(tmp_path: Path) -> Non
                 codes = set(operation.get("responses", {}))
                 needed = {"400", "503"} if path != "/health" else set()
                 if "security" in operation:
-                    needed |= {"401", "413"}
+                    needed |= {"401"}
+                if "requestBody" in operation:
+                    needed |= {"413"}
                 if not needed <= codes:
                     undocumented.append(f"{method.upper()} {path}: lacks {needed - codes}")
         print(f"integer inputs without a bound <= MAX_COUNTER: {unbounded}")
@@ -335,7 +353,7 @@ def test_numbers_are_bounded_and_error_answers_documented(tmp_path: Path) -> Non
 
         # Past the bounds over HTTP: refused, never stored.
         node = {"id": "a", "name": "a", "gossip_address": "127.0.0.1:1", "model": MODEL}
-        assert http.post("/nodes/register", json=node).status_code == 200
+        http.headers.update(enrol(http, node))  # from here on, node a's own credential
         group = {"name": "g", "leader": "a", "flower_address": "127.0.0.1:2", "model": MODEL}
         assert http.post("/groups", json={**group, "id": "g1"}).status_code == 201
         perf = {"node_id": "a", "term": 1, "accuracy": 0.5, "loss": 1.0, "round": 1, "examples": 1}
@@ -356,7 +374,8 @@ def test_numbers_are_bounded_and_error_answers_documented(tmp_path: Path) -> Non
         holder = sqlite3.connect(db, timeout=10, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         try:
-            busy = http.post("/nodes/register", json={**node, "id": "b"})
+            b = {**node, "id": "b", "public_key": KEY}
+            busy = http.post("/nodes/register", json=b, headers=AUTH)
         finally:
             holder.execute("ROLLBACK")
             holder.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bootstrap.server import cluster_registry
+from bootstrap.server import CLUSTER_ADMIN_TOKEN, cluster_registry
 from mycelium_p2p.config import GossipConfig
 from mycelium_p2p.gossip import GossipNode
 from mycelium_p2p.learning.data import load_node_data
@@ -62,11 +62,13 @@ def test_a_stranger_can_neither_gossip_nor_write_nor_train() -> None:
                 stranger.stop()
         assert all(not any(m.id.startswith("stranger") for m in n.gossip.members()) for n in nodes)
 
-        # --- registry: writes need the bearer token (401), reads stay open ------------------------
+        # --- registry: writes and reads need a credential (401) ----------------------------------
         statuses = []
         for token in (None, "not-the-secret"):
             with RegistryClient(cluster.url, token=token, retries=0) as client:
-                assert client.groups()  # reads are open
+                with pytest.raises(RegistryError) as read:
+                    client.groups()
+                statuses.append(read.value.status)
                 for write in (
                     lambda c: c.register(
                         id="stranger", name="s", gossip_address="127.0.0.1:9", model="x:1:2"
@@ -78,7 +80,7 @@ def test_a_stranger_can_neither_gossip_nor_write_nor_train() -> None:
                         write(client)
                     statuses.append(err.value.status)
         assert set(statuses) == {401}
-        with RegistryClient(cluster.url, retries=0) as client:
+        with RegistryClient(cluster.url, token=CLUSTER_ADMIN_TOKEN, retries=0) as client:
             assert {n.id for n in client.nodes()} == {n.id for n in nodes}
             assert set(client.group(gid).members) == {n.id for n in nodes}
 

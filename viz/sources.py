@@ -20,7 +20,6 @@ import math
 import random
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -285,7 +284,7 @@ class GossipSource:
         can join, and shows the registry snapshot meanwhile.
         """
         try:
-            from mycelium_p2p.groups import GossipNode
+            from mycelium_p2p.observer import ObserverError, start_observer
         except ImportError as exc:
             raise SourceError(f"the gossip module is not available: {exc}") from exc
         if self.bootstrap:
@@ -299,17 +298,18 @@ class GossipSource:
                 self._events.extend(snap.events)
                 self._snapshot = snap
                 self._registry_state = f"snapshot at start: {len(snap.groups)} groups"
-        node = GossipNode(
-            f"viz-{uuid.uuid4().hex[:8]}",
-            self.config if self.config is not None else _default_gossip_config(),
-            host=self.host,
-            port=0,
-            meta={"name": "viewer", "role": "observer", "group": ""},
-            observer=True,
-            secret=self.token,
-            registry_url=self.bootstrap,
-        )
-        node.start()
+        try:
+            node = start_observer(
+                self.config if self.config is not None else _default_gossip_config(),
+                host=self.host,
+                token=self.token,
+                peers=self.peers,
+                registry_url=self.bootstrap,
+                meta={"name": "viewer", "role": "observer", "group": ""},
+                prefix="viz",
+            )
+        except ObserverError as exc:
+            raise SourceError(str(exc)) from exc
         self._node = node
         if self.peers:
             if not node.join(self.peers, timeout=self.join_timeout):

@@ -24,7 +24,7 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -165,12 +165,16 @@ class GossipCore:
 
     # ------------------------------------------------------------------ inputs
 
-    def handle(self, sender_address: str, frame: bytes, now: float) -> Outbound:
+    def handle(
+        self, sender_address: str, frame: bytes, now: float, peer: str | None = None
+    ) -> Outbound:
         """Process one received frame; return what to send.
 
         ``sender_address`` is informational (ZeroMQ does not know it): replies go to the
-        address advertised inside the frame. A frame that fails decoding changes nothing but a
-        drop counter.
+        address advertised inside the frame. ``peer`` is the node id the transport
+        authenticated the frame's sender as (None: not authenticated, e.g. in memory): a frame
+        whose sender id is another is dropped (counted ``spoofed``). A frame that fails decoding
+        changes nothing but a drop counter.
         """
         self.counters["frames_in"] += 1
         self.counters["bytes_in"] += len(frame) if isinstance(frame, bytes | bytearray) else 0
@@ -179,6 +183,9 @@ class GossipCore:
             return []
         if msg.sender_id == self.node_id:
             self.codec.drops["invalid"] += 1
+            return []
+        if peer is not None and msg.sender_id != peer:
+            self.codec.drops["spoofed"] += 1
             return []
         self.counters[f"in_{msg.kind.name.lower()}"] += 1
         try:
@@ -283,6 +290,22 @@ class GossipCore:
         peers = self.membership.pick(2 * self.config.fanout)
         out = self._encode_all([(p.address, Leave(u.incarnation)) for p in peers])
         return out + self._gossip(now)
+
+    def declare_dead(self, node_ids: Iterable[str], now: float) -> int:
+        """Declare the members ``node_ids`` dead here and gossip it (revoked nodes: their frames
+        are refused, so they cannot refute). Returns how many were live."""
+        count = 0
+        for node_id in node_ids:
+            member = self.membership.members.get(node_id)
+            if member is None or member.status in (Status.DEAD, Status.LEFT):
+                continue
+            u = MemberUpdate(
+                node_id, member.address, Status.DEAD, member.incarnation, member.meta, self.node_id
+            )
+            self.membership.apply(u, now)
+            count += 1
+        self._drain()
+        return count
 
     def update_meta(self, **fields: Any) -> None:
         """Merge ``fields`` into own metadata, bump incarnation, gossip it.

@@ -9,6 +9,7 @@ work to another thread); they may call this node's methods except ``request_mode
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -24,7 +25,11 @@ from mycelium_p2p.gossip.core import REPLY, GossipCore, GossipEvent, Outbound
 from mycelium_p2p.gossip.delegate import Delegate
 from mycelium_p2p.gossip.membership import MemberView
 from mycelium_p2p.gossip.messages import WireError, check_address, check_id
-from mycelium_p2p.gossip.transport import Transport
+from mycelium_p2p.gossip.transport import Transport, peer_of
+from mycelium_p2p.identity import MAX_TICKET, IdentityError, from_text
+
+#: The member metadata key of a node's ticket (text): how peers learn the key to reach it with.
+TICKET_KEY = "ticket"
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +238,9 @@ class SwimNode:
                 wait = min(max(0.0, core.next_due(now) - now), 0.25)
                 for token, frame in transport.receive(wait):
                     with unit("handling a frame"):
-                        self._send(core.handle("", frame, self._clock()), reply_to=token)
+                        out = core.handle("", frame, self._clock(), peer_of(token))
+                        self._learn(core.events)  # an answer may go to a member just learned
+                        self._send(out, reply_to=token)
                 self._run_commands(core)
                 now = self._clock()
                 if now >= core.next_due(now):
@@ -261,6 +268,16 @@ class SwimNode:
                     fut.set_result(fn(core, self._clock()))
             except Exception as exc:
                 fut.set_exception(exc)
+
+    def _learn(self, events: list[GossipEvent]) -> None:
+        """Give the transport the tickets (gossip keys) that members' metadata carries."""
+        for ev in events:
+            if ev.kind in ("member_alive", "member_updated") and ev.member:
+                ticket = ev.member.meta.get(TICKET_KEY)
+                if isinstance(ticket, str):
+                    with contextlib.suppress(IdentityError):
+                        raw = from_text(ticket, MAX_TICKET)
+                        self.transport.learn(ev.member.id, ev.member.address, raw)
 
     def _dispatch(self, core: GossipCore) -> None:
         if core.join_responses:

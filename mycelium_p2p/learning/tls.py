@@ -1,4 +1,11 @@
-"""TLS certificates for Flower traffic, issued by a CA that every holder of the secret derives.
+"""TLS certificates for Flower traffic.
+
+With node identities (a network with a token and a registry), each node holds a certificate the
+registry's CA issued for its own key (``identity.py``), naming it as ``<id>.node.mycelium``:
+``TlsMaterial.for_node`` serves and connects with it, both ways (*mutual* TLS: a leader's server
+requires a client certificate from the CA; a member checks that the server's certificate names
+the leader of record). The rest of this module is the older, derived scheme, kept for servers
+and clients used on their own (benchmarks, tests):
 
 The network has one secret (``--token`` / ``MYCELIUM_TOKEN``). From it, every node derives the
 same CA: the CA's P-256 private key is HKDF-SHA256 of the secret, and its self-signed
@@ -42,12 +49,27 @@ class TlsMaterial:
     """PEM material for one end of a Flower connection.
 
     ``ca_cert`` is the network CA (both ends); ``cert_chain`` and ``private_key`` are the
-    leader's server certificate and key (None on a member).
+    leader's server certificate and key (None on a member), or with ``mutual`` the node's own,
+    used both ways.
     """
 
     ca_cert: bytes
     cert_chain: bytes | None = None
     private_key: bytes | None = None
+    #: Both ends present a certificate from ``ca_cert`` (``for_node``).
+    mutual: bool = False
+
+    @classmethod
+    def for_node(cls, ca_cert: bytes, cert_chain: bytes, private_key: bytes) -> TlsMaterial:
+        """A node's own material: its certificate and key, as a leader's server (which then
+        requires client certificates from ``ca_cert``) and as a member (which presents it)."""
+        return cls(ca_cert, cert_chain, private_key, mutual=True)
+
+    def client_pair(self) -> tuple[bytes | None, bytes | None]:
+        """``(private_key, cert_chain)`` a member presents (None, None unless mutual)."""
+        if not self.mutual:
+            return None, None
+        return self.private_key, self.cert_chain
 
     @property
     def is_server(self) -> bool:

@@ -413,6 +413,7 @@ class Controller:
             dissolved=dissolved,
             created_at=seen.created_at if seen is not None else now,
             updated_at=now,
+            lease=state.lease,
         )
         self.gossip.publish_group(record)
         state.published_members = current
@@ -502,6 +503,7 @@ class Controller:
             self._attempted(Attempt.REFUSED if refused else Attempt.UNREACHABLE, command.first)
             return
         self._enter_group(created.id, created.term)
+        self.state.lease = getattr(created, "lease", None) or ""
         self._become_leader(server, "founded")
         self._attempted(Attempt.MOVED, command.first)
 
@@ -510,7 +512,7 @@ class Controller:
         start = self.learning.last_round() or record.round
         server = self.learning.start_server(start, from_group=True)
         try:
-            self.registry.claim_leadership(
+            granted = self.registry.claim_leadership(
                 record.id, node_id=state.id, term=record.term + 1, flower_address=server.address
             )
         except RegistryUnavailable:
@@ -527,6 +529,7 @@ class Controller:
             )
             return
         state.term = record.term + 1
+        state.lease = getattr(granted, "lease", None) or ""
         state.leader_gone_at = None
         state.lost_claims = 0
         self._become_leader(server, f"claimed term {state.term}")

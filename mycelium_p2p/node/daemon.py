@@ -23,9 +23,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from mycelium_p2p import keystore
 from mycelium_p2p.containment import Containment
 from mycelium_p2p.gossip.transport import Transport
 from mycelium_p2p.groups import GossipNode, GroupRecord
+from mycelium_p2p.identity import IdentityError, NodeIdentity
 from mycelium_p2p.learning import admission, models
 from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.data import NodeData, load_node_data
@@ -43,6 +45,7 @@ from mycelium_p2p.node.registry_link import RegistryLink
 from mycelium_p2p.node.state import NodeState
 from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.policy import Decision, PolicyParams
+from mycelium_p2p.registry_client import RegistryError, RegistryUnavailable
 
 log = logging.getLogger("mycelium.node")
 
@@ -151,7 +154,9 @@ class Node:
     ) -> None:
         self.config = config = config.resolved()
         net, learn = config.network, config.learning
-        self.id = node_id or uuid.uuid4().hex[:12]
+        self.identity = _identity(config, node_id)
+        self.id = self.identity.node_id if self.identity is not None else None
+        self.id = self.id or node_id or uuid.uuid4().hex[:12]
         self.name = config.network.name or f"node-{self.id[:6]}"
         self.data = data or load_node_data(
             learn.data, learn.node_index, learn.num_nodes, learn.seed
@@ -182,11 +187,14 @@ class Node:
                 learning_rate=learn.learning_rate,
                 seed=learn.seed + learn.node_index,
                 token=net.token,
+                identity=self.identity,
             ),
             on_round=self._round_done,
             rng=self.rng,
             node_id=self.id,
             member_limits=self.member_limits,
+            leader_of=self._leader_of,
+            admit=self._admit,
         )
         self.state = NodeState(self.id, self.name, self.spec)
         self.gossip = GossipNode(
@@ -196,8 +204,8 @@ class Node:
             port=net.gossip_port,
             advertise_host=host,
             meta=NodeMeta(name=self.name, model=self.spec, **self.learning.sizes()).to_map(),
-            secret=net.token,
             registry_url=net.registry_url,
+            identity=self.identity,
             wrap_transport=wrap_gossip_transport,
         )
         url = self._registry_url
@@ -205,19 +213,65 @@ class Node:
             self.state,
             controller_params(config),
             gossip=_Gossip(self.gossip),
-            registry=RegistryLink(url, net.token, timeout=3.0, retries=1),
+            registry=RegistryLink(
+                url,
+                net.token,
+                timeout=3.0,
+                retries=1,
+                identity=self.identity,
+                on_enrolled=self._enrolled,
+            ),
             learning=self.learning,
             clock=clock,
             rng=self.rng,
             on_fail=self._failed,
         )
         self.heartbeats = Heartbeats(
-            RegistryLink(url, net.token, timeout=3.0, retries=0),
+            RegistryLink(url, net.token, timeout=3.0, retries=0, identity=self.identity),
             self.id,
             self.name,
             lambda: self.controller.published,
             self._events.put,
         )
+
+    def _enrolled(self) -> None:
+        """The registry issued something new: keep it, and gossip the new ticket."""
+        identity = self.identity
+        if identity is None:
+            return
+        if self.config.network.state_dir:
+            keystore.save(identity, self.config.network.state_dir)
+        log.info("%s: enrolled with the registry (id %s)", self.name, self.id)
+        self.learning.enrolled()
+        self.gossip.set_ticket()
+
+    def _refresh_revocations(self) -> None:
+        """Ask the registry for its revocation list; a newer one is installed and gossiped, so
+        nodes that cannot reach the registry learn it too."""
+        trust = None if self.identity is None else self.identity.trust
+        if trust is None or not self.identity or not self.identity.credential:
+            return
+        try:
+            listed = self.heartbeats.registry.revocations()  # type: ignore[attr-defined]
+        except (RegistryError, RegistryUnavailable):
+            return
+        newer = listed.serial > trust.revocations.serial and self.gossip.running
+        if newer and self.gossip.install_revocations(listed.signed):
+            log.warning("%s: revoked by the operator: %s", self.name, ", ".join(listed.ids))
+
+    def _leader_of(self, flower_address: str) -> str | None:
+        """The leader of record serving Flower at ``flower_address`` (records carry leases)."""
+        if not self.gossip.running:
+            return None
+        for record in self.gossip.groups().values():
+            if record.flower_address == flower_address:
+                return record.leader
+        return None
+
+    def _admit(self, node_id: str) -> bool:
+        """Whether a Flower session of ``node_id`` may go on: certified and not revoked."""
+        trust = None if self.identity is None else self.identity.trust
+        return trust is not None and not trust.revoked(node_id)
 
     def _registry_url(self) -> str | None:
         return self.config.network.registry_url or self.gossip.registry_url
@@ -321,6 +375,8 @@ class Node:
         while not self._stop.is_set():
             with self.containment.unit("a heartbeat"):
                 self.heartbeats.beat()
+            with self.containment.unit("fetching the revocation list"):
+                self._refresh_revocations()
             self._stop.wait(self.config.registry.heartbeat_interval)
         self.heartbeats.close()
 
@@ -412,3 +468,21 @@ class Node:
     def test_accuracy(self) -> float | None:
         """Accuracy of the node's current group model on its own held-out test split."""
         return self.learning.test_accuracy()
+
+
+def _identity(config: NodeConfig, node_id: str | None) -> NodeIdentity | None:
+    """The node's own identity with a token (kept in ``state_dir`` if one is set), else None,
+    said loudly: without a token nothing checks who speaks."""
+    net = config.network
+    if not net.token:
+        log.warning(
+            "no token: this node runs open (the registry, gossip and Flower accept anyone who "
+            "reaches them); fine on one development machine, never on a shared network"
+        )
+        return None
+    if not net.state_dir:
+        return NodeIdentity(node_id or uuid.uuid4().hex[:12])
+    try:
+        return keystore.load_or_create(net.state_dir, node_id)
+    except (IdentityError, OSError) as exc:
+        raise ValueError(f"state directory {net.state_dir}: {exc}") from exc

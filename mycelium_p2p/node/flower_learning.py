@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mycelium_p2p.identity import NodeIdentity, dns_name
 from mycelium_p2p.learning import flower, models, train
 from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.data import NodeData, Split
@@ -45,7 +46,11 @@ class FlowerSettings:
     seed : int
         Seed of local training (default: 0).
     token : str | None
-        The network secret: Flower over TLS with certificates from it (default: None: clear).
+        A shared secret: Flower over TLS with certificates derived from it (standalone use;
+        ignored with an ``identity``) (default: None: clear).
+    identity : NodeIdentity | None
+        The node's enrolled identity: Flower over mutual TLS with the certificate the registry
+        issued it (default: None).
     """
 
     strategy: str = "median"
@@ -59,6 +64,7 @@ class FlowerSettings:
     learning_rate: float = 3e-3
     seed: int = 0
     token: str | None = None
+    identity: NodeIdentity | None = None
 
 
 class _Server:
@@ -114,6 +120,13 @@ class FlowerLearning:
         Stated in every Flower result of this node, so that a leader can hold it to its sizes.
     member_limits : callable
         For a group this node leads: a member's announced sizes, None if it is not a member.
+    leader_of : callable | None
+        With an identity: ``leader_of(flower_address)``, the node id of the leader of record
+        serving there (from lease-checked group records), or None; a member connects only to a
+        server whose certificate names it (default: None).
+    admit : callable | None
+        With an identity: whether a Flower session of ``node_id`` may go on (not revoked)
+        (default: None).
     """
 
     def __init__(
@@ -125,6 +138,8 @@ class FlowerLearning:
         rng: random.Random,
         node_id: str,
         member_limits: Callable[[str], MemberLimits | None],
+        leader_of: Callable[[str], str | None] | None = None,
+        admit: Callable[[str], bool] | None = None,
     ) -> None:
         flower.install()  # process-wide Flower settings, before any server or client exists
         self.data = data
@@ -136,8 +151,11 @@ class FlowerLearning:
         self.local_model = models.build_model(spec)
         self._servers: list[_Server] = []  # running, the newest last
         self._servers_lock = threading.Lock()
-        token = settings.token
-        self._server_tls = (
+        self._node_id = node_id
+        self._leader_of = leader_of
+        self._admit = admit
+        token = None if settings.identity is not None else settings.token
+        self._shared_tls = (
             TlsMaterial.for_server(token, settings.advertised_host) if token else None
         )
         self.client = MemberClient(
@@ -149,7 +167,9 @@ class FlowerLearning:
             seed=settings.seed,
             tls=TlsMaterial.for_member(token) if token else None,
             node_id=node_id,
+            server_name=self._server_name if settings.identity is not None else None,
         )
+        self.enrolled()  # an identity from the state directory may hold its certificate
         self.round_times: list[tuple[int, float]] = []  # (round, monotonic time) while leading
 
     # -- what the node is ------------------------------------------------------------------
@@ -254,14 +274,47 @@ class FlowerLearning:
             pause=s.round_pause,
             on_round=self._round_done,
             start_round=start_round,
-            tls=self._server_tls,
+            tls=self.server_tls(),
             member_limits=self._member_limits,
+            admit=self._admit,
         )
         port = server.start().rsplit(":", 1)[1]
         handle = _Server(server, f"{s.advertised_host}:{port}", self._stopped)
         with self._servers_lock:
             self._servers.append(handle)
         return handle
+
+    def server_tls(self) -> TlsMaterial | None:
+        """The TLS material of a server this node starts: its own certificate (mutual TLS)
+        with an identity, the shared secret's without.
+
+        Raises
+        ------
+        RuntimeError
+            With an identity that holds no certificate yet (not enrolled: it may not serve).
+        """
+        identity = self.settings.identity
+        if identity is None:
+            return self._shared_tls
+        material = _node_tls(identity)
+        if material is None:
+            raise RuntimeError("this node is not enrolled yet: it has no certificate to serve")
+        return material
+
+    def enrolled(self) -> None:
+        """The node's certificate arrived (or changed): connect with it from now on."""
+        identity = self.settings.identity
+        if identity is not None:
+            self.client.tls = _node_tls(identity)
+
+    def _server_name(self, address: str) -> str | None:
+        """The DNS name the server at ``address`` must present: its leader of record's."""
+        with self._servers_lock:
+            own = any(handle.address == address for handle in self._servers)
+        leader = self._node_id if own else None
+        if leader is None and self._leader_of is not None:
+            leader = self._leader_of(address)
+        return None if leader is None else dns_name(leader)
 
     def _stopped(self, handle: _Server) -> None:
         with self._servers_lock:
@@ -298,3 +351,11 @@ class FlowerLearning:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _node_tls(identity: NodeIdentity) -> TlsMaterial | None:
+    """Mutual-TLS material from the node's certificate (None before it has one)."""
+    trust, cert = identity.trust, identity.certificate
+    if trust is None or cert is None:
+        return None
+    return TlsMaterial.for_node(trust.ca_pem, cert, identity.keys.tls_key_pem())

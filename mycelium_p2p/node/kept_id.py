@@ -2,7 +2,8 @@
 
 The registry and the gossip layer know a node by its id: a node that restarts with a new id
 leaves a stale entry behind and loses its place in its group. With a state folder the id is made
-once and read back at every start. A lock on the folder keeps two running nodes from sharing an
+once and read back at every start (a node with a token keeps it in its keystore instead, see
+``mycelium_p2p.keystore``). A lock on the folder keeps two running nodes from sharing an
 id (the lock is released by the operating system when the process ends, even by a crash).
 """
 
@@ -29,13 +30,22 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def claim(folder: Path) -> tuple[str, IO[str]]:
+def claim(folder: Path, keep_id: bool = True) -> tuple[str | None, IO[str]]:
     """Lock ``folder`` for this process and return the node id kept there (made on first use).
+
+    Parameters
+    ----------
+    folder
+        The state folder (made with its parents).
+    keep_id
+        Read or make the id file (default: True); False only locks (a node with a token keeps
+        its identity, id included, in the keystore's file in the same folder).
 
     Returns
     -------
     tuple
-        The id and the open lock file: keep it open while the node runs.
+        The id (None when ``keep_id`` is false) and the open lock file: keep it open while the
+        node runs.
 
     Raises
     ------
@@ -54,7 +64,7 @@ def claim(folder: Path) -> tuple[str, IO[str]]:
         lock.close()
         raise StateDirError(f"state folder {folder} is in use by another running node") from None
     try:
-        return _read_or_make(folder / ID_FILE), lock
+        return (_read_or_make(folder / ID_FILE) if keep_id else None), lock
     except BaseException:
         lock.close()
         raise

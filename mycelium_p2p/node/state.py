@@ -47,6 +47,7 @@ class NodeState:
     # Where the node is.
     group_id: str | None = None
     term: int = 0
+    lease: str = ""  # the registry's grant of the term this node leads (with a token)
     epoch: int = 0  # bumped on every change of group
     server_address: str | None = None  # set while leading
     # Leading.

@@ -9,6 +9,9 @@ A ``SwimNode`` is given one ``Transport`` and uses nothing else of the network:
 - ``request(dest, frame, timeout)``: send on a connection of its own and block (on the calling
   thread, not the gossip thread) for the one answer, or None.
 - ``forget(dest)``: a hint that ``dest`` died or left (close what is kept for it).
+- ``learn(node_id, address, ticket)``: a member's ticket (gossip metadata): a transport that
+  authenticates (ZeroMQ with an identity) takes the key to reach ``address`` with from it. A
+  frame from an authenticated sender comes with a token carrying its node id (``peer``).
 
 Implementations: ``zmq.ZmqTransport`` (real networks) and ``memory.MemoryTransport`` on a
 ``memory.MemoryNetwork`` (tests and simulations). ``Partition`` cuts any of them in two:
@@ -52,6 +55,10 @@ class Transport(Protocol):
 
     def forget(self, dest: str) -> None:
         """``dest`` died or left: release what is kept for it."""
+        ...
+
+    def learn(self, node_id: str, address: str, ticket: bytes) -> bool:
+        """``node_id``, at ``address``, speaks with the key of ``ticket``; True if taken."""
         ...
 
     def stats(self) -> dict[str, int]:
@@ -140,6 +147,17 @@ class PartitionedTransport:
     def forget(self, dest: str) -> None:
         self.inner.forget(dest)
 
+    def learn(self, node_id: str, address: str, ticket: bytes) -> bool:
+        return self.inner.learn(node_id, address, ticket)
+
+    def introduce(self, dest: str, timeout: float) -> Any:
+        if self.partition.blocks(self.inner.address, dest):
+            return None
+        return self.inner.introduce(dest, timeout)  # type: ignore[attr-defined]
+
+    def renew(self) -> None:
+        self.inner.renew()  # type: ignore[attr-defined]
+
     def stats(self) -> dict[str, int]:
         return {**self.inner.stats(), "partitioned": self.partition.dropped}
 
@@ -147,4 +165,10 @@ class PartitionedTransport:
         self.inner.close()
 
 
-__all__ = ["Partition", "PartitionedTransport", "Transport"]
+def peer_of(token: Any) -> str | None:
+    """The authenticated node id a received frame's token carries (None: not authenticated)."""
+    peer = getattr(token, "peer", None)
+    return peer if isinstance(peer, str) else None
+
+
+__all__ = ["Partition", "PartitionedTransport", "Transport", "peer_of"]

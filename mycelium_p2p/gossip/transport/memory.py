@@ -335,6 +335,9 @@ class MemoryTransport:
     def forget(self, dest: str) -> None:
         return None
 
+    def learn(self, node_id: str, address: str, ticket: bytes) -> bool:
+        return False  # frames in memory are not authenticated
+
     def stats(self) -> dict[str, int]:
         return dict(self.counters)
 

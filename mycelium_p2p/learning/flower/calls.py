@@ -14,6 +14,7 @@ factory; the rest is the bookkeeping `client.MemberClient` uses.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -21,11 +22,15 @@ from typing import Any
 import grpc
 from flwr.compat.client.grpc_client import connection as _client_connection
 
+from mycelium_p2p.learning.flower.channels import MutualTls, secure_channel
+
 _member_threads: set[int] = set()
 _calls: dict[int, Any] = {}
 _cancelled: set[int] = set()
 _calls_lock = threading.Lock()
 ORIGINAL_CREATE_CHANNEL = _client_connection.create_channel
+_ORIGINAL_SIGNATURE = inspect.signature(ORIGINAL_CREATE_CHANNEL)
+_mutual: dict[int, MutualTls] = {}
 
 
 class _CallRecordingChannel:
@@ -74,17 +79,39 @@ def _end_requests(requests: Any) -> None:
 
 
 def recording_create_channel(*args: Any, **kwargs: Any) -> Any:
-    channel = ORIGINAL_CREATE_CHANNEL(*args, **kwargs)
     ident = threading.get_ident()
+    with _calls_lock:
+        mutual = _mutual.get(ident)
+    if mutual is None:
+        channel = ORIGINAL_CREATE_CHANNEL(*args, **kwargs)
+    else:  # flwr's factory takes no client certificate: the member's own channel
+        bound = _ORIGINAL_SIGNATURE.bind(*args, **kwargs)
+        bound.apply_defaults()
+        limit = bound.arguments["max_message_length"]
+        channel = secure_channel(
+            bound.arguments["server_address"],
+            mutual,
+            [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)],
+        )
     with _calls_lock:
         if ident not in _member_threads:
             return channel
     return _CallRecordingChannel(channel, ident)
 
 
+def set_thread_tls(ident: int, mutual: MutualTls | None) -> None:
+    """The mutual-TLS material of the member thread ``ident``'s next channel (None: flwr's)."""
+    with _calls_lock:
+        if mutual is None:
+            _mutual.pop(ident, None)
+        else:
+            _mutual[ident] = mutual
+
+
 def register_member_thread(ident: int, active: bool) -> None:
     with _calls_lock:
         _calls.pop(ident, None)
+        _mutual.pop(ident, None)
         _cancelled.discard(ident)
         if active:
             _member_threads.add(ident)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -16,19 +18,46 @@ def check_address(address: str) -> str:
     return address
 
 
+@dataclass(frozen=True)
+class MutualTls:
+    """What a member presents and expects on a mutual-TLS channel: the CA, its own key and
+    certificate, and the DNS name the server's certificate must carry (the leader of record's,
+    ``identity.dns_name``)."""
+
+    root_certificates: bytes
+    private_key: bytes
+    certificate_chain: bytes
+    server_name: str
+
+
+def secure_channel(
+    address: str, tls: MutualTls, options: list[tuple[str, Any]] | None = None
+) -> grpc.Channel:
+    """A TLS channel that presents the member's certificate and accepts only a server whose
+    certificate, from the CA, names ``tls.server_name``."""
+    credentials = grpc.ssl_channel_credentials(
+        tls.root_certificates, tls.private_key, tls.certificate_chain
+    )
+    opts = [*(options or []), ("grpc.ssl_target_name_override", tls.server_name)]
+    return grpc.secure_channel(address, credentials, options=opts)
+
+
 def wait_for_server(
     address: str,
     timeout: float,
     cancelled: Callable[[], bool] | None = None,
     root_certificates: bytes | None = None,
+    mutual: MutualTls | None = None,
 ) -> bool:
     """True once a gRPC server accepts connections at ``address`` (within ``timeout`` s).
 
     ``cancelled`` is polled every 0.1 s; when it returns True the wait ends with False. With
     ``root_certificates`` (PEM) the channel is TLS and is ready only once the server's
-    certificate verifies against them.
+    certificate verifies against them; with ``mutual``, only once both ends' do.
     """
-    if root_certificates is None:
+    if mutual is not None:
+        channel = secure_channel(address, mutual)
+    elif root_certificates is None:
         channel = grpc.insecure_channel(address)
     else:
         channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates))

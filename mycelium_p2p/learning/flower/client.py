@@ -20,7 +20,7 @@ from flwr.compat.client.numpy_client import NumPyClient
 
 from mycelium_p2p.learning.data import NodeData
 from mycelium_p2p.learning.flower import calls
-from mycelium_p2p.learning.flower.channels import check_address, wait_for_server
+from mycelium_p2p.learning.flower.channels import MutualTls, check_address, wait_for_server
 from mycelium_p2p.learning.flower.setup import install
 from mycelium_p2p.learning.models import build_model, get_weights, message_limit, set_weights
 from mycelium_p2p.learning.tls import TlsMaterial
@@ -51,6 +51,10 @@ class MemberClient(NumPyClient):
     node_id : str or None
         Stated as ``node_id`` in every fit and evaluate result, for a leader that checks who
         speaks (`GroupServer`'s ``member_limits``) (default: None, not stated).
+    server_name : callable or None
+        With mutual TLS (`TlsMaterial.for_node`): ``server_name(address)``, the DNS name the
+        certificate of the server at ``address`` must carry (the leader of record's), or None
+        while none is known (the client then waits and retries) (default: None).
 
     The channel refuses messages larger than `models.message_limit` of the model.
     """
@@ -68,11 +72,13 @@ class MemberClient(NumPyClient):
         connect_timeout: float = 2.0,
         tls: TlsMaterial | None = None,
         node_id: str | None = None,
+        server_name: Callable[[str], str | None] | None = None,
     ) -> None:
         install()
         self.data = data
         self.node_id = node_id
         self.tls = tls
+        self.server_name = server_name
         self.spec = spec
         self.local_epochs = local_epochs
         self.batch_size = batch_size
@@ -241,9 +247,16 @@ class MemberClient(NumPyClient):
                 address = self._target
             assert address is not None
             calls.forget_thread_call(self._thread_id)
-            root = None if self.tls is None else self.tls.ca_cert
+            tls = self.tls
+            root = None if tls is None else tls.ca_cert
+            mutual = self._mutual(tls, address)
+            if tls is not None and tls.mutual and mutual is None:
+                self._pause(backoff)  # the leader of record is not known yet
+                backoff = min(backoff * 2, 2.0)
+                continue
+            calls.set_thread_tls(threading.get_ident(), mutual)
             if not wait_for_server(
-                address, self.connect_timeout, lambda a=address: self._gone(a), root
+                address, self.connect_timeout, lambda a=address: self._gone(a), root, mutual
             ):
                 self._pause(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -275,6 +288,17 @@ class MemberClient(NumPyClient):
                 continue
             self._pause(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    def _mutual(self, tls: TlsMaterial | None, address: str) -> MutualTls | None:
+        """The mutual-TLS material for the server at ``address`` (None: not mutual, or no
+        leader of record known for it)."""
+        if tls is None or not tls.mutual or self.server_name is None:
+            return None
+        key, cert = tls.client_pair()
+        name = self.server_name(address)
+        if key is None or cert is None or not name:
+            return None
+        return MutualTls(tls.ca_cert, key, cert, name)
 
     def _gone(self, address: str) -> bool:
         with self._state:

@@ -13,6 +13,7 @@ left out (logged) before any strategy or metric sees them; gRPC refuses messages
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
@@ -58,11 +59,18 @@ def peer_host(peer: str) -> str:
 
 
 class _PeerServicer(FlowerServiceServicer):
-    """Flower's servicer, whose proxies know their peer's host (to key cool-downs)."""
+    """Flower's servicer, whose proxies know their peer's host (to key cool-downs).
 
-    def __init__(self, client_manager: SimpleClientManager) -> None:
+    With ``admit``, a session whose client certificate names a node ``admit`` refuses (a
+    revoked one) ends before its first message.
+    """
+
+    def __init__(
+        self, client_manager: SimpleClientManager, admit: Callable[[str], bool] | None = None
+    ) -> None:
         super().__init__(client_manager, grpc_client_proxy_factory=self._proxy)
         self._local = threading.local()
+        self._admit = admit
 
     def _proxy(self, cid: str, bridge: GrpcBridge) -> GrpcClientProxy:
         return _PeerProxy(cid, bridge, getattr(self._local, "host", ""))
@@ -70,6 +78,11 @@ class _PeerServicer(FlowerServiceServicer):
     def Join(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
         # Flower builds the proxy inside its Join, on this thread, before its first message.
         self._local.host = peer_host(context.peer())
+        if self._admit is not None:
+            names = context.auth_context().get("x509_common_name") or [b""]
+            node_id = names[0].decode(errors="replace")
+            if not self._admit(node_id):
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{node_id!r} is not admitted")
         yield from super().Join(request_iterator, context)
 
 
@@ -78,14 +91,45 @@ def _serve(
     address: str,
     max_message_length: int,
     certificates: tuple[bytes, bytes, bytes] | None,
+    mutual: bool = False,
+    admit: Callable[[str], bool] | None = None,
 ) -> grpc.Server:
-    """What ``start_grpc_server`` does, with `_PeerServicer` and a message size limit."""
-    server = generic_create_grpc_server(
-        servicer_and_add_fn=(_PeerServicer(manager), add_FlowerServiceServicer_to_server),
-        server_address=address,
-        max_message_length=max_message_length,
-        certificates=certificates,
+    """What ``start_grpc_server`` does, with `_PeerServicer` and a message size limit; with
+    ``mutual``, TLS that requires a client certificate from the CA of ``certificates`` (Flower
+    hard-codes ``require_client_auth=False``, so that server is built here)."""
+    servicer = _PeerServicer(manager, admit if mutual else None)
+    if not mutual or certificates is None:
+        server = generic_create_grpc_server(
+            servicer_and_add_fn=(servicer, add_FlowerServiceServicer_to_server),
+            server_address=address,
+            max_message_length=max_message_length,
+            certificates=certificates,
+        )
+        server.start()
+        return server
+    workers = 64
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers),
+        maximum_concurrent_rpcs=workers,
+        options=[
+            ("grpc.max_concurrent_streams", max(100, workers)),
+            ("grpc.max_send_message_length", max_message_length),
+            ("grpc.max_receive_message_length", max_message_length),
+            ("grpc.so_reuseport", 0),
+        ],
     )
+    add_FlowerServiceServicer_to_server(servicer, server)
+    ca, cert, key = certificates
+    credentials = grpc.ssl_server_credentials(
+        ((key, cert),), root_certificates=ca, require_client_auth=True
+    )
+    try:
+        port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    if port == 0:
+        raise SystemExit(f"cannot bind {address}")
+    server.bound_address = f"{address.rpartition(':')[0]}:{port}"  # type: ignore[attr-defined]
     server.start()
     return server
 
@@ -167,8 +211,9 @@ class GroupServer:
     wait_timeout : float
         Longest wait for clients before the loop looks again (default: 1).
     tls : TlsMaterial or None
-        Serve over TLS with this server certificate (`TlsMaterial.for_server`), or in the
-        clear (default: None).
+        Serve over TLS with this server certificate (`TlsMaterial.for_server`), with mutual
+        TLS (`TlsMaterial.for_node`: only clients with a certificate from the same CA), or in
+        the clear (default: None).
     member_limits : callable or None
         ``member_limits(node_id)``: None when ``node_id`` is not a live member of the group,
         else its announced sizes (`admission.MemberLimits`). When given, every result must
@@ -182,6 +227,9 @@ class GroupServer:
         A session refused in ``strikes`` rounds in a row is disconnected; the id it stated
         gets no new session from its host for ``cool_down`` seconds (defaults:
         `admission.STRIKES`, `admission.COOL_DOWN`).
+    admit : callable or None
+        With mutual TLS: ``admit(node_id)`` of each session's client certificate; False ends
+        the session (a revoked node) (default: None: every certified client).
 
     Messages larger than `models.message_limit` of ``initial_weights`` are refused by gRPC.
     """
@@ -206,6 +254,7 @@ class GroupServer:
         max_examples: int = admission.MAX_UNANNOUNCED_EXAMPLES,
         strikes: int = admission.STRIKES,
         cool_down: float = admission.COOL_DOWN,
+        admit: Callable[[str], bool] | None = None,
     ) -> None:
         install()
         if min_clients < 1:
@@ -213,6 +262,7 @@ class GroupServer:
         if tls is not None and not tls.is_server:
             raise TlsError("GroupServer needs TLS material with a server certificate")
         self._tls = tls
+        self._admit = admit
         self._weights = [np.array(w, copy=True) for w in initial_weights]
         self._strategy_name = strategy
         self._strategy = CheckedStrategy(
@@ -302,6 +352,8 @@ class GroupServer:
                 f"{self._host}:{self._port}",
                 self.max_message_length,
                 None if self._tls is None else self._tls.server_certificates(),
+                mutual=self._tls is not None and self._tls.mutual,
+                admit=self._admit,
             )
         except SystemExit as exc:
             raise OSError(

@@ -1,0 +1,219 @@
+"""A node's own identity over the real parts: a registry over HTTP on a SQLite file, a node with
+gossip on ZeroMQ, a state directory on disk.
+
+The node enrols at its first registration (admission token, public key, CSR), keeps what the
+registry issued in its state directory (owner-only), and is the same node after a restart: same
+id, its credential (not the admission token) on every request, even once the registry was
+restarted with another admission token.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bootstrap.server import RegistryServer
+from cli.main import main
+from mycelium_p2p.identity import IdentityError
+from mycelium_p2p.keystore import FILE, load_or_create
+from mycelium_p2p.learning.data import load_node_data
+from mycelium_p2p.node import Node
+from mycelium_p2p.node_config import NodeConfig
+from mycelium_p2p.registry_client import RegistryClient, RegistryError
+from tests.helpers import wait_for
+
+TOKEN = "node-identity-token"
+ADMIN = "node-identity-admin"
+
+
+def _node(url: str, state: Path, token: str = TOKEN) -> Node:
+    config = NodeConfig.test().replace(
+        token=token, registry_url=url, name="alice", state_dir=str(state)
+    )
+    return Node(config, data=load_node_data("digits:iid", 0, 2, seed=0))
+
+
+def _registered(url: str, node_id: str, token: str = ADMIN) -> bool:
+    with RegistryClient(url, token=token, retries=0) as reader:
+        return any(n.id == node_id and n.status == "alive" for n in reader.nodes())
+
+
+def test_a_state_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    identity = load_or_create(tmp_path / "s")
+    path = tmp_path / "s" / FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o700
+    assert load_or_create(tmp_path / "s").node_id == identity.node_id
+    with pytest.raises(IdentityError, match="belongs to node"):
+        load_or_create(tmp_path / "s", "someone-else")
+    path.chmod(0o644)
+    with pytest.raises(IdentityError, match="readable by others"):
+        load_or_create(tmp_path / "s")
+
+
+@pytest.mark.slow
+def test_a_node_enrols_once_and_is_itself_after_restarts(tmp_path: Path) -> None:
+    db, ca_dir, state = tmp_path / "r.db", tmp_path / "ca", tmp_path / "alice"
+    with RegistryServer(db, token=TOKEN, admin_token=ADMIN, ca_dir=ca_dir) as registry:
+        url = str(registry.url)
+        node = _node(url, state)
+        node.start()
+        try:
+            wait_for(lambda: _registered(url, node.id), 30, what="the node registered")
+            assert node.identity is not None and node.identity.enrolled
+        finally:
+            node.stop()
+        first_id = node.id
+        saved = json.loads((state / FILE).read_text())
+        assert saved["node_id"] == first_id and saved["credential"] and saved["certificate"]
+        assert stat.S_IMODE((state / FILE).stat().st_mode) == 0o600
+        # Its credential reads; the admission token cannot act for it.
+        with RegistryClient(url, token=saved["credential"], retries=0) as own:
+            assert own.node(first_id).id == first_id
+        token_only = RegistryClient(url, token=TOKEN, retries=0)
+        with token_only, pytest.raises(RegistryError) as refused:
+            token_only.heartbeat(first_id)
+        assert refused.value.status == 403
+
+    # The registry restarts with a new admission token; the node restarts with the old one:
+    # it is the same node, speaking with its credential.
+    with RegistryServer(db, token="rotated-token", admin_token=ADMIN, ca_dir=ca_dir) as registry:
+        url = str(registry.url)
+        again = _node(url, state, token=TOKEN)
+        again.start()
+        try:
+            assert again.id == first_id
+            wait_for(lambda: _registered(url, first_id), 30, what="the node registered again")
+            assert again.phase.value != "stopped", again.failure
+        finally:
+            again.stop()
+        assert json.loads((state / FILE).read_text())["credential"] == saved["credential"]
+
+
+@pytest.mark.slow
+def test_an_operator_revocation_reaches_every_node() -> None:
+    """The operator revokes a node at the registry; the others fetch the signed list (with
+    their heartbeats) or get it by gossip, then refuse the revoked node. The time is printed."""
+    from bootstrap.server import CLUSTER_ADMIN_TOKEN, cluster_registry
+    from mycelium_p2p.testing.local_cluster import LocalCluster
+
+    config = NodeConfig.test().replace(token=TOKEN, group_capacity=4)
+    datas = [load_node_data("digits:iid", i, 4, seed=0) for i in range(4)]
+    with LocalCluster(datas, config, registry=cluster_registry) as cluster:
+        nodes = cluster.nodes
+        ids = {n.id for n in nodes}
+
+        def live(node: Node) -> set[str]:
+            return {m.id for m in node.gossip.members() if m.status == "alive"}
+
+        wait_for(lambda: all(live(n) == ids for n in nodes), 60, what="every node sees all")
+        victim, others = nodes[-1], nodes[:-1]
+        start = time.monotonic()
+        result = CliRunner().invoke(
+            main,
+            ["revoke", victim.id, "--bootstrap", cluster.url, "--admin-token", CLUSTER_ADMIN_TOKEN],
+        )
+        assert result.exit_code == 0, result.output
+        assert f"revoked {victim.id}" in result.output
+        refused = CliRunner().invoke(
+            main, ["revoke", others[0].id, "--bootstrap", cluster.url, "--admin-token", TOKEN]
+        )
+        assert refused.exit_code != 0 and "403" in refused.output
+
+        def refused() -> bool:
+            return all(
+                n.identity is not None
+                and n.identity.trust is not None
+                and n.identity.trust.revoked(victim.id)
+                and victim.id not in live(n)
+                for n in others
+            )
+
+        wait_for(refused, 30, what="every node refuses the revoked one")
+        took = time.monotonic() - start
+        print(
+            f"operator revocation: {len(others)} nodes refuse {victim.id} after {took:.2f}s "
+            f"(heartbeat interval {config.registry.heartbeat_interval:g}s)"
+        )
+        # Its credential is refused by the registry too.
+        assert victim.identity is not None and victim.identity.credential
+        own = RegistryClient(cluster.url, token=victim.identity.credential, retries=0)
+        with own, pytest.raises(RegistryError) as err:
+            own.heartbeat(victim.id)
+        assert err.value.status == 401
+
+
+@pytest.mark.slow
+def test_a_node_given_only_a_peer_and_the_token_enrols_and_joins(tmp_path: Path) -> None:
+    """``join --peer host:port --token T``: the node asks the peer for the registry's URL (its
+    introduction listener), enrols there, and joins gossip."""
+    with RegistryServer(tmp_path / "r.db", token=TOKEN, admin_token=ADMIN) as registry:
+        url = str(registry.url)
+        first = _node(url, tmp_path / "first")
+        first.start()
+        try:
+            wait_for(lambda: _registered(url, first.id), 30, what="the first node registered")
+            wait_for(lambda: first.identity and first.identity.enrolled, 30, what="enrolled")
+            config = NodeConfig.test().replace(
+                token=TOKEN,
+                peers=(str(first.gossip.address),),
+                name="bob",
+                state_dir=str(tmp_path / "bob"),
+            )
+            second = Node(config, data=load_node_data("digits:iid", 1, 2, seed=0))
+            assert second.config.network.registry_url is None
+            second.start()
+            try:
+                wait_for(lambda: _registered(url, second.id), 30, what="the newcomer enrolled")
+                wait_for(
+                    lambda: (
+                        {m.id for m in first.gossip.members() if m.status == "alive"}
+                        == {first.id, second.id}
+                    ),
+                    30,
+                    what="both in gossip",
+                )
+                assert second.gossip.registry_url == url
+            finally:
+                second.stop()
+        finally:
+            first.stop()
+
+
+@pytest.mark.slow
+def test_the_viewer_and_status_watch_a_network_with_a_token() -> None:
+    """Observers get a ticket of their own (from the registry, found through the peer) and see
+    every node; without the token they get none."""
+    from bootstrap.server import cluster_registry
+    from cli.status_cmds import gossip_snapshot
+    from mycelium_p2p.testing.local_cluster import LocalCluster
+    from viz.sources import GossipSource, SourceError
+
+    config = NodeConfig.test().replace(token=TOKEN, group_capacity=2)
+    datas = [load_node_data("digits:iid", i, 2, seed=0) for i in range(2)]
+    with LocalCluster(datas, config, registry=cluster_registry) as cluster:
+        ids = {n.id for n in cluster.nodes}
+        wait_for(
+            lambda: all(n.identity and n.identity.enrolled for n in cluster.nodes), 30, what="enrol"
+        )
+        peer = str(cluster.nodes[0].gossip.address)
+        wait_for(
+            lambda: {n.id for n in gossip_snapshot([peer], TOKEN).nodes} >= ids,
+            30,
+            what="status --peer sees every node",
+        )
+        source = GossipSource([peer], token=TOKEN)
+        source.start()
+        try:
+            wait_for(
+                lambda: {m.id for m in source._node.members()} >= ids, 30, what="viewer sees all"
+            )
+        finally:
+            source.close()
+        with pytest.raises(SourceError):
+            GossipSource([peer], token="not-the-token").start()

@@ -49,6 +49,11 @@ class RegistryError(Exception):
         self.fields = fields
 
 
+class UntrustedAnswer(RegistryError):
+    """A registration answer this node cannot trust (another network's CA, a ticket for another
+    node or key): no retry can change it."""
+
+
 class RegistryUnavailable(Exception):
     """The registry could not be reached (or kept failing) after all retries."""
 

@@ -217,3 +217,27 @@ def test_the_viewer_and_status_watch_a_network_with_a_token() -> None:
             source.close()
         with pytest.raises(SourceError):
             GossipSource([peer], token="not-the-token").start()
+
+
+@pytest.mark.slow
+def test_a_node_of_another_network_stops_with_one_line(tmp_path: Path) -> None:
+    """A state directory enrolled with one network, started against another network's registry:
+    retrying cannot help, so the node stops and says why in one line."""
+    state = tmp_path / "alice"
+    with RegistryServer(tmp_path / "a.db", token=TOKEN, ca_dir=tmp_path / "ca-a") as first:
+        node = _node(str(first.url), state)
+        node.start()
+        try:
+            wait_for(
+                lambda: node.identity is not None and node.identity.enrolled, 30, what="enrolled"
+            )
+        finally:
+            node.stop()
+    with RegistryServer(tmp_path / "b.db", token=TOKEN, ca_dir=tmp_path / "ca-b") as other:
+        stranger = _node(str(other.url), state)
+        stranger.start()
+        try:
+            wait_for(lambda: stranger.phase.value == "stopped", 30, what="the node to stop")
+        finally:
+            stranger.stop()
+        assert stranger.failure is not None and "another network" in stranger.failure

@@ -53,7 +53,7 @@ from mycelium_p2p.node.parts.leadership import LeadershipParams
 from mycelium_p2p.node.ports import Clock, GossipPort, LearningPort, RegistryPort, ServerHandle
 from mycelium_p2p.node.scheduler import Scheduler, Timer
 from mycelium_p2p.node.state import GossipView, NodeState, Published
-from mycelium_p2p.registry_client import RegistryError, RegistryUnavailable
+from mycelium_p2p.registry_client import RegistryError, RegistryUnavailable, UntrustedAnswer
 
 log = logging.getLogger("mycelium.node")
 
@@ -439,7 +439,10 @@ class Controller:
             self._register()
         except RegistryError as exc:
             if exc.status == 401:  # a wrong token stays wrong: retrying cannot help
-                self._execute([Fail(f"the registry refused this node's token ({exc.detail})")])
+                why = "a wrong token, or a state directory enrolled with another network"
+                self._execute([Fail(f"the registry refused this node ({exc.detail}): {why}")])
+            elif isinstance(exc, UntrustedAnswer):  # another network's registry: the same
+                self._execute([Fail(exc.detail)])
             else:
                 log.warning("%s: registration refused: %s", state.name, exc)
             return

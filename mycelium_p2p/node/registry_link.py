@@ -17,7 +17,11 @@ from typing import Any
 
 from mycelium_p2p.identity import IdentityError, NodeIdentity
 from mycelium_p2p.registry_api import GroupOut, NodeOut, RevocationsOut
-from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
+from mycelium_p2p.registry_client import (
+    RegistryClient,
+    RegistryUnavailable,
+    UntrustedAnswer,
+)
 
 
 class RegistryLink:
@@ -90,7 +94,7 @@ class RegistryLink:
                 answer.ca_certificate, answer.ticket, answer.certificate, answer.credential
             )
         except IdentityError as exc:  # a registry of another network, or a broken answer
-            raise RegistryError(409, f"the registry's answer does not verify: {exc}") from None
+            raise UntrustedAnswer(409, f"the registry's answer does not verify: {exc}") from None
         # A fresh ticket alone (every registration renews it) changes nothing worth saying.
         if (identity.ticket is None, identity.credential, identity.certificate) != before:
             identity.registry = self._url()

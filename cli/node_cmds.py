@@ -152,10 +152,6 @@ def join(
     except ConfigError as exc:
         raise SettingsError(str(exc)) from exc
     chosen_dir = config.network.state_dir  # given by the user (else the default below, if any)
-    if config.network.token and not config.network.state_dir:
-        from mycelium_p2p.keystore import default_state_dir
-
-        config = config.replace(state_dir=str(default_state_dir(config.network.name)))
     if not config.network.peers and not config.network.registry_url:
         raise click.UsageError("give --peer HOST:PORT (any node) or --bootstrap URL (the registry)")
     from mycelium_p2p.gossip.messages import check_address
@@ -167,6 +163,8 @@ def join(
             raise click.UsageError(str(exc)) from exc
     check_ports(config)  # before the slow imports below: a busy port is said at once
     node_id = claim_state_dir(ctx, chosen_dir, with_token=bool(config.network.token))
+    if config.network.token and not chosen_dir:
+        config = config.replace(state_dir=claim_default_state_dir(ctx, config.network.name))
     from mycelium_p2p.learning.data import DataSpecError
     from mycelium_p2p.node import Node
 
@@ -222,6 +220,27 @@ def claim_state_dir(ctx: click.Context, folder: str | None, *, with_token: bool)
         fail(f"--state-dir: {exc}")
     ctx.call_on_close(lock.close)
     return node_id
+
+
+def claim_default_state_dir(ctx: click.Context, name: str | None) -> str | None:
+    """Lock the default state folder of a node called ``name`` and return it; None (an identity
+    that lasts until the node stops) when another running node holds it: two nodes started
+    without ``--name`` on one machine must not share one identity."""
+    from mycelium_p2p.keystore import default_state_dir
+    from mycelium_p2p.node.kept_id import StateDirError, claim
+
+    folder = default_state_dir(name)
+    try:
+        _, lock = claim(folder, keep_id=False)
+    except StateDirError as exc:
+        logging.getLogger("mycelium.node").warning(
+            "%s; this node's identity lasts until it stops (give --name or --state-dir to keep "
+            "one)",
+            exc,
+        )
+        return None
+    ctx.call_on_close(lock.close)
+    return str(folder)
 
 
 def check_ports(config: NodeConfig) -> None:

@@ -1,12 +1,11 @@
 """Swagger UI served by the registry itself, so ``/docs`` renders with no internet.
 
-The Swagger UI 5 files come with the ``drf-spectacular-sidecar`` package; we locate its folder
-through the import system without importing it (it is a Django app).
+Swagger UI's files (5.35.0, Apache-2.0) are part of this package, in ``swagger_ui/`` beside this
+module, with their license and notices (see the README there).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -15,23 +14,22 @@ from litestar.static_files import create_static_files_router
 
 #: URL prefix under which the Swagger UI files are served.
 ASSETS_PATH = "/docs/assets"
+#: The files the page loads.
+SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js")
 
 
 def swagger_dist_dir() -> Path:
-    """The installed ``swagger-ui-dist`` folder.
+    """The folder of Swagger UI's files.
 
     Raises
     ------
     RuntimeError
-        If ``drf-spectacular-sidecar`` is not installed.
+        If a file is missing (a broken installation).
     """
-    spec = importlib.util.find_spec("drf_spectacular_sidecar")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("drf-spectacular-sidecar is not installed; /docs needs its files")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    folder = root / "static" / "drf_spectacular_sidecar" / "swagger-ui-dist"
-    if not (folder / "swagger-ui-bundle.js").is_file():
-        raise RuntimeError(f"Swagger UI files not found in {folder}")
+    folder = Path(__file__).resolve().parent / "swagger_ui"
+    missing = [name for name in SWAGGER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise RuntimeError(f"Swagger UI files missing from {folder}: {', '.join(missing)}")
     return folder
 
 
@@ -47,14 +45,13 @@ def assets_router() -> Router:
 
 def render_plugins() -> list[SwaggerRenderPlugin | JsonRenderPlugin]:
     """Swagger UI at ``/docs`` (local files only) and the schema at ``/docs/openapi.json``."""
-    favicon = f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>"
     return [
         SwaggerRenderPlugin(
             path="/",
             js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
             css_url=f"{ASSETS_PATH}/swagger-ui.css",
             standalone_preset_js_url=f"{ASSETS_PATH}/swagger-ui-standalone-preset.js",
-            favicon=favicon,
+            favicon="",  # Litestar's default would load an image from the internet
         ),
         JsonRenderPlugin(path="/openapi.json"),
     ]

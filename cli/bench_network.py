@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from cli.main import bench
+from cli.output import Results, json_options, progress_bar
 
 
 def memory_store(clock: Any, rng: random.Random) -> Any:
@@ -48,7 +47,7 @@ def memory_store(clock: Any, rng: random.Random) -> Any:
     show_default=True,
     help="Simulated seconds to stay pure (the steady state's registry load is measured).",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@json_options
 def bench_network(
     nodes: int,
     concepts: int,
@@ -56,35 +55,35 @@ def bench_network(
     preset: str,
     max_seconds: float,
     settle: float,
-    json_path: Path | None,
+    json_target: str | None,
+    output_path: Path | None,
 ) -> None:
     """N complete nodes in memory (fake learner, real logic, registry and gossip) until sorted."""
     from mycelium_p2p.node_config import NodeConfig
     from mycelium_p2p.testing import network_bench
 
-    console = Console(stderr=True)
+    results_to = Results.chosen(json_target, output_path)
+    with progress_bar("network") as bar:  # simulated seconds, up to --max-seconds
+        task = bar.add_task("", total=max_seconds)
 
-    def progress(net: Any) -> None:
-        console.print(
-            f"[dim]t={net.now:6.0f}s  purity {net.purity():.3f}  groups {len(net.groups())}",
-            highlight=False,
+        def progress(net: Any) -> None:
+            about = f"purity {net.purity():.3f}, {len(net.groups())} groups"
+            bar.update(task, completed=min(net.now, max_seconds), description=about)
+
+        result = network_bench.run(
+            nodes,
+            concepts,
+            memory_store,
+            seed=seed,
+            config=NodeConfig.preset(preset),
+            max_seconds=max_seconds,
+            settle=settle,
+            progress=None if bar.disable else progress,
         )
-
-    result = network_bench.run(
-        nodes,
-        concepts,
-        memory_store,
-        seed=seed,
-        config=NodeConfig.preset(preset),
-        max_seconds=max_seconds,
-        settle=settle,
-        progress=progress if console.is_terminal else None,
-    )
     table = Table(title=f"Network in memory ({nodes} nodes, {concepts} concepts, {preset} preset)")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in result.items():
         table.add_row(key, "-" if value is None else str(value))
-    Console().print(table)
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    results_to.show(table)
+    results_to.emit(result)

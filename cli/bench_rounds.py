@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import resource
 import statistics
@@ -14,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from cli.main import bench
 from cli.node_cmds import task_options
+from cli.output import Results, json_options, steps
 from mycelium_p2p.testing.processes import mycelium_command
 
 
@@ -128,14 +127,15 @@ def node_process_startup(url: str, learns: list[str]) -> tuple[float, float]:
     callback=lambda _ctx, _param, values: task_options(values),
     help="Keyword argument of the task's factory (repeatable).",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
+@json_options
 def bench_rounds(
     nodes: int,
     rounds: int,
     data: str,
     task: str | None,
     options: dict[str, str] | None,
-    json_path: str | None,
+    json_target: str | None,
+    output_path: Path | None,
 ) -> None:
     """Median seconds per round: plain Flower against a Mycelium group, same nodes and task."""
     from bootstrap.server import RegistryServer
@@ -143,21 +143,23 @@ def bench_rounds(
     from mycelium_p2p.learning.train import limit_threads
 
     limit_threads()
-    console = Console()
+    results_to = Results.chosen(json_target, output_path)
     plain_clients, initial, tasks, learns = bench_nodes(nodes, data, task, options)
     what = task or data
-    console.print(f"plain Flower: {nodes} clients, {rounds} rounds ...")
-    # The first rounds pay warm-up.
-    plain = flower.plain_client_rounds(plain_clients, initial, rounds + 2)[2:]
-    console.print(f"Mycelium group: {nodes} nodes, {rounds} rounds ...")
-    ours, per_node_mb = mycelium_seconds_per_round(tasks, rounds)
-    with tempfile.TemporaryDirectory() as tmp:
-        registry = RegistryServer(Path(tmp) / "bench.db")
-        url = registry.start()
-        try:
-            startup_s, process_mb = node_process_startup(url, learns)
-        finally:
-            registry.stop()
+    with steps("rounds", 3) as step:
+        step(f"plain Flower: {nodes} clients, {rounds} rounds")
+        # The first rounds pay warm-up.
+        plain = flower.plain_client_rounds(plain_clients, initial, rounds + 2)[2:]
+        step(f"Mycelium group: {nodes} nodes, {rounds} rounds")
+        ours, per_node_mb = mycelium_seconds_per_round(tasks, rounds)
+        step("one node process: start-up and memory")
+        with tempfile.TemporaryDirectory() as tmp:
+            registry = RegistryServer(Path(tmp) / "bench.db")
+            url = registry.start()
+            try:
+                startup_s, process_mb = node_process_startup(url, learns)
+            finally:
+                registry.stop()
     plain_median = statistics.median(plain)
     ours_median = statistics.median(ours)
     result = {
@@ -180,17 +182,14 @@ def bench_rounds(
     for column in ("", "plain Flower", "Mycelium group", "ratio"):
         table.add_column(column, justify="right")
     table.add_row("s/round", f"{plain_median:.4f}", f"{ours_median:.4f}", f"{result['ratio']:.2f}")
-    console.print(table)
     extra = Table(title="node footprint")
     extra.add_column("measure")
     extra.add_column("value", justify="right")
     extra.add_row("one node process: start-up to leading a group (s)", f"{startup_s:.2f}")
     extra.add_row("one node process: resident memory (MB)", f"{process_mb:.0f}")
     extra.add_row("one more node inside a shared process (MB)", f"{per_node_mb:.1f}")
-    console.print(extra)
-    if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2))
-        console.print(f"wrote {json_path}")
+    results_to.show(table, extra)
+    results_to.emit(result)
 
 
 def bench_nodes(

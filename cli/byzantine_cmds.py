@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from cli.main import bench
+from cli.output import Results, json_options, steps
 
 DEFAULT_STRATEGIES = "fedavg,trimmed-mean,median,krum,multikrum,bulyan"
 DEFAULT_ATTACKS = "scaled,signflip,random"
@@ -29,17 +29,23 @@ def _names(value: str, known: tuple[str, ...], what: str) -> list[str]:
 
 
 def run_bench(
-    strategies: list[str], attacks: list[str], rounds: int, seeds: list[int]
+    strategies: list[str],
+    attacks: list[str],
+    rounds: int,
+    seeds: list[int],
+    step: Callable[[str], None] = lambda _what: None,
 ) -> list[dict[str, Any]]:
-    """Clean and attacked accuracy (mean over ``seeds``) for every strategy and attack."""
+    """Clean and attacked accuracy (mean over ``seeds``) for every strategy and attack;
+    ``step`` is told what starts (one step per strategy and per attack)."""
     from mycelium_p2p.learning.byzantine import CLEAN, measure
 
     rows: list[dict[str, Any]] = []
-    console = Console(stderr=True)
     for strategy in strategies:
+        step(f"{strategy}, clean")
         clean = [measure(strategy, CLEAN, seed=s, rounds=rounds).accuracy for s in seeds]
         clean_mean = statistics.fmean(clean)
         for attack in attacks:
+            step(f"{strategy}, {attack}")
             runs = [measure(strategy, attack, seed=s, rounds=rounds) for s in seeds]
             attacked = statistics.fmean(r.accuracy for r in runs)
             rows.append(
@@ -55,7 +61,6 @@ def run_bench(
                     "seconds": sum(r.seconds for r in runs),
                 }
             )
-            console.print(f"  {strategy:>12} / {attack:<8} {clean_mean:.3f} -> {attacked:.3f}")
     return rows
 
 
@@ -66,9 +71,14 @@ def run_bench(
 @click.option(
     "--seeds", type=click.IntRange(1, 20), default=1, show_default=True, help="Runs averaged."
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
+@json_options
 def bench_byzantine(
-    strategies: str, attacks: str, rounds: int, seeds: int, json_path: str | None
+    strategies: str,
+    attacks: str,
+    rounds: int,
+    seeds: int,
+    json_target: str | None,
+    output_path: Path | None,
 ) -> None:
     """Accuracy of a 5-member digits:iid group, clean and with 1 poisoning member."""
     from mycelium_p2p.learning.byzantine import ATTACKS
@@ -80,7 +90,9 @@ def bench_byzantine(
     limit_threads()
     # Fallback and rejection warnings are expected here; the table says what matters.
     logging.getLogger("mycelium_p2p.learning.flower").setLevel(logging.ERROR)
-    rows = run_bench(chosen, chosen_attacks, rounds, list(range(seeds)))
+    results_to = Results.chosen(json_target, output_path)
+    with steps("byzantine", len(chosen) * (1 + len(chosen_attacks))) as step:
+        rows = run_bench(chosen, chosen_attacks, rounds, list(range(seeds)), step)
     table = Table(title=f"1 poisoning member of 5, digits:iid, {rounds} rounds, {seeds} seed(s)")
     for column in ("strategy", "attack", "clean acc", "attacked acc", "drop", "rejected"):
         table.add_column(column, justify="left" if column in ("strategy", "attack") else "right")
@@ -93,7 +105,5 @@ def bench_byzantine(
             f"{row['drop']:+.3f}",
             str(row["rejected"]),
         )
-    Console().print(table)
-    if json_path:
-        payload = {"rounds": rounds, "seeds": seeds, "members": 5, "attackers": 1, "rows": rows}
-        Path(json_path).write_text(json.dumps(payload, indent=2))
+    results_to.show(table)
+    results_to.emit({"rounds": rounds, "seeds": seeds, "members": 5, "attackers": 1, "rows": rows})

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from cli.common import count
+from cli.logs import configure_logging
 from cli.main import main
-from cli.node_cmds import configure_logging
 from mycelium_p2p.testing.processes import ProcessGroup, mycelium_command
 
 SCENARIOS = ("label-shift", "rotation", "iid", "synthetic")
@@ -46,7 +47,13 @@ def data_spec(scenario: str, nodes: int) -> str:
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Registry SQLite file.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--logs", type=click.Path(file_okay=False, path_type=Path), help="Node log folder.")
+@click.option(
+    "--logs",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("output/demo-logs"),
+    show_default=True,
+    help="Node log folder (kept after the demo).",
+)
 def demo(
     nodes: int,
     scenario: str,
@@ -57,7 +64,7 @@ def demo(
     db: Path | None,
     port: int,
     seed: int,
-    logs: Path | None,
+    logs: Path,
 ) -> None:
     """Start a registry, NODES nodes (separate processes) and the live viewer; stop them all."""
     from bootstrap.server import RegistryServer
@@ -77,7 +84,7 @@ def demo(
     # The local preset heartbeats every 2 s: suspect after 3 missed beats, dead after 6.
     liveness = LivenessConfig(suspect_after=6.0, dead_after=12.0, sweep_interval=1.0)
     registry = RegistryServer(db_path, port=port, liveness=liveness)
-    children = ProcessGroup(log_dir=logs or Path(workdir.name) / "logs")
+    children = ProcessGroup(log_dir=logs)  # kept: the logs are what explains a surprise
     try:
         try:
             url = registry.start()
@@ -109,7 +116,7 @@ def demo(
                 ),
                 env={"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"},
             )
-        console.print(f"{nodes} nodes started on {spec}; logs in {children.log_dir}")
+        console.print(f"{count(nodes, 'node')} started on {spec}; logs in {logs}/")
         _wait_for_first_node(url, children)
         if no_viz:
             _live_table(url, duration, console)
@@ -127,11 +134,11 @@ def demo(
 
 def _live_table(url: str, duration: float, console: Console) -> None:
     """The seed's "basic demo": the registry's groups, refreshed every second."""
-    from cli.registry_cmds import groups_table, registry_snapshot
+    from cli.status_cmds import groups_table, registry_snapshot
 
     def table() -> Table:
         try:
-            return groups_table(registry_snapshot(url).groups)
+            return groups_table(registry_snapshot(url), time.time(), width=console.width)
         except click.ClickException as exc:
             return Table(title=exc.message)
 
@@ -140,17 +147,23 @@ def _live_table(url: str, duration: float, console: Console) -> None:
         while time.monotonic() < deadline:
             time.sleep(1.0)
             live.update(table())
+    if not console.is_terminal:  # rich ends the last frame with a newline only on a terminal
+        console.line()
 
 
 def _summary(url: str, console: Console) -> None:
     """One line on how the network ended, read from the registry before everything stops."""
-    from cli.registry_cmds import registry_snapshot
+    from cli.status_cmds import registry_snapshot
 
     network = registry_snapshot(url)
     groups = [g for g in network.groups if g.members]
     alive = [n for n in network.nodes if n.status == "alive"]
     sizes = ", ".join(str(len(g.members)) for g in groups)
-    console.print(f"final: {len(groups)} groups ({sizes} members), {len(alive)} nodes alive")
+    members = "member" if sizes == "1" else "members"
+    console.print(
+        f"final: {count(len(groups), 'group')} ({sizes or 'no'} {members}), "
+        f"{count(len(alive), 'node')} alive"
+    )
 
 
 def _wait_for_first_node(url: str, children: ProcessGroup, timeout: float = 90.0) -> None:

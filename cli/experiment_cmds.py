@@ -10,11 +10,12 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from cli.main import main
 from cli.node_cmds import configure_logging
+from cli.output import Results, json_options, progress_bar
 
 SCENARIO_NAMES = ["iid", "label-shift", "rotation", "dirichlet", "drift"]
 
@@ -77,7 +78,7 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 )
 @click.option("--depart-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
 @click.option("--ifca-k", type=click.IntRange(min=1), help="IFCA's k (default: true concepts).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
+@json_options
 @click.option(
     "--plot",
     "plot_path",
@@ -87,7 +88,12 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 @click.option("--no-baselines", is_flag=True, help="Skip the baselines.")
 @click.option("--log-level", default="WARNING", type=click.Choice(["DEBUG", "INFO", "WARNING"]))
 def experiment(
-    json_path: str | None, plot_path: str | None, no_baselines: bool, log_level: str, **opts: Any
+    json_target: str | None,
+    output_path: Path | None,
+    plot_path: str | None,
+    no_baselines: bool,
+    log_level: str,
+    **opts: Any,
 ) -> None:
     """Run registry, gossip and Flower for real on partitioned data; score the grouping."""
     from bootstrap.server import cluster_registry
@@ -100,7 +106,8 @@ def experiment(
     if opts["duration"] is None and opts["rounds"] is None:
         opts["duration"] = 120.0
     configure_logging(log_level)
-    console = Console()
+    results_to = Results.chosen(json_target, output_path)
+    console = results_to.console  # stderr while stdout carries the JSON
     seeds = opts.pop("seeds") or [opts["seed"]]
     runs = []
     for seed in seeds:
@@ -110,17 +117,14 @@ def experiment(
             raise click.UsageError(str(exc)) from exc
         if len(seeds) > 1:
             console.print(f"[bold]seed {seed}[/bold]")
-        with _progress(console) as show:
+        with _progress() as show:
             runs.append(run_experiment(plan, cluster_registry, show))
         print_results(runs[-1], console)
     out: dict[str, Any] = runs[0]
     if len(seeds) > 1:
         out = {"seeds": seeds, "runs": runs, "summary": summarise(runs)}
         print_summary(out["summary"], console)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(out, indent=2))
-        console.print(f"results written to {json_path}")
+    results_to.emit(out)
     if plot_path:
         _plot({opts["scenario"] if not opts["shards"] else "shards": runs}, plot_path, console)
 
@@ -217,19 +221,12 @@ def _plan(opts: dict[str, Any], *, baselines: bool) -> Any:
 
 
 class _progress:
-    """A progress bar on a terminal (nothing otherwise), fed by the run's status."""
+    """A progress bar on stderr while a person watches (nothing in pipes and CI), fed by the
+    run's status."""
 
-    def __init__(self, console: Console) -> None:
-        self.bar: Progress | None = None
-        if console.is_terminal:
-            self.bar = Progress(
-                TextColumn("[bold]experiment"),
-                BarColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            )
+    def __init__(self) -> None:
+        bar = progress_bar("experiment")
+        self.bar: Progress | None = None if bar.disable else bar
         self.task: Any = None
 
     def __enter__(self) -> Any:
@@ -313,49 +310,3 @@ def print_summary(summary: dict[str, dict[str, Any]], console: Console) -> None:
     for name, v in summary.items():
         table.add_row(name, _num(v["median"]), _num(v["min"]), _num(v["max"]), str(v["missing"]))
     console.print(table)
-
-
-@click.command("policy-sim")
-@click.option(
-    "--scenario", type=click.Choice(["iid", "label-shift", "rotation", "dirichlet"]),
-    default="label-shift",
-)  # fmt: skip
-@click.option("--nodes", type=click.IntRange(1, 500), default=16, show_default=True)
-@click.option("--concepts", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option("--alpha", type=click.FloatRange(0.01, 1000), default=0.5, show_default=True)
-@click.option("--capacity", type=click.IntRange(1), default=5, show_default=True)
-@click.option("--policy", "modes", type=click.Choice(["probe", "reported"]), multiple=True)
-@click.option("--rounds", type=click.IntRange(1), default=40, show_default=True)
-@click.option("--eval-every", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None)
-def policy_sim(
-    scenario: str,
-    nodes: int,
-    concepts: int,
-    alpha: float,
-    capacity: int,
-    modes: tuple[str, ...],
-    rounds: int,
-    eval_every: int,
-    seed: int,
-    json_path: str | None,
-    plot_path: str | None,
-) -> None:
-    """Simulate group choice in one process and compare it with the baselines."""
-    from mycelium_p2p.experiment.report import compare
-
-    compare(
-        scenario,
-        nodes,
-        concepts,
-        capacity,
-        list(modes) or ["probe", "reported"],
-        rounds,
-        seed,
-        eval_every,
-        alpha=alpha,
-        json_path=json_path,
-        plot_path=plot_path,
-    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -10,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.main import bench
+from cli.output import Results, json_options, steps
 from mycelium_p2p.gossip.bench import analytic_rounds, run_sim, run_zmq
 
 
@@ -44,25 +44,26 @@ def _floats(text: str) -> list[float]:
     type=click.IntRange(0, 500),
     help="Nodes of the real ZeroMQ run in this process (0 skips it).",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the results as JSON to this file.",
-)
+@json_options
 def bench_gossip(
-    nodes: str, loss: str, fanout: int, zmq_nodes: int, json_path: Path | None
+    nodes: str,
+    loss: str,
+    fanout: int,
+    zmq_nodes: int,
+    json_target: str | None,
+    output_path: Path | None,
 ) -> None:
     """Rounds to spread one update, failure detection time and traffic per node."""
     counts, losses = _ints(nodes), _floats(loss)
-    console = Console(width=max(Console().width, 150))
+    results_to = Results.chosen(json_target, output_path)
     runs = []
-    for n in counts:
-        for p in losses:
-            with console.status(f"simulating {n} nodes, loss {p:.0%}"):
+    with steps("gossip", len(counts) * len(losses) + (1 if zmq_nodes else 0)) as step:
+        for n in counts:
+            for p in losses:
+                step(f"simulating {n} nodes, loss {p:.0%}")
                 runs.append(run_sim(n, p, fanout))
-    if zmq_nodes:
-        with console.status(f"{zmq_nodes} nodes over ZeroMQ"):
+        if zmq_nodes:
+            step(f"{zmq_nodes} nodes over ZeroMQ")
             runs.append(run_zmq(zmq_nodes, fanout))
     table = Table(title=f"Gossip spread and detection (fanout {fanout}, gossip 0.2 s, probe 1 s)")
     for col in (
@@ -97,7 +98,6 @@ def bench_gossip(
             str(r["msgs_per_node_per_s"]),
             str(r["bytes_per_node_per_s"]),
         )
-    console.print(table)
-    if json_path is not None:
-        json_path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
-        console.print(f"wrote {json_path}")
+    if not results_to.to_stdout:
+        Console(width=max(Console().width, 150)).print(table)  # 12 columns
+    results_to.emit({"runs": runs})

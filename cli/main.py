@@ -8,10 +8,43 @@ from typing import Any
 import click
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Mycelium(click.Group):
+    """The root group: an unexpected error is one line, its traceback only with ``--debug``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            from cli.common import debugging
+
+            if debugging(ctx):
+                raise
+            what = " ".join(str(exc).split()) or type(exc).__name__
+            raise click.ClickException(
+                f"{what} ({type(exc).__name__}; run with --debug for the traceback)"
+            ) from exc
+
+
+@click.group(
+    cls=Mycelium,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog='Shell completion: see the README (eval "$(_MYCELIUM_COMPLETE=bash_source mycelium)").',
+)
 @click.version_option(package_name="mycelium-p2p")
-def main() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="MYCELIUM_DEBUG",
+    show_envvar=True,
+    help="Show the traceback of an unexpected error.",
+)
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Mycelium: a peer-to-peer network of federated-learning groups."""
+    if debug:
+        ctx.meta["mycelium.debug"] = True
 
 
 class LazyGroup(click.Group):
@@ -35,10 +68,10 @@ class LazyGroup(click.Group):
 @main.group(
     cls=LazyGroup,
     # The in-process simulation of group-choice rules (no network), for quick comparisons.
-    lazy={"policy": "cli.experiment_cmds:policy_sim"},
+    lazy={"policy": "cli.bench_policy:command"},
 )
 def bench() -> None:
-    """Benchmarks that print a table and write JSON."""
+    """Benchmarks: a table, or JSON (--json: on stdout, --output FILE: a file)."""
 
 
 # Commands live beside this module, one module per area; each registers itself here.
@@ -53,6 +86,7 @@ from cli import (  # noqa: E402, F401
     gossip_cmds,
     node_cmds,
     registry_cmds,
+    status_cmds,
     task_cmds,
     viz_cmds,
 )

@@ -1,33 +1,21 @@
-"""``mycelium bootstrap``, ``mycelium status`` and ``mycelium bench registry``."""
+"""``mycelium bootstrap`` and ``mycelium bench registry``."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from cli.common import debug_option, fail, read_token, token_options
+from cli.logs import configure_logging, log_options
 from cli.main import bench, main
+from cli.output import Results, json_options, steps
 from mycelium_p2p.netaddr import is_loopback
 
-if TYPE_CHECKING:
-    from mycelium_p2p.registry_api import GroupOut, NodeOut
-    from mycelium_p2p.snapshot import Snapshot
-
 log = logging.getLogger("mycelium.registry")
-
-
-def _fail(message: str, status: int = 1) -> NoReturn:
-    """One line on stderr, then exit with ``status`` (no traceback)."""
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(status)
 
 
 @main.command()
@@ -48,13 +36,9 @@ def _fail(message: str, status: int = 1) -> NoReturn:
     help="SQLite file (created on first start; locked through <db>.lock while in use), or "
     "postgresql://USER[:PASSWORD]@HOST:PORT/DB, which several registries may share.",
 )
-@click.option(
-    "--token",
-    envvar="MYCELIUM_TOKEN",
-    default=None,
-    help="Admission token (or MYCELIUM_TOKEN): it enrols new nodes, which then act with their "
-    "own credentials; every request but /health and /docs needs a credential, and the registry "
-    "is the network's CA.",
+@token_options(
+    "Admission token: it enrols new nodes, which then act with their own credentials; every "
+    "request but /health and /docs needs a credential, and the registry is the network's CA."
 )
 @click.option(
     "--admin-token",
@@ -99,12 +83,18 @@ def _fail(message: str, status: int = 1) -> NoReturn:
     show_default=True,
     help="Seconds after which a dead or gone node is forgotten (the event log keeps it).",
 )
-@click.option("--debug", is_flag=True, help="Debug logging, and tracebacks on errors.")
+@log_options("INFO")
+@debug_option("Debug logging, and tracebacks on errors.")
+@click.pass_context
 def bootstrap(
+    ctx: click.Context,
     host: str | None,
     port: int,
     db_target: str,
     token: str | None,
+    token_file: Path | None,
+    log_level: str,
+    log_format: str,
     admin_token: str | None,
     observer_token: str | None,
     ca_dir: str | None,
@@ -127,19 +117,16 @@ def bootstrap(
     from bootstrap.server import bound_port, listen_socket, url_host, uvicorn_config
     from bootstrap.store import AuthorityMismatch, LivenessConfig
 
-    token = token or None
+    token = read_token(ctx, token, token_file)
     if host is None:
         host = "0.0.0.0" if token else "127.0.0.1"
     elif not token and not is_loopback(host) and not insecure:
-        _fail(
+        fail(
             f"refusing to serve {host} without --token (anyone could write); "
             "set --token, bind 127.0.0.1, or pass --insecure",
             status=2,
         )
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging("DEBUG" if debug else log_level, log_format)
     try:
         liveness = LivenessConfig(suspect_after, dead_after, sweep_interval, retention)
     except ValueError as exc:
@@ -156,29 +143,32 @@ def bootstrap(
             ca_dir=ca_dir,
         )
     except ValueError as exc:  # a URL without a database name, PostgreSQL without --ca-dir
-        _fail(str(exc), status=2)
+        fail(str(exc), status=2)
     except CaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     store = app.state["store"]
     try:
         store.open()  # lock and schema now, so that a bad --db is one line, not a lifespan error
     except (DatabaseInUse, AuthorityMismatch) as exc:
         if debug:
             raise
-        _fail(str(exc))
+        fail(str(exc))
     except (OSError, pw.DatabaseError, SchemaError) as exc:
         if debug:
             raise
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        _fail(f"cannot open database {shown}: {' '.join(str(reason).split())}")
+        fail(f"cannot open database {shown}: {' '.join(str(reason).split())}")
     try:
         sock = listen_socket(host, port)
     except OSError as exc:
         store.close()
         if debug:
             raise
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    config = uvicorn_config(app, host, port, log_level="debug" if debug else "warning")
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    # log_config=None: uvicorn's records go through the handler chosen above (rich, plain, json).
+    config = uvicorn_config(
+        app, host, port, log_level="debug" if debug else "warning", log_config=None
+    )
     server = uvicorn.Server(config)
 
     async def serve() -> None:
@@ -209,52 +199,7 @@ def bootstrap(
     finally:
         store.close()
     if not server.started:
-        _fail(f"registry could not start on {host}:{port} (see the log above)")
-
-
-@main.command()
-@click.option(
-    "--bootstrap",
-    "url",
-    default="http://localhost:8000",
-    show_default=True,
-    envvar="MYCELIUM_BOOTSTRAP",
-    help="Registry URL.",
-)
-@click.option(
-    "--peer", metavar="HOST:PORT", help="Read the gossip view of this node instead (as observer)."
-)
-@click.option(
-    "--token",
-    envvar="MYCELIUM_TOKEN",
-    help="A credential to read with (or MYCELIUM_TOKEN): the admission or observer token, or "
-    "a node credential.",
-)
-@click.option(
-    "--json", "as_json", is_flag=True, help='Print {"groups": [...], "nodes": [...]} as JSON.'
-)
-def status(url: str, peer: str | None, token: str | None, as_json: bool) -> None:
-    """Print groups and nodes as tables: the registry's, or a node's gossip view (--peer)."""
-    snapshot = gossip_snapshot(peer, token) if peer else registry_snapshot(url, token)
-    if as_json:
-        click.echo(json.dumps(snapshot.to_json()))
-        return
-    console = Console()
-    specs = by_spec(snapshot)
-    for spec, (groups, nodes) in specs.items():
-        title = f" with spec {spec}" if len(specs) > 1 else ""
-        console.print(groups_table(groups, title))
-        console.print(nodes_table(nodes, title))
-
-
-def by_spec(snapshot: Snapshot) -> dict[str, tuple[list[GroupOut], list[NodeOut]]]:
-    """Groups and nodes by model spec: only nodes of one spec ever share a group."""
-    out: dict[str, tuple[list[GroupOut], list[NodeOut]]] = {}
-    for g in snapshot.groups:
-        out.setdefault(g.model, ([], []))[0].append(g)
-    for n in snapshot.nodes:
-        out.setdefault(n.model or "-", ([], []))[1].append(n)
-    return out or {"-": ([], [])}
+        fail(f"registry could not start on {host}:{port} (see the log above)")
 
 
 @main.command()
@@ -264,14 +209,16 @@ def by_spec(snapshot: Snapshot) -> dict[str, tuple[list[GroupOut], list[NodeOut]
     "url",
     default="http://localhost:8000",
     show_default=True,
-    envvar="MYCELIUM_BOOTSTRAP",
+    envvar="MYCELIUM_REGISTRY_URL",
+    show_envvar=True,
     help="Registry URL.",
 )
 @click.option(
     "--admin-token",
     envvar="MYCELIUM_ADMIN_TOKEN",
     required=True,
-    help="The registry's operator token (or MYCELIUM_ADMIN_TOKEN).",
+    show_envvar=True,
+    help="The registry's operator token.",
 )
 def revoke(node_id: str, url: str, admin_token: str) -> None:
     """Remove NODE_ID for good: its credential, certificate and gossip ticket stop working on
@@ -282,96 +229,12 @@ def revoke(node_id: str, url: str, admin_token: str) -> None:
         with RegistryClient(url, token=admin_token, retries=1, timeout=5.0) as client:
             listed = client.revoke(node_id)
     except (RegistryError, RegistryUnavailable) as exc:
-        raise click.ClickException(f"cannot revoke {node_id}: {exc}") from exc
+        fail(f"cannot revoke {node_id}: {exc}")
     click.echo(f"revoked {node_id}; revocation list #{listed.serial}: {', '.join(listed.ids)}")
 
 
-def registry_snapshot(url: str, token: str | None = None) -> Snapshot:
-    """The registry's picture of the network, or a one-line error."""
-    from mycelium_p2p import snapshot
-    from mycelium_p2p.registry_client import RegistryClient, RegistryError, RegistryUnavailable
-
-    try:
-        with RegistryClient(url, token=token, retries=1, timeout=5.0) as client:
-            return snapshot.from_registry(client.network(events=0))
-    except (RegistryError, RegistryUnavailable) as exc:
-        raise click.ClickException(f"cannot read {url}: {exc}") from exc
-
-
-def gossip_snapshot(peer: str, token: str | None) -> Snapshot:
-    """The network as the node at ``peer`` knows it: one push-pull as an observer."""
-    from mycelium_p2p import snapshot
-    from mycelium_p2p.config import GossipConfig
-    from mycelium_p2p.netaddr import reachable_address
-    from mycelium_p2p.observer import ObserverError, start_observer
-
-    try:
-        observer = start_observer(
-            GossipConfig.local(),
-            host=reachable_address([peer]),  # the peer answers to this address, maybe on a LAN
-            token=token,
-            peers=[peer],
-            prefix="status",
-        )
-    except ObserverError as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        if not observer.join([peer], timeout=5.0):
-            raise click.ClickException(f"no answer from {peer} (wrong address or secret?)")
-        members = [m for m in observer.members() if m.id != observer.node_id]
-        return snapshot.from_gossip(members, observer.groups())
-    finally:
-        observer.stop()
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def groups_table(groups: Sequence[GroupOut], title: str = "") -> Table:
-    """A rich table of groups (id, name, leader, term, round, accuracy, members)."""
-    table = Table(title=f"Groups ({len(groups)}){title}")
-    for column in ("id", "name", "leader", "term", "round", "accuracy", "members", "status"):
-        table.add_column(column)
-    for g in groups:
-        table.add_row(
-            g.id,
-            g.name,
-            _fmt(g.leader),
-            str(g.term),
-            _fmt(g.metrics.round),
-            _fmt(g.metrics.accuracy),
-            f"{len(g.members)}/{g.capacity}: {', '.join(g.members)}",
-            g.status,
-        )
-    return table
-
-
-def nodes_table(nodes: Sequence[NodeOut], title: str = "") -> Table:
-    """A rich table of nodes (id, name, status, group, accuracy, milliseconds per probe)."""
-    table = Table(title=f"Nodes ({len(nodes)}){title}")
-    for column in ("id", "name", "status", "group", "gossip", "accuracy", "probe ms"):
-        table.add_column(column)
-    for n in nodes:
-        probe = n.data.get("probe_ms")
-        table.add_row(
-            n.id,
-            n.name,
-            n.status,
-            _fmt(n.group),
-            n.gossip_address,
-            _fmt(n.metrics.accuracy),
-            str(probe) if isinstance(probe, int) and probe > 0 else "-",
-        )
-    return table
-
-
 @bench.command("registry")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@json_options
 @click.option("--requests", "requests", default=2000, show_default=True, help="Per measurement.")
 @click.option("--clients", default="1,8,64", show_default=True, help="Concurrency levels.")
 @click.option(
@@ -409,7 +272,8 @@ def nodes_table(nodes: Sequence[NodeOut], title: str = "") -> Table:
     help="Scale run: an empty PostgreSQL database instead of a temporary SQLite file.",
 )
 def bench_registry(
-    json_path: Path | None,
+    json_target: str | None,
+    output_path: Path | None,
     requests: int,
     clients: str,
     nodes: int | None,
@@ -420,9 +284,9 @@ def bench_registry(
 ) -> None:
     """Requests/s and p50/p99 of the registry against a plain-Litestar baseline; or, with
     --nodes, a scale run: the heartbeat rate of that many nodes, sustained for --seconds."""
-    console = Console()
+    results_to = Results.chosen(json_target, output_path)
     if nodes is not None:
-        _scale_run(console, json_path, nodes, heartbeat_interval, seconds, workers, db_url)
+        _scale_run(results_to, nodes, heartbeat_interval, seconds, workers, db_url)
         return
     from bootstrap.bench import run_benchmark
 
@@ -433,7 +297,8 @@ def bench_registry(
     if not levels or min(levels) < 1 or requests < 1:
         raise click.BadParameter("need at least one client level >= 1 and --requests >= 1")
     try:
-        runs = run_benchmark(levels, requests, progress=lambda msg: console.print(f"[dim]{msg}"))
+        with steps("registry", 4 * len(levels)) as step:  # 4 endpoints per client level
+            runs = run_benchmark(levels, requests, progress=step)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     table = Table(title=f"Registry ({requests} requests per row)")
@@ -447,15 +312,12 @@ def bench_registry(
             f"{run['p50_ms']:.2f}",
             f"{run['p99_ms']:.2f}",
         )
-    console.print(table)
-    if json_path is not None:
-        json_path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
-        console.print(f"wrote {json_path}")
+    results_to.show(table)
+    results_to.emit({"runs": runs})
 
 
 def _scale_run(
-    console: Console,
-    json_path: Path | None,
+    results_to: Results,
     nodes: int,
     interval: float,
     seconds: float,
@@ -469,14 +331,8 @@ def _scale_run(
     if db_url is not None and not is_database_url(db_url):
         raise click.BadParameter("--db takes a postgresql:// URL (SQLite is the default)")
     try:
-        scale = run_scale(
-            nodes,
-            interval,
-            seconds,
-            db=db_url,
-            workers=workers,
-            progress=lambda msg: console.print(f"[dim]{msg}"),
-        )
+        with steps("scale run", 4) as step:  # register, restart, heartbeat, read back
+            scale = run_scale(nodes, interval, seconds, db=db_url, workers=workers, progress=step)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     table = Table(title=f"Registry scale run ({scale['database']}, {seconds:.0f} s)")
@@ -490,14 +346,12 @@ def _scale_run(
         f"{scale['p99_ms']:.2f}",
         str(scale["wrongly_expired"]),
     )
-    console.print(table)
-    console.print(
+    results_to.show(
+        table,
         f"registration: {scale['register_per_s']:.0f}/s, restart {scale['restart_s']:.1f} s; "
         f"generator: send lag p99 "
         f"{scale['send_lag_p99_ms']:.1f} ms, CPU {scale['generator_cpu_s']} s, "
         f"{scale['answered_late']} answered after the window; registry used "
-        f"{scale['registry_cores_used']} cores"
+        f"{scale['registry_cores_used']} cores",
     )
-    if json_path is not None:
-        json_path.write_text(json.dumps({"runs": [], "scale": scale}, indent=2) + "\n")
-        console.print(f"wrote {json_path}")
+    results_to.emit({"runs": [], "scale": scale})

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from cli.common import read_token, registry_base, registry_from_env, registry_option, token_options
 from cli.main import bench, main
+from cli.output import Results, json_options, steps
 
 # pygame prints a banner on import; the command's output should stay clean
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
@@ -27,7 +27,7 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int
 
 
 @main.command("viz")
-@click.option("--bootstrap", "registry_url", metavar="URL", help="Registry URL to start from.")
+@registry_option("Registry URL to start from.")
 @click.option(
     "--peer", "peers", multiple=True, metavar="HOST:PORT", help="Gossip address of any node."
 )
@@ -57,8 +57,10 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int
 @click.option(
     "--size", default="960x600", show_default=True, callback=_size, help="Window size WxH."
 )
-@click.option("--token", envvar="MYCELIUM_TOKEN", help="Network secret (or MYCELIUM_TOKEN).")
+@token_options("Network secret (registry token and gossip keys).")
+@click.pass_context
 def viz(
+    ctx: click.Context,
     registry_url: str | None,
     peers: tuple[str, ...],
     simulate: int | None,
@@ -69,6 +71,7 @@ def viz(
     fps: int,
     size: tuple[int, int],
     token: str | None,
+    token_file: Path | None,
 ) -> None:
     """Watch a running network live: topology, accuracy, statistics and events.
 
@@ -78,6 +81,10 @@ def viz(
     from viz.app import ViewerError, run_viewer
     from viz.sources import GossipSource, Source, SourceError, SyntheticSource
 
+    token = read_token(ctx, token, token_file)
+    registry_url = registry_url or registry_from_env()
+    if registry_url:
+        registry_url = registry_base(registry_url)
     if not registry_url and not peers and simulate is None:
         raise click.UsageError("give --bootstrap URL or --peer HOST:PORT (or --simulate N)")
     for peer in peers:
@@ -122,8 +129,10 @@ def viz(
     help="Comma-separated network sizes.",
 )
 @click.option("--frames", type=click.IntRange(10, 100_000), default=300, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
-def bench_viz(node_counts: str, frames: int, json_path: Path | None) -> None:
+@json_options
+def bench_viz(
+    node_counts: str, frames: int, json_target: str | None, output_path: Path | None
+) -> None:
     """Milliseconds per frame of the viewer (scene + drawing, capture apart), off-screen."""
     from viz.bench import measure_frames
 
@@ -133,7 +142,12 @@ def bench_viz(node_counts: str, frames: int, json_path: Path | None) -> None:
         raise click.BadParameter(f"not a list of integers: {node_counts!r}") from exc
     if not counts or any(c < 1 or c > 2000 for c in counts):
         raise click.BadParameter("sizes must be between 1 and 2000", param_hint="--nodes")
-    runs = [measure_frames(n, max(2, n // 5), frames) for n in counts]
+    results_to = Results.chosen(json_target, output_path)
+    runs = []
+    with steps("viewer", len(counts)) as step:
+        for n in counts:
+            step(f"{n} nodes")
+            runs.append(measure_frames(n, max(2, n // 5), frames))
     table = Table(title=f"viewer cost per frame (960x600, {frames} frames, off-screen)")
     for col in ("nodes", "groups", "frame ms", "p95 ms", "draw ms", "capture ms", "max fps"):
         table.add_column(col, justify="right")
@@ -147,7 +161,5 @@ def bench_viz(node_counts: str, frames: int, json_path: Path | None) -> None:
             f"{r['capture_ms_mean']:.2f}",
             f"{r['max_fps']:.0f}",
         )
-    Console().print(table)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    results_to.show(table)
+    results_to.emit({"runs": runs})

@@ -503,7 +503,8 @@ class GossipNode:
         self._meta = m
         self.identity = identity
         self._keys = keys_for(secret) if transport is None and identity is None else None
-        if transport is None and identity is None and self._keys is None:
+        if transport is None and identity is None and self._keys is None and not observer:
+            # An observer owns nothing and only reads: no warning for it.
             log.warning("gossip is open (no secret): any peer that can reach this port can join")
         if identity is not None and identity.ticket is not None:
             m[TICKET_KEY] = identity.ticket.text()

@@ -64,3 +64,49 @@ def reachable_address(targets: Iterable[str], bind_host: str = "") -> str:
         if host and not is_loopback(host):
             return route_source(host)
     return LOOPBACK
+
+
+def registry_base_url(text: str) -> str:
+    """The base URL of a registry as people type it: ``host:port`` gets ``http://``, and a path
+    (``/docs``, ``/groups``, a trailing ``/``) is dropped, since every API path starts at the root.
+
+    Raises
+    ------
+    ValueError
+        For a scheme other than http or https, no host, or a port that is not a number.
+    """
+    given = text.strip()
+    url = given if "://" in given else f"http://{given}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"registry URL {given!r}: use http:// or https://")
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        raise ValueError(f"registry URL {given!r}: the port is not a number up to 65535") from None
+    if not parts.hostname:
+        raise ValueError(f"registry URL {given!r} names no host")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def registry_base_urls(text: str) -> str:
+    """:func:`registry_base_url` of each comma-separated URL, joined by commas again."""
+    return ",".join(registry_base_url(u) for u in text.split(",") if u.strip())
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a listening socket cannot bind ``host:port`` now (None: it can).
+
+    Binds a TCP socket with ``SO_REUSEADDR``, as ZeroMQ and gRPC do, so that connections of a
+    previous run still in TIME_WAIT do not count; a program listening there does. Port 0 checks
+    only that ``host`` is an address of this machine.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            probe.listen(1)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None

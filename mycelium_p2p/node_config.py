@@ -16,8 +16,10 @@ its source and what it accepts.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -26,9 +28,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from mycelium_p2p.config import GossipConfig
-from mycelium_p2p.netaddr import host_of, is_loopback, reachable_address
+from mycelium_p2p.netaddr import host_of, is_loopback, reachable_address, registry_base_urls
 
 PRESETS = ("lan", "local", "test")
+
+log = logging.getLogger("mycelium.config")
 
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
@@ -74,6 +78,9 @@ class NetworkSettings:
         Human-readable node name (default: derived from the node id).
     leave_timeout
         Seconds a graceful leave may take before the node just stops (default: 5).
+    state_dir
+        Folder where the node keeps its id, so that a restart keeps it; one running node per
+        folder (default: None: a new id at every start).
     """
 
     registry_url: str | None = None
@@ -86,6 +93,7 @@ class NetworkSettings:
     state_dir: str | None = None
     name: str | None = None
     leave_timeout: Seconds = 5.0
+    state_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,7 +245,7 @@ class NodeConfig:
             .replace(
                 bind_host="127.0.0.1",
                 heartbeat_interval=2.0,
-                group_evaluation_interval=8.0,
+                group_evaluation_interval=5.0,  # a wrong first join is undone within ~10 s
                 round_timeout=10.0,
                 round_pause=0.5,
             )
@@ -332,8 +340,24 @@ def _validated(cls: type, values: Mapping[str, Any]) -> Any:
         what, _, where = str(exc).partition(" - at ")
         name = where.rpartition("`$.")[2].rstrip("`").split("[", 1)[0]
         if where.startswith("`key`"):  # a bad key of a table setting (task_options)
-            what = f"bad key: {what}"
-        raise ConfigError(f"setting {name}: {what}") from exc
+            raise ConfigError(f"setting {name}: bad key: {what}") from exc
+        raise ConfigError(f"setting {name}: {_plain(what, cls, name, values.get(name))}") from exc
+
+
+_KINDS = {"`float`": "a number", "`int`": "a whole number", "`str`": "text", "`bool`": "a boolean"}
+
+
+def _plain(what: str, cls: type, name: str, value: Any) -> str:
+    """msgspec's message in words a user of the command line reads: what was expected and got."""
+    if what.startswith("Invalid enum value"):
+        hint = typing.get_type_hints(cls).get(name)
+        return f"got {value!r}; choose one of {', '.join(map(str, typing.get_args(hint)))}"
+    if not what.startswith("Expected "):
+        return what
+    expected = what.removeprefix("Expected ").split(", got ", 1)[0]
+    for kind, words in _KINDS.items():
+        expected = expected.replace(kind, words)
+    return f"expected {expected}, got {value!r}"
 
 
 def _gossip(
@@ -413,9 +437,22 @@ def load_config(
     if toml_path is not None:
         for name, value in _read_toml(Path(toml_path)).items():
             put(name, value, f"config file {toml_path}")
+    if values.get("registry_url"):
+        try:  # ``host:port`` or ``http://host:port/docs`` as typed: the registry's base URL
+            values["registry_url"] = registry_base_urls(str(values["registry_url"]))
+        except ValueError as exc:
+            origin = origins["registry_url"]
+            raise ConfigError(f"setting registry_url ({origin}): {exc}") from None
     if preset is None:
         probe = NodeConfig().replace(**{k: v for k, v in values.items() if k in _ADDRESSING})
         preset = "local" if probe.on_loopback() else "lan"
+        log.info(
+            "settings: the %s preset (%s; --preset chooses another)",
+            preset,
+            "every peer and registry is on this machine"
+            if preset == "local"
+            else "a peer or registry on another machine, or none named",
+        )
     base = NodeConfig.preset(preset)
     try:
         config = base.replace(**values)

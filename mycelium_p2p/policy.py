@@ -230,10 +230,13 @@ def _best(groups: Sequence[Candidate]) -> Candidate | None:
 
 def _entry(obs: Observation) -> Decision:
     """No group: join the best group with room (largest if none is scored), or found one."""
+    if not obs.candidates:
+        return Decision("found", None, "no group: no group trains this node's model yet")
     room = [c for c in obs.candidates if c.has_room]
     if not room:
         full = len(obs.candidates)
-        return Decision("found", None, f"no group: none of {full} candidate group(s) has room")
+        groups = "the one compatible group is" if full == 1 else f"all {full} compatible groups are"
+        return Decision("found", None, f"no group: {groups} full")
     best = _best(room)
     if best is not None:
         return Decision(

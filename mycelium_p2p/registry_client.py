@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from mycelium_p2p.netaddr import registry_base_url
 from mycelium_p2p.registry_api import (
     EventOut,
     GroupOut,
@@ -63,7 +64,8 @@ class RegistryClient:
     Parameters
     ----------
     base_url : str
-        e.g. ``"http://127.0.0.1:8000"``, or several comma-separated URLs of registries that
+        e.g. ``"http://127.0.0.1:8000"`` (``127.0.0.1:8000`` gets ``http://``; a path is
+        dropped: the API starts at the root), or several comma-separated URLs of registries that
         share one database (``"http://a:8000,http://b:8000"``), tried in turn.
     token : str, optional
         Bearer token sent with every request (default: None).
@@ -95,7 +97,8 @@ class RegistryClient:
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
-        urls = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
+        # ``host:port`` and ``.../docs`` as people type them mean the registry at that address.
+        urls = [registry_base_url(url) for url in base_url.split(",") if url.strip()]
         if not urls:
             raise ValueError(f"no registry URL in {base_url!r}")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -322,7 +325,8 @@ def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200] or response.reason_phrase
+        # Not JSON: another web server answered (an HTML page would fill a screen); say so.
+        return f"{response.reason_phrase or 'no reason given'} (not JSON: is it a registry?)"
     if isinstance(body, dict) and "detail" in body:
         detail = str(body["detail"])
         extra = body.get("extra")

@@ -8,8 +8,10 @@ source they came from, so that every reader applies the same rules:
 - from gossip, a group is live only while some live node says, in its own metadata, it is in it
   (``view.is_live_group``): a record whose nodes all died or moved on is a zombie nobody will
   ever publish a tombstone for;
-- every figure carries the wall-clock time it was made (``GroupOut.updated_at``), so that a
-  reader can say how old it is and prefer the fresher of two sources.
+- every figure carries the wall-clock time it was made (``GroupOut.updated_at``; a node's
+  ``last_seen``: its last heartbeat at the registry, or the observer's time for a member gossip
+  sees alive), so that a reader can say how old it is and, with :func:`freshest`, prefer the
+  fresher of two sources group by group and node by node.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from mycelium_p2p.registry_api import (
     NodeOut,
 )
 
-Source = Literal["registry", "gossip"]
+Source = Literal["registry", "gossip", "registry+gossip"]
 
 #: Gossip member statuses as the registry names them (a member that left is gone).
 _STATUS = {"alive": "alive", "suspect": "suspect", "dead": "dead", "left": "gone"}
@@ -49,18 +51,28 @@ class Snapshot:
     nodes: tuple[NodeOut, ...]
     events: tuple[EventOut, ...] = ()
     names: Mapping[str, str] = field(default_factory=dict)  # every group's name, dissolved too
+    #: Where each group's and node's figures came from, by id, when the snapshot merges sources.
+    origins: Mapping[str, Source] = field(default_factory=dict)
 
     def group(self, group_id: str) -> GroupOut | None:
         return next((g for g in self.groups if g.id == group_id), None)
 
+    def origin(self, item_id: str) -> Source:
+        """The source of a group's or node's figures."""
+        return self.origins.get(item_id, self.source)
+
     def to_json(self) -> dict[str, Any]:
-        """``{"source", "time", "groups": [...], "nodes": [...]}`` in the registry's shapes."""
-        return {
+        """``{"source", "time", "groups": [...], "nodes": [...], "origins": {id: source}}`` in
+        the registry's shapes (``origins`` only when the snapshot merges sources)."""
+        out: dict[str, Any] = {
             "source": self.source,
             "time": self.time,
             "groups": msgspec.to_builtins(list(self.groups)),
             "nodes": msgspec.to_builtins(list(self.nodes)),
         }
+        if self.origins:
+            out["origins"] = dict(self.origins)
+        return out
 
 
 def from_registry(network: NetworkOut) -> Snapshot:
@@ -87,9 +99,39 @@ def from_gossip(
     occupied = view.occupied_groups(members)
     live = [r for r in records.values() if view.is_live_group(r, occupied)]
     groups = tuple(_group(r) for r in sorted(live, key=lambda r: (r.created_at, r.id)))
-    nodes = tuple(_node(m) for m in members if m.node_meta.role != "observer")
     names = {r.id: r.name or r.id for r in records.values()}
-    return Snapshot("gossip", time.time() if now is None else now, groups, nodes, (), names)
+    now = time.time() if now is None else now
+    nodes = tuple(_node(m, now) for m in members if m.node_meta.role != "observer")
+    return Snapshot("gossip", now, groups, nodes, (), names)
+
+
+def freshest(registry: Snapshot, gossip: Snapshot) -> Snapshot:
+    """One snapshot of both sources: each group's figures from the source that made them last
+    (``updated_at``), each node's from the one that heard from it last (``last_seen``).
+
+    A group or node only one source knows is kept: the registry may not have heard of a group
+    founded a second ago, and gossip may not have reached a node the registry knows. Ties go to
+    the registry, the authority. Events come from the registry.
+    """
+    groups: dict[str, GroupOut] = {}
+    nodes: dict[str, NodeOut] = {}
+    origins: dict[str, Source] = {}
+    for snap in (registry, gossip):
+        for g in snap.groups:
+            if g.id not in groups or g.updated_at > groups[g.id].updated_at:
+                groups[g.id], origins[g.id] = g, snap.source
+        for n in snap.nodes:
+            if n.id not in nodes or n.last_seen > nodes[n.id].last_seen:
+                nodes[n.id], origins[n.id] = n, snap.source
+    return Snapshot(
+        "registry+gossip",
+        max(registry.time, gossip.time),
+        tuple(sorted(groups.values(), key=lambda g: (g.created_at, g.id))),
+        tuple(sorted(nodes.values(), key=lambda n: n.id)),
+        registry.events,
+        {**gossip.names, **registry.names},
+        origins,
+    )
 
 
 def _group(r: GroupRecord) -> GroupOut:
@@ -122,8 +164,9 @@ def _sizes(meta: NodeMeta) -> dict[str, int]:
     return {"train": meta.train, "val": meta.val, "probe_ms": meta.probe_ms} if meta.train else {}
 
 
-def _node(m: MemberLike) -> NodeOut:
+def _node(m: MemberLike, now: float) -> NodeOut:
     meta = m.node_meta
+    live = m.status in view.LIVE_STATUSES  # heard from within the failure detector's window
     return NodeOut(
         id=m.id,
         name=meta.name or m.id,
@@ -135,5 +178,5 @@ def _node(m: MemberLike) -> NodeOut:
         data=_sizes(meta),
         metrics=NodeMetrics(accuracy=meta.accuracy, loss=None, round=meta.round or None),
         registered_at=0.0,
-        last_seen=0.0,
+        last_seen=now if live else 0.0,
     )

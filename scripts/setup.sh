@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv at the repository root and install Mycelium into it (idempotent).
-# torch 2.13.0 goes first: it is the CPU wheel; a bare "torch" would pull a multi-GB CUDA build.
+# torch 2.13.0 (the tested version) goes first, from wherever pip is configured to find it: the
+# CPU wheel where pip points at a CPU index or wheel folder. Elsewhere on Linux, pip would fetch the
+# multi-GB CUDA build; install the CPU wheel first from PyTorch's CPU index (see the README).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -10,6 +10,7 @@ restarted with another admission token.
 from __future__ import annotations
 
 import json
+import os
 import stat
 import time
 from pathlib import Path
@@ -190,7 +191,7 @@ def test_the_viewer_and_status_watch_a_network_with_a_token() -> None:
     """Observers get a ticket of their own (from the registry, found through the peer) and see
     every node; without the token they get none."""
     from bootstrap.server import cluster_registry
-    from cli.registry_cmds import gossip_snapshot
+    from cli.status_cmds import gossip_snapshot
     from mycelium_p2p.testing.local_cluster import LocalCluster
     from viz.sources import GossipSource, SourceError
 
@@ -203,7 +204,7 @@ def test_the_viewer_and_status_watch_a_network_with_a_token() -> None:
         )
         peer = str(cluster.nodes[0].gossip.address)
         wait_for(
-            lambda: {n.id for n in gossip_snapshot(peer, TOKEN).nodes} >= ids,
+            lambda: {n.id for n in gossip_snapshot([peer], TOKEN).nodes} >= ids,
             30,
             what="status --peer sees every node",
         )
@@ -241,3 +242,29 @@ def test_a_node_of_another_network_stops_with_one_line(tmp_path: Path) -> None:
         finally:
             stranger.stop()
         assert stranger.failure is not None and "another network" in stranger.failure
+
+
+@pytest.mark.slow
+def test_two_unnamed_nodes_with_a_token_on_one_machine_are_two_nodes(tmp_path: Path) -> None:
+    """Without --name or --state-dir both nodes would keep their identity in the same default
+    folder: the second finds it in use and takes an identity of its own for this run."""
+    from mycelium_p2p.testing.processes import ProcessGroup, mycelium_command
+
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    with RegistryServer(tmp_path / "r.db", token=TOKEN, admin_token=ADMIN) as registry:
+        url = str(registry.url)
+        args = ["join", "--bootstrap", url, "--token", TOKEN, "--preset", "test"]
+        group = ProcessGroup(tmp_path / "logs")
+        try:
+            for i in range(2):
+                group.start(f"n{i}", mycelium_command(*args, "--data", "digits:iid"), env=env)
+
+            def alive() -> set[str]:
+                with RegistryClient(url, token=ADMIN, retries=0) as reader:
+                    return {n.id for n in reader.nodes() if n.status == "alive"}
+
+            wait_for(lambda: len(alive()) == 2, 90, what="two nodes registered")
+        finally:
+            group.stop()
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "in use by another running node" in logs

@@ -85,8 +85,11 @@ def test_no_group_joins_best_with_room_else_founds() -> None:
     d = decide(obs(None, [full, ok, better]), PROBE)
     assert (d.action, d.group_id) == ("join", "c")
     d = decide(obs(None, [full]), PROBE)
-    assert d.action == "found" and d.group_id is None and "room" in d.reason
-    assert decide(obs(None, []), PROBE).action == "found"
+    assert d.action == "found" and d.group_id is None
+    assert d.reason == "no group: the one compatible group is full"
+    alone = decide(obs(None, []), PROBE)
+    assert alone.action == "found"
+    assert alone.reason == "no group: no group trains this node's model yet"  # not "none of 0"
 
 
 def test_no_group_without_scores_joins_largest_with_room() -> None:

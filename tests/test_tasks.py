@@ -326,7 +326,7 @@ def test_task_settings_come_from_flags_environment_and_files(tmp_path: Path) -> 
     flags = load_config({"task_options": {"y": "2"}}, toml_path=toml, env=env).learning
     assert flags.task_options == {"y": "2"}
     with pytest.raises(
-        ConfigError, match=r"setting task_options \(config file .*\): Expected `str`"
+        ConfigError, match=r"setting task_options \(config file .*\): expected text, got"
     ):
         load_config(toml_path=write(tmp_path / "b.toml", "task_options = {x = 1}\n"), env={})
     with pytest.raises(ConfigError, match=r"task_options .*bad key"):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,7 +207,7 @@ def plot_accuracy(
 ) -> Path:
     """Plot mean accuracy per round, one line per policy mode or baseline, to a PNG.
 
-    matplotlib (in the ``test`` extra) is imported here only, with the non-interactive backend.
+    matplotlib (the ``plot`` extra) is imported here only, with the non-interactive backend.
     """
     import matplotlib
 
@@ -246,13 +246,19 @@ def compare(
     json_path: str | Path | None = None,
     plot_path: str | Path | None = None,
     console: Console | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Simulate each policy mode and the baselines on the same shards; print, save, plot."""
+    """Simulate each policy mode and the baselines on the same shards; print, save, plot.
+
+    ``progress`` (default: None) is told what starts: ``baselines``, then ``MODE round R``.
+    """
     from mycelium_p2p.experiment.baselines import run_baselines
     from mycelium_p2p.experiment.scenarios import load_scenario
     from mycelium_p2p.experiment.simulate import simulate
 
+    tell = progress or (lambda _what: None)
     exp = load_scenario(scenario, nodes, concepts, seed, alpha=alpha)
+    tell("baselines")
     baselines = run_baselines(exp, capacity, rounds, epochs, seed)
     runs: dict[str, dict[str, Any]] = {}
     for mode in modes:
@@ -264,6 +270,7 @@ def compare(
             eval_every=eval_every,
             epochs=epochs,
             data=exp,
+            on_round=lambda r, mode=mode: tell(f"{mode} round {r}"),  # type: ignore[misc]
         )
         runs[mode] = build_results(
             nodes=sim.nodes,

@@ -83,7 +83,7 @@ def choose(
         ),
         params.policy,
     )
-    if decision.action == "found" and state.group_id is None and not candidates:
+    if decision.action == "found" and not candidates:
         # Only groups of the node's own spec are candidates: say what the others use.
         reason = founding_reason(view, learning.spec)
         decision = replace(decision, reason=reason) if reason else decision
@@ -128,13 +128,8 @@ def _act(state: NodeState, decision: Decision, first: bool) -> list[Command]:
     if decision.action == "stay":
         log.info("%s: stays in %s: %s", state.name, state.group_id, decision.reason)
         return []
-    log.info(
-        "%s: decides to %s %s: %s",
-        state.name,
-        decision.action,
-        decision.group_id or "",
-        decision.reason,
-    )
+    target = f" {decision.group_id}" if decision.group_id else ""
+    log.info("%s: decides to %s%s: %s", state.name, decision.action, target, decision.reason)
     if decision.action == "join" and decision.group_id:
         return [JoinGroup(decision.group_id, decision.reason, first)]
     return [FoundGroup(decision.reason, first)]

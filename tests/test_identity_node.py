@@ -113,7 +113,14 @@ def test_an_operator_revocation_reaches_every_node() -> None:
             return {m.id for m in node.gossip.members() if m.status == "alive"}
 
         wait_for(lambda: all(live(n) == ids for n in nodes), 60, what="every node sees all")
-        victim, others = nodes[-1], nodes[:-1]
+
+        def in_session() -> list[str]:
+            servers = [n.learning.server for n in nodes if n.learning.server is not None]
+            return [i for server in servers for i in server.session_nodes()]
+
+        wait_for(in_session, 60, what="a member in a Flower session")
+        victim = next(n for n in nodes if n.id == in_session()[0])  # its session is open
+        others = [n for n in nodes if n is not victim]
         start = time.monotonic()
         result = CliRunner().invoke(
             main,
@@ -137,6 +144,8 @@ def test_an_operator_revocation_reaches_every_node() -> None:
 
         wait_for(refused, 30, what="every node refuses the revoked one")
         took = time.monotonic() - start
+        # A Flower session it had open ends before the next round; no new one is admitted.
+        wait_for(lambda: victim.id not in in_session(), 30, what="its Flower session ended")
         print(
             f"operator revocation: {len(others)} nodes refuse {victim.id} after {took:.2f}s "
             f"(heartbeat interval {config.registry.heartbeat_interval:g}s)"

@@ -43,11 +43,13 @@ log = logging.getLogger("mycelium_p2p.learning.flower")
 
 
 class _PeerProxy(GrpcClientProxy):
-    """Flower's proxy for one session, plus the host the session came from."""
+    """Flower's proxy for one session, plus the host the session came from and, with mutual
+    TLS, the node its certificate names."""
 
-    def __init__(self, cid: str, bridge: GrpcBridge, host: str) -> None:
+    def __init__(self, cid: str, bridge: GrpcBridge, host: str, node_id: str | None) -> None:
         super().__init__(cid=cid, bridge=bridge)
         self.host = host
+        self.node_id = node_id  # as its client certificate names it (mutual TLS only)
 
 
 def peer_host(peer: str) -> str:
@@ -73,14 +75,17 @@ class _PeerServicer(FlowerServiceServicer):
         self._admit = admit
 
     def _proxy(self, cid: str, bridge: GrpcBridge) -> GrpcClientProxy:
-        return _PeerProxy(cid, bridge, getattr(self._local, "host", ""))
+        local = self._local
+        return _PeerProxy(cid, bridge, getattr(local, "host", ""), getattr(local, "node_id", None))
 
     def Join(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
         # Flower builds the proxy inside its Join, on this thread, before its first message.
         self._local.host = peer_host(context.peer())
+        self._local.node_id = None
         if self._admit is not None:
             names = context.auth_context().get("x509_common_name") or [b""]
             node_id = names[0].decode(errors="replace")
+            self._local.node_id = node_id
             if not self._admit(node_id):
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{node_id!r} is not admitted")
         yield from super().Join(request_iterator, context)
@@ -315,6 +320,12 @@ class GroupServer:
         """Clients connected now."""
         return self._manager.num_available()
 
+    def session_nodes(self) -> list[str]:
+        """The nodes of the open sessions, as their client certificates name them (mutual TLS
+        only; sessions without one are not listed)."""
+        proxies = self._manager.all().values()
+        return sorted(p.node_id for p in proxies if getattr(p, "node_id", None))
+
     @property
     def rejected(self) -> list[tuple[int, str]]:
         """(round, reason) of the latest (up to 256) updates dropped by `check_update`."""
@@ -392,6 +403,8 @@ class GroupServer:
             with self._round_lock:
                 if self._stop.is_set():
                     break
+                if self._end_refused_sessions():
+                    continue  # wait again for enough clients
                 try:
                     result = self._run_round()
                 except Exception:  # a broken round must not kill the group
@@ -463,6 +476,22 @@ class GroupServer:
             result.seconds,
         )
         return result
+
+    def _end_refused_sessions(self) -> bool:
+        """End the open sessions of nodes no longer admitted (revoked since they joined): a
+        revocation reaches a running session before its next round. True if any ended."""
+        if self._admit is None:
+            return False
+        ended = False
+        for proxy in list(self._manager.all().values()):
+            node_id = getattr(proxy, "node_id", None)
+            if node_id is None or self._admit(node_id):
+                continue
+            log.warning("ended the session of %s: no longer admitted (revoked)", node_id)
+            proxy.bridge.close()  # ends its Join stream
+            self._manager.unregister(proxy)
+            ended = True
+        return ended
 
     def _drop_sessions(self, number: int) -> None:
         """Disconnect the sessions `admission.Sessions` gives up on after round ``number``."""

@@ -21,15 +21,25 @@ log = logging.getLogger("mycelium.registry")
 @main.command()
 @click.option(
     "--host",
+    envvar="MYCELIUM_REGISTRY_HOST",
+    show_envvar=True,
     default=None,
     help="Interface to bind  [default: 0.0.0.0 with a token, 127.0.0.1 without]",
 )
 @click.option(
-    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free."
+    "--port",
+    envvar="MYCELIUM_REGISTRY_PORT",
+    show_envvar=True,
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0: any free.",
 )
 @click.option(
     "--db",
     "db_target",
+    envvar="MYCELIUM_REGISTRY_DB",
+    show_envvar=True,
     default="mycelium_registry.db",
     show_default=True,
     metavar="FILE|URL",
@@ -43,17 +53,21 @@ log = logging.getLogger("mycelium.registry")
 @click.option(
     "--admin-token",
     envvar="MYCELIUM_ADMIN_TOKEN",
+    show_envvar=True,
     default=None,
-    help="Operator token (or MYCELIUM_ADMIN_TOKEN): removes and revokes any node.",
+    help="Operator token: removes and revokes any node.",
 )
 @click.option(
     "--observer-token",
     envvar="MYCELIUM_OBSERVER_TOKEN",
+    show_envvar=True,
     default=None,
-    help="Read-only token for viewers (or MYCELIUM_OBSERVER_TOKEN).",
+    help="Read-only token for viewers.",
 )
 @click.option(
     "--ca-dir",
+    envvar="MYCELIUM_REGISTRY_CA_DIR",
+    show_envvar=True,
     default=None,
     metavar="DIR",
     help="The CA's folder (key made at first start, owner-only)  "
@@ -61,24 +75,39 @@ log = logging.getLogger("mycelium.registry")
 )
 @click.option(
     "--insecure",
+    envvar="MYCELIUM_REGISTRY_INSECURE",
+    show_envvar=True,
     is_flag=True,
     help="Allow a non-loopback --host without a token (anyone who reaches it can write).",
 )
 @click.option(
     "--suspect-after",
+    envvar="MYCELIUM_REGISTRY_SUSPECT_AFTER",
+    show_envvar=True,
     default=45.0,
     show_default=True,
     help="Seconds of silence before a node is suspect.",
 )
 @click.option(
     "--dead-after",
+    envvar="MYCELIUM_REGISTRY_DEAD_AFTER",
+    show_envvar=True,
     default=90.0,
     show_default=True,
     help="Seconds of silence before a node is dead.",
 )
-@click.option("--sweep-interval", default=1.0, show_default=True, help="Seconds between sweeps.")
+@click.option(
+    "--sweep-interval",
+    envvar="MYCELIUM_REGISTRY_SWEEP_INTERVAL",
+    show_envvar=True,
+    default=1.0,
+    show_default=True,
+    help="Seconds between sweeps.",
+)
 @click.option(
     "--retention",
+    envvar="MYCELIUM_REGISTRY_RETENTION",
+    show_envvar=True,
     default=86400.0,
     show_default=True,
     help="Seconds after which a dead or gone node is forgotten (the event log keeps it).",

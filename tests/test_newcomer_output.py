@@ -56,6 +56,15 @@ def test_join_help_names_the_variable_of_every_flag() -> None:
         assert env_name(name) in listing
 
 
+def test_bootstrap_help_names_the_variable_of_every_setting() -> None:
+    bootstrap = command("bootstrap")
+    output_only = {"help", "log_level", "log_format", "debug"}
+    for option in bootstrap.params:
+        if isinstance(option, click.Option) and option.name not in output_only:
+            text = help_of(bootstrap, option)
+            assert "MYCELIUM_" in text, f"{option.opts}: {text}"
+
+
 @pytest.mark.parametrize("name", ["join", "status", "viz"])
 def test_every_command_takes_the_registry_from_one_variable(name: str) -> None:
     cmd = command(name)

@@ -9,4 +9,4 @@ export SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy FLWR_TELEMETRY_ENABLED=0 FLWR
 .venv/bin/ruff format --check .
 # Two workers: most slow tests wait on processes, sockets and rounds rather than compute, so
 # two of them at a time finish sooner on two cores; a file's tests stay on one worker.
-.venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
+.venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15 "$@"  # the slowest, to keep an eye on

@@ -12,11 +12,16 @@ from pathlib import Path
 
 
 def mycelium_command(*args: str) -> list[str]:
-    """The command line that runs ``mycelium ARGS`` with this interpreter (no PATH lookup).
+    """The command line that runs ``mycelium ARGS`` of this installation (no PATH lookup).
 
-    ``-P`` keeps the working folder off ``sys.path``: started from a folder that holds a ``cli``
-    package of its own, the child still runs this project's command.
+    The console script beside this interpreter: started from a folder that holds a ``cli``
+    package of its own, the child still runs this project's command (a script puts its own
+    folder on ``sys.path``, not the working one). Without the script (a source checkout never
+    installed), the interpreter with ``-P``, which keeps the working folder off ``sys.path``.
     """
+    script = Path(sys.executable).with_name("mycelium")
+    if script.is_file():
+        return [str(script), *args]
     return [sys.executable, "-P", "-m", "cli", *args]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from cli.common import fail
+from cli.common import alpha_option, fail
 from cli.output import Results, json_options, progress_bar
 from mycelium_p2p.policy import MODES
 
@@ -25,13 +25,7 @@ from mycelium_p2p.policy import MODES
 )
 @click.option("--nodes", type=click.IntRange(1, 500), default=16, show_default=True)
 @click.option("--concepts", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option(
-    "--alpha",
-    type=click.FloatRange(0.01, 1000),
-    default=0.5,
-    show_default=True,
-    help="Label skew of the dirichlet scenario (smaller: fewer labels per node).",
-)
+@alpha_option
 @click.option("--capacity", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--policy", "modes", type=click.Choice(list(MODES)), multiple=True)
 @click.option("--rounds", type=click.IntRange(1), default=40, show_default=True)

@@ -16,7 +16,7 @@ import click
 from rich.table import Table
 
 from cli.main import bench
-from cli.node_cmds import task_options
+from cli.node_cmds import task_option_flag
 from cli.output import Results, json_options, steps
 from mycelium_p2p.testing.processes import mycelium_command
 
@@ -119,14 +119,7 @@ def node_process_startup(url: str, learns: list[str]) -> tuple[float, float]:
     help="Measure your own task instead (a factory returning a task or a Flower NumPyClient; "
     "every node calls it with the same --task-option values).",
 )
-@click.option(
-    "--task-option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    callback=lambda _ctx, _param, values: task_options(values),
-    help="Keyword argument of the task's factory (repeatable).",
-)
+@task_option_flag("Keyword argument of the task's factory (repeatable).")
 @json_options
 def bench_rounds(
     nodes: int,

@@ -165,3 +165,13 @@ def registry_base(url: str) -> str:
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """``1 node``, ``3 nodes``."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+#: ``--alpha``: the label skew of the dirichlet scenario (``experiment``, ``bench policy``).
+alpha_option = click.option(
+    "--alpha",
+    type=click.FloatRange(0.01, 1000),
+    default=0.5,
+    show_default=True,
+    help="Label skew of the dirichlet scenario (smaller: fewer labels per node).",
+)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from cli.common import alpha_option
 from cli.main import main
 from cli.node_cmds import configure_logging
 from cli.output import Results, json_options, progress_bar
@@ -36,13 +37,7 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 @click.option("--scenario", type=click.Choice(SCENARIO_NAMES), default="label-shift")
 @click.option("--nodes", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--concepts", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option(
-    "--alpha",
-    type=click.FloatRange(0.01, 1000),
-    default=0.5,
-    show_default=True,
-    help="Label skew of the dirichlet scenario (smaller: fewer labels per node).",
-)
+@alpha_option
 @click.option("--policy", type=click.Choice(["probe", "reported"]), default="probe")
 @click.option("--capacity", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -232,6 +232,19 @@ def task_options(values: tuple[str, ...]) -> dict[str, str] | None:
         raise click.BadParameter(str(exc).removeprefix("setting task_options: ")) from None
 
 
+def task_option_flag(help: str) -> Callable[[Any], Any]:
+    """``--task-option KEY=VALUE`` (repeatable) as the factory's keyword arguments, in
+    ``options``: for the commands that run a task once (``task check``, ``bench rounds``)."""
+    return click.option(
+        "--task-option",
+        "options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        callback=lambda _ctx, _param, values: task_options(values),
+        help=help,
+    )
+
+
 def claim_state_dir(ctx: click.Context, folder: str | None, *, with_token: bool) -> str | None:
     """Lock the state folder the user gave (held until the command ends) and return the id kept
     there; None without a folder, or with a token (the node's keystore in that folder holds its

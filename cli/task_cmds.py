@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.main import main
-from cli.node_cmds import task_options
+from cli.node_cmds import task_option_flag
 
 
 @main.group()
@@ -15,14 +15,7 @@ def task() -> None:
 
 @task.command("check")
 @click.argument("reference", metavar="MODULE:ATTR")
-@click.option(
-    "--task-option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    callback=lambda _ctx, _param, values: task_options(values),
-    help="Keyword argument of the factory (repeatable; values are strings).",
-)
+@task_option_flag("Keyword argument of the factory (repeatable; values are strings).")
 def check(reference: str, options: dict[str, str] | None) -> None:
     """Build the task MODULE:ATTR (or path/to/file.py:ATTR), run one fit and one evaluate, check
     everything they return, and print the spec, the parameter count and the time per fit and

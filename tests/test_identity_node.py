@@ -65,8 +65,11 @@ def test_a_node_enrols_once_and_is_itself_after_restarts(tmp_path: Path) -> None
         node = _node(url, state)
         node.start()
         try:
-            wait_for(lambda: _registered(url, node.id), 30, what="the node registered")
-            assert node.identity is not None and node.identity.enrolled
+            wait_for(
+                lambda: _registered(url, node.id) and node.identity and node.identity.enrolled,
+                30,
+                what="the node registered and enrolled",
+            )
         finally:
             node.stop()
         first_id = node.id

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.reliability_support import Processes
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -25,3 +29,13 @@ def cleanup() -> Iterator[list[Any]]:
     for thing in reversed(things):
         close = getattr(thing, "close", None)
         close() if close is not None else thing.stop()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Child processes of one test (registries, nodes), all stopped at its end."""
+    from tests.reliability_support import Processes
+
+    processes = Processes(tmp_path)
+    yield processes
+    processes.stop_all()

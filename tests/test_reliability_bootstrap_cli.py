@@ -13,7 +13,6 @@ import queue
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,13 +46,6 @@ def assert_one_line(done: subprocess.CompletedProcess[str], status: int, phrase:
     assert len(lines) == 1 and lines[0].startswith("Error:"), done.stderr[-3000:]
     assert phrase in lines[0]
     assert done.returncode == status
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    yield processes
-    processes.stop_all()
 
 
 def started(procs: Processes, *args: str, env: dict[str, str] | None = None) -> str:

@@ -7,7 +7,6 @@ child processes; the test watches them through a gossip observer and the registr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,13 +33,6 @@ def gossip_bound(n: int, config: GossipConfig) -> float:
     """Upper bound on failure detection: one probe per member, the longest suspicion, spread."""
     suspicion = config.suspicion_max_mult * config.suspicion_mult * config.probe_interval
     return n * config.probe_interval + suspicion + 2.0
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    yield processes
-    processes.stop_all()
 
 
 def test_member_then_leader_sigkilled(procs: Processes, tmp_path: Path) -> None:

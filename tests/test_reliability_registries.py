@@ -9,8 +9,6 @@ member leaves, and the second registry's table holds every change that was ackno
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -28,13 +26,6 @@ from tests.reliability_support import (
 pytestmark = pytest.mark.slow
 
 DEAD_AFTER = 6.0
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    yield processes
-    processes.stop_all()
 
 
 def test_nodes_carry_on_through_the_other_registry(procs: Processes) -> None:

@@ -35,13 +35,6 @@ NODES = 4
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    yield processes
-    processes.stop_all()
-
-
-@pytest.fixture
 def nodes() -> Iterator[list[Node]]:
     started: list[Node] = []
     yield started

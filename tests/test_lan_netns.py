@@ -232,15 +232,25 @@ def test_groups_train_across_namespaces_and_survive_a_real_partition(
         cut_at = time.monotonic()
         a_start: dict[str, int] = {}
 
+        stranded = [m for m in largest["members"] if host_by_id[m] in side_a]
+
         def side_a_trains() -> bool:
-            # The registry's side: a member there claims term + 1 and trains on.
-            record = groups().get(group_id)
-            if not record or record["term"] <= old_term or record["leader"] is None:
-                return False
-            if host_by_id[record["leader"]] not in side_a:
-                return False
-            first = a_start.setdefault(record["leader"], record["metrics"]["round"])
-            return record["metrics"]["round"] >= first + 2
+            # The registry's side: the members cut off from their leader train on, led from
+            # their side: one claims term + 1, or (iid data: every group serves them alike)
+            # they move to the other group there.
+            now = groups()
+            for member in stranded:
+                record = next((g for g in now.values() if member in g["members"]), None)
+                if record is None or record["leader"] is None:
+                    return False
+                if host_by_id[record["leader"]] not in side_a:
+                    return False
+                if record["id"] == group_id and record["term"] <= old_term:
+                    return False
+                first = a_start.setdefault(record["id"], record["metrics"]["round"])
+                if record["metrics"]["round"] < first + 2:
+                    return False
+            return True
 
         def side_b_trains() -> bool:
             # No registry here: the old leader keeps its group training on gossip and Flower.
@@ -249,7 +259,7 @@ def test_groups_train_across_namespaces_and_survive_a_real_partition(
         wait_for(lambda: side_a_trains() and side_b_trains(), 90, interval=1.0,
                  what="two rounds on each side of the cut")  # fmt: skip
         t_train = time.monotonic() - cut_at
-        new = groups()[group_id]
+        new_term = groups().get(group_id, {}).get("term")
         assert "stepping down" not in leader_log.output()  # nothing told it yet
         partition_rounds = logged_round(leader_log.output(), group_id) - b_start
 
@@ -277,7 +287,7 @@ def test_groups_train_across_namespaces_and_survive_a_real_partition(
         final = groups()
         print(
             f"partition {len(side_a)}|{len(side_b)} machines (registry with the first), leader "
-            f"of {group_id} cut off: term {old_term}->{new['term']} on the registry's side, two "
+            f"of {group_id} cut off: term {old_term}->{new_term} on the registry's side, two "
             f"rounds on each side by {t_train:.1f}s ({partition_rounds} rounds without the "
             f"registry); after healing one leader per group and every view equal to the "
             f"registry in {t_heal:.1f}s ({len(final)} group(s))"

@@ -47,6 +47,12 @@ def memory_store(clock: Any, rng: random.Random) -> Any:
     show_default=True,
     help="Simulated seconds to stay pure (the steady state's registry load is measured).",
 )
+@click.option(
+    "--max-probes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Models a node fetches per choice at most (default: the preset's, 8).",
+)
 @json_options
 def bench_network(
     nodes: int,
@@ -55,6 +61,7 @@ def bench_network(
     preset: str,
     max_seconds: float,
     settle: float,
+    max_probes: int | None,
     json_target: str | None,
     output_path: Path | None,
 ) -> None:
@@ -75,7 +82,9 @@ def bench_network(
             concepts,
             memory_store,
             seed=seed,
-            config=NodeConfig.preset(preset),
+            config=NodeConfig.preset(preset).replace(
+                **({} if max_probes is None else {"max_probes": max_probes})
+            ),
             max_seconds=max_seconds,
             settle=settle,
             progress=None if bar.disable else progress,

@@ -118,8 +118,12 @@ class ChoiceSettings:
     Attributes
     ----------
     group_evaluation_interval
-        Seconds between re-evaluations of the group choice (default: 60). Each probes every
-        candidate group's model, so lower adapts faster at the cost of model transfers.
+        Seconds between re-evaluations of the group choice (default: 60). Each probes candidate
+        groups' models, so lower adapts faster at the cost of model transfers.
+    max_probes
+        Models fetched per choice at most (default: 8): half from the groups that scored best
+        before, half exploring groups never probed. Bounds the transfers per re-evaluation
+        however many groups the network has; fewer groups with room are all probed.
     switch_threshold
         Relative accuracy gain a move needs (default: 0.05, the prototype's 5%); a move also needs
         ``switch_samples`` more correct validation samples so that noise does not move nodes.
@@ -136,6 +140,7 @@ class ChoiceSettings:
     switch_samples: Count = 3
     merge_samples: Count = 2
     found_samples: Count = 4
+    max_probes: Positive = 8
     policy: Literal["probe", "reported"] = "probe"
 
 

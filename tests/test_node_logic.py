@@ -272,3 +272,27 @@ def test_a_node_whose_data_drifts_moves_to_its_new_concepts_group_at_once() -> N
     assert drifter.state.group_id == target
     assert net.purity() == 1.0
     print(f"drifted node in its new concept's group {took:.1f} s after the switch (simulated)")
+
+
+@pytest.mark.parametrize("max_probes", [2, 1000])
+def test_probes_per_choice_stay_within_the_bound_and_the_network_still_sorts(
+    max_probes: int,
+) -> None:
+    # 40 nodes of 8 concepts, groups of at most 2: about 20 groups, far more than 2 to probe.
+    net = MemoryNetwork(
+        40,
+        8,
+        store,
+        config=NodeConfig.test().replace(group_capacity=2, max_probes=max_probes),
+        seed=3,
+        step_interval=0.2,
+        val_size=100,
+    )
+    net.start()
+    assert net.run_until(lambda: net.purity() == 1.0, 300)
+    most = max(n.state.most_probes for n in net.nodes)
+    if max_probes == 2:
+        assert most <= 2
+    else:  # without a real bound a choice fetches many models: the bound above is not idle
+        assert most > 2
+    print(f"max_probes {max_probes}: pure at {net.now:.0f} s (simulated), most per choice {most}")

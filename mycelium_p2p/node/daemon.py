@@ -109,6 +109,7 @@ def controller_params(config: NodeConfig) -> ControllerParams:
                 mode=choice.policy,
             ),
             evaluation_interval=choice.group_evaluation_interval,
+            max_probes=choice.max_probes,
         ),
         leadership=LeadershipParams(
             # The grace lets a wrongly declared death be refuted (at the latest by the next

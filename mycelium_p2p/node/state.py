@@ -65,9 +65,13 @@ class NodeState:
     local_accuracy: float | None = None
     just_moved: bool = False
     looked_twice: bool = False
+    found_pending: bool = False  # the last re-evaluation said found: the next must agree
     refused: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     probes: dict[str, tuple[int, float]] = field(default_factory=dict)  # group -> (round, acc)
     migrations: int = 0
+    choices: int = 0  # choices made, the first ones included
+    probe_requests: int = 0  # models fetched to score them
+    most_probes: int = 0  # the most models one choice fetched
     decisions: list[Decision] = field(default_factory=list)
     # Discovery and the registry.
     registry_backoff: float = 1.0

@@ -11,7 +11,10 @@ is measured), or until ``max_seconds``. Reported (JSON keys in parentheses):
 - how fast: simulated seconds (``simulated_seconds``) and wall seconds (``wall_seconds``), and the
   same until the network first became pure (``simulated_seconds_to_pure``,
   ``wall_seconds_to_pure``);
-- what it costs: gossip frames sent per node per simulated second (``messages_per_node_per_s``)
+- what it costs: models fetched to probe a group per choice of group, the mean over all
+  choices of all nodes and the most any one choice fetched (``probes_per_choice``,
+  ``max_probes_per_choice``), gossip frames sent per node per simulated second
+  (``messages_per_node_per_s``)
   and registry requests per node per simulated minute in the steady state, once pure
   (``registry_requests_per_node_per_min``; over the whole run in
   ``registry_requests_per_node_per_min_total``).
@@ -78,6 +81,12 @@ def run(
         "simulated_seconds_to_pure": round(first_pure[0], 1) if first_pure else None,
         "wall_seconds_to_pure": round(first_pure[1], 2) if first_pure else None,
         "migrations": sum(n.state.migrations for n in net.nodes),
+        "probes_per_choice": round(
+            sum(n.state.probe_requests for n in net.nodes)
+            / max(1, sum(n.state.choices for n in net.nodes)),
+            2,
+        ),
+        "max_probes_per_choice": max((n.state.most_probes for n in net.nodes), default=0),
         "messages_per_node_per_s": round(net.frames_sent() / nodes / simulated, 2),
         "registry_requests_per_node_per_min": (
             round((calls - calls_at_pure) / nodes / (settled / 60.0), 3) if settled else None

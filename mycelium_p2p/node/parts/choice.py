@@ -1,11 +1,17 @@
 """Group choice: probe the candidate groups, ask the policy, and act on its decision.
 
 Every ``evaluation_interval`` (and whenever the node is in no group) the node trains its own
-model one more step, probes each compatible group with room (fetches the leader's latest model
-over gossip, cached by round, checked for shape and NaN/inf, scored on its own validation
-split), scores its current group's model, and lets ``policy.decide`` say stay, join or found.
+model one more step, probes compatible groups with room (fetches the leader's latest model over
+gossip, cached by round, checked for shape and NaN/inf, scored on its own validation split),
+scores its current group's model, and lets ``policy.decide`` say stay, join or found.
+
+At most ``max_probes`` models are fetched per choice, however many groups there are: half go to
+the groups that scored best on this node's data before (their newer rounds), the rest explore
+groups never probed, in random order. A probe of a round already scored costs nothing and is
+always used. In a network of a few groups every group with room is probed each time.
 The first "found" of a node waits a random 0.5-3 s and looks again, so that nodes starting
-together do not all found singletons. A join the registry refuses (the view was stale) leaves
+together do not all found singletons; a node in a group founds only when two re-evaluations in
+a row say so. A join the registry refuses (the view was stale) leaves
 that group out until its record changes, and the next choice comes within a second; only an
 unreachable registry makes the node back off.
 """
@@ -49,10 +55,13 @@ class ChoiceParams:
         Thresholds and mode of ``policy.decide`` (default: ``PolicyParams()``).
     evaluation_interval : float
         Seconds between two re-evaluations while in a group (default: 60).
+    max_probes : int
+        Models fetched per choice at most (default: 8).
     """
 
     policy: PolicyParams = field(default_factory=PolicyParams)
     evaluation_interval: float = 60.0
+    max_probes: int = 8
 
 
 def choose(
@@ -69,8 +78,11 @@ def choose(
 ) -> list[Command]:
     """Make the choice: ``first`` while the node is in no group, else a re-evaluation."""
     state.local_accuracy = learning.train_local()
-    probing = params.policy.mode == "probe"
-    candidates = _candidates(state, view, gossip, learning, probing)
+    state.choices += 1
+    fetched = state.probe_requests
+    probe_budget = params.max_probes if params.policy.mode == "probe" else None
+    candidates = _candidates(state, view, gossip, learning, probe_budget, rng)
+    state.most_probes = max(state.most_probes, state.probe_requests - fetched)
     others = [m for m in view.members_of(state.group_id or "") if m != state.id]
     decision = decide(
         Observation(
@@ -96,9 +108,21 @@ def choose(
     if not first:
         state.just_moved = False
         timers.at(Timer.EVALUATE, now + params.evaluation_interval)
+        decision = _confirmed(state, decision)
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
     return _act(state, decision, first) + ([] if first else [Announce()])
+
+
+def _confirmed(state: NodeState, decision: Decision) -> Decision:
+    """Leaving a group to found one needs two re-evaluations in a row to say so. One can be
+    noise: when a member leaves or its data drifts, the group's model scores lower for a round
+    or two, and a leader that founded then would split a group that serves it."""
+    if decision.action != "found" or state.found_pending:
+        state.found_pending = False
+        return decision
+    state.found_pending = True
+    return Decision("stay", None, f"{decision.reason}; founding if the next evaluation agrees")
 
 
 def founding_reason(view: GossipView, spec: str) -> str | None:
@@ -168,6 +192,7 @@ def data_changed(state: NodeState, timers: Scheduler, now: float) -> list[Comman
     still sits out one evaluation: until its new group's first round it holds the model of the
     group it left, and would score its new group with it."""
     state.probes = {}
+    state.found_pending = False
     timers.at(Timer.EVALUATE if state.group_id is not None else Timer.CHOOSE, now)
     return [Announce()]  # the new data's sizes in gossip metadata
 
@@ -182,23 +207,30 @@ def _candidates(
     view: GossipView,
     gossip: GossipPort,
     learning: LearningPort,
-    probing: bool,
+    probe_budget: int | None,
+    rng: random.Random,
 ) -> list[Candidate]:
+    """The compatible groups as candidates; ``probe_budget`` None means reported mode."""
     groups = view.groups
     state.refused = {g: seen for g, seen in state.refused.items() if g in groups}
+    records = [
+        record
+        for record in views.compatible_groups(groups.values(), learning.spec, view.occupied())
+        # Our own record from before we stepped down: never follow ourselves. A record the
+        # registry said no to: wait for news of it.
+        if not (record.leader == state.id and not state.leading)
+        and state.refused.get(record.id) != (record.term, record.members)
+    ]
+    probed = set() if probe_budget is None else _to_probe(state, records, probe_budget, rng)
     out: list[Candidate] = []
-    for record in views.compatible_groups(groups.values(), learning.spec, view.occupied()):
-        if record.leader == state.id and not state.leading:
-            continue  # our own record from before we stepped down: never follow ourselves
-        if state.refused.get(record.id) == (record.term, record.members):
-            continue  # the registry said no to this very record: wait for news of it
+    for record in records:
         is_current = record.id == state.group_id
-        accuracy: float | None
-        if not probing:  # reported: a group that has not finished a round has no accuracy yet
+        accuracy: float | None = None
+        if probe_budget is None:  # reported: a group without a finished round has no accuracy
             accuracy = record.accuracy if record.round > 0 else None
         elif is_current:
             accuracy = state.accuracy = learning.group_accuracy()
-        else:
+        elif record.id in probed:
             accuracy = _probe(state, record, gossip, learning)
         out.append(
             Candidate(
@@ -213,6 +245,25 @@ def _candidates(
     return out
 
 
+def _to_probe(
+    state: NodeState, records: list[GroupRecord], budget: int, rng: random.Random
+) -> set[str]:
+    """The groups to probe this time: those whose current round is already scored (free), then
+    within ``budget`` fetches half the best scored before and half never probed (random)."""
+    room = [r for r in records if r.id != state.group_id and len(r.members) < r.capacity]
+    free = {r.id for r in room if (hit := state.probes.get(r.id)) and hit[0] == r.round}
+    known = sorted(
+        (r for r in room if r.id in state.probes and r.id not in free),
+        key=lambda r: -state.probes[r.id][1],
+    )
+    fresh = [r for r in room if r.id not in state.probes]
+    rng.shuffle(fresh)
+    explore = min(len(fresh), budget // 2)
+    exploit = min(len(known), budget - explore)
+    explore = min(len(fresh), budget - exploit)
+    return free | {r.id for r in known[:exploit]} | {r.id for r in fresh[:explore]}
+
+
 def _probe(
     state: NodeState, record: GroupRecord, gossip: GossipPort, learning: LearningPort
 ) -> float | None:
@@ -222,6 +273,7 @@ def _probe(
         return hit[1]
     if not record.leader_address:
         return None
+    state.probe_requests += 1
     answer = gossip.request_model(record.leader_address, record.id, PROBE_TIMEOUT)
     if answer is None:
         return None

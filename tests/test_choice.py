@@ -14,7 +14,7 @@ from typing import Any
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.meta import NodeMeta
 from mycelium_p2p.node.events import FoundGroup, JoinGroup
-from mycelium_p2p.node.parts.choice import ChoiceParams, choose
+from mycelium_p2p.node.parts.choice import ChoiceParams, choose, data_changed
 from mycelium_p2p.node.scheduler import Scheduler
 from mycelium_p2p.node.state import GossipView, NodeState
 
@@ -135,3 +135,14 @@ def test_a_member_founds_only_when_two_evaluations_in_a_row_say_so() -> None:
     learner.group = 0.50
     assert not any(isinstance(c, FoundGroup) for c in evaluate())
     assert any(isinstance(c, FoundGroup) for c in evaluate())  # twice in a row: found
+
+
+def test_a_member_whose_data_changed_founds_at_once() -> None:
+    groups = {"mine": ("peer", "me")}
+    learner = Learner({}, local=0.95, group=0.10)  # its new data: the group's model is lost
+    state = NodeState("me", "me", SPEC, group_id="mine")
+    timers = Scheduler()
+    data_changed(state, timers, 0.0)
+    commands = choose(state, world(groups), ChoiceParams(), Models(), learner, random.Random(1),
+                      timers, 0.0, first=False)  # fmt: skip
+    assert any(isinstance(c, FoundGroup) for c in commands)

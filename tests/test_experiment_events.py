@@ -17,6 +17,7 @@ from mycelium_p2p.learning.data import NodeData, load_node_data
 from mycelium_p2p.lifecycle import Phase
 from mycelium_p2p.node import Node
 from mycelium_p2p.node_config import NodeConfig
+from mycelium_p2p.registry_client import RegistryClient
 from mycelium_p2p.testing.local_cluster import LocalCluster
 from tests.helpers import wait_for
 
@@ -159,6 +160,9 @@ def test_a_group_whose_leader_crashes_during_a_drift_keeps_its_model_and_takes_t
         # Validation and test switched with the training data (the accuracy above is on its new
         # test split: a concept-1 model scores near chance there).
         assert drifter.data_summary()["concept"] == 0
+        # The registry's summary of its data says so too (registration is idempotent per id).
+        with RegistryClient(cluster.url) as registry:
+            assert registry.node(drifter.id).data["concept"] == 0
         # The group went on from its model rather than from scratch (chance is 0.1).
         record = survivors[0].gossip.groups()[target]
         assert record.accuracy is not None and record.accuracy > 0.8

@@ -265,6 +265,8 @@ def test_a_node_whose_data_drifts_moves_to_its_new_concepts_group_at_once() -> N
     drifter.events.append(DataChanged(0))  # the fake learner's data is its concept
     switched_at = net.now
     assert net.run_until(lambda: drifter.state.group_id == target, 30)
+    # The registry's summary of the node's data says what it holds now.
+    assert net.store.node(drifter.id).data["concept"] == 0
     took = net.now - switched_at
     # It chose again at once rather than at its next re-evaluation, 3 s after the last.
     assert took < 1.5, took

@@ -66,6 +66,7 @@ class NodeState:
     just_moved: bool = False
     looked_twice: bool = False
     found_pending: bool = False  # the last re-evaluation said found: the next must agree
+    data_changed: bool = False  # its data changed since it last moved
     refused: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     probes: dict[str, tuple[int, float]] = field(default_factory=dict)  # group -> (round, acc)
     migrations: int = 0

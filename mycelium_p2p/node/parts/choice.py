@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from mycelium_p2p import view as views
 from mycelium_p2p.groups import GroupRecord
-from mycelium_p2p.node.events import Announce, Command, FoundGroup, JoinGroup
+from mycelium_p2p.node.events import Announce, Command, FoundGroup, JoinGroup, Register
 from mycelium_p2p.node.ports import GossipPort, LearningPort
 from mycelium_p2p.node.scheduler import Scheduler, Timer
 from mycelium_p2p.node.state import GossipView, NodeState
@@ -117,8 +117,9 @@ def choose(
 def _confirmed(state: NodeState, decision: Decision) -> Decision:
     """Leaving a group to found one needs two re-evaluations in a row to say so. One can be
     noise: when a member leaves or its data drifts, the group's model scores lower for a round
-    or two, and a leader that founded then would split a group that serves it."""
-    if decision.action != "found" or state.found_pending:
+    or two, and a leader that founded then would split a group that serves it. A node whose own
+    data changed since it last moved knows why its group serves it worse: it founds at once."""
+    if decision.action != "found" or state.found_pending or state.data_changed:
         state.found_pending = False
         return decision
     state.found_pending = True
@@ -172,6 +173,7 @@ def on_attempt(
     """The controller tried a join or a founding; set when to choose next."""
     if outcome is Attempt.MOVED:
         state.just_moved = True
+        state.data_changed = False
         if not first:
             state.migrations += 1
         state.registry_answered()
@@ -193,8 +195,10 @@ def data_changed(state: NodeState, timers: Scheduler, now: float) -> list[Comman
     group it left, and would score its new group with it."""
     state.probes = {}
     state.found_pending = False
+    state.data_changed = True
     timers.at(Timer.EVALUATE if state.group_id is not None else Timer.CHOOSE, now)
-    return [Announce()]  # the new data's sizes in gossip metadata
+    # The new data's sizes in gossip metadata, and its summary at the registry.
+    return [Announce(), Register()]
 
 
 def refused(state: NodeState, record: GroupRecord) -> None:

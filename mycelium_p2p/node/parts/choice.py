@@ -9,11 +9,12 @@ At most ``max_probes`` models are fetched per choice, however many groups there 
 the groups that scored best on this node's data before (their newer rounds), the rest explore
 groups never probed, in random order. A probe of a round already scored costs nothing and is
 always used. In a network of a few groups every group with room is probed each time.
+
 The first "found" of a node waits a random 0.5-3 s and looks again, so that nodes starting
 together do not all found singletons; a node in a group founds only when two re-evaluations in
-a row say so. A join the registry refuses (the view was stale) leaves
-that group out until its record changes, and the next choice comes within a second; only an
-unreachable registry makes the node back off.
+a row say so. A join the registry refuses (the view was stale) leaves that group out until its
+record changes, and the next choice comes within a second; only an unreachable registry makes
+the node back off.
 """
 
 from __future__ import annotations

@@ -32,6 +32,12 @@ def cleanup() -> Iterator[list[Any]]:
 
 
 @pytest.fixture
+def nodes(cleanup: list[Any]) -> list[Any]:
+    """Gossip nodes a test started, stopped at the end (``cleanup`` under the name tests use)."""
+    return cleanup
+
+
+@pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Processes]:
     """Child processes of one test (registries, nodes), all stopped at its end."""
     from tests.reliability_support import Processes

@@ -116,3 +116,20 @@ class RegistryProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def finish_all(
+    running: dict[str, subprocess.Popen[str]], deadline: Callable[[str], float]
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Wait for each command within ``deadline(name)`` seconds; one that hangs is killed and
+    says so in its stderr."""
+    done: dict[str, subprocess.CompletedProcess[str]] = {}
+    for name, process in running.items():
+        try:
+            out, err = process.communicate(timeout=deadline(name))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            err += "\n(test: killed after its deadline: the command hung)"
+        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return done

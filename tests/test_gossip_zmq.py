@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,14 +16,6 @@ from mycelium_p2p.groups import GroupRecord
 from tests.helpers import wait_until
 
 CFG = GossipConfig.test()
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[GossipNode]]:
-    made: list[GossipNode] = []
-    yield made
-    for n in made:
-        n.stop()
 
 
 def _node(made: list[GossipNode], name: str, **kw: object) -> GossipNode:

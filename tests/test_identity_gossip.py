@@ -8,7 +8,6 @@ the node its connection authenticated as.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import zmq
@@ -29,14 +28,6 @@ def enrolled(ca: CertificateAuthority, node_id: str) -> NodeIdentity:
     ticket = ca.issue_ticket(node_id, identity.keys.curve_public)
     identity.accept(ca.cert_pem, ticket.text())
     return identity
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[GossipNode]]:
-    made: list[GossipNode] = []
-    yield made
-    for n in made:
-        n.stop()
 
 
 def _start(made: list[GossipNode], node: GossipNode) -> GossipNode:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mycelium_p2p.testing.processes import mycelium_command
-from tests.helpers import ROOT, RegistryProcess
+from tests.helpers import ROOT, RegistryProcess, finish_all
 from tests.reliability_support import CHILD_ENV
 
 pytestmark = pytest.mark.slow
@@ -198,16 +198,7 @@ def outcomes(setting: Setting) -> dict[str, subprocess.CompletedProcess[str]]:
         )
         for name, case in table.items()
     }
-    done: dict[str, subprocess.CompletedProcess[str]] = {}
-    for name, process in running.items():
-        try:
-            out, err = process.communicate(timeout=table[name].deadline)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-            err += "\n(test: killed after its deadline: the command hung)"
-        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
-    return done
+    return finish_all(running, lambda name: table[name].deadline)
 
 
 @pytest.mark.parametrize("name", list(cases(Setting(Path("."), 0, "http://x"))))

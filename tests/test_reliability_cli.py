@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from mycelium_p2p.testing.processes import mycelium_command
+from tests.helpers import finish_all
 from tests.reliability_support import CHILD_ENV
 
 pytestmark = pytest.mark.slow
@@ -58,16 +59,7 @@ def outcomes() -> dict[str, subprocess.CompletedProcess[str]]:
         )
         for name, (args, _, _) in CASES.items()
     }
-    done: dict[str, subprocess.CompletedProcess[str]] = {}
-    for name, process in running.items():
-        try:
-            out, err = process.communicate(timeout=CASES[name][1])
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-            err += "\n(test: killed after its deadline: the command hung)"
-        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
-    return done
+    return finish_all(running, lambda name: CASES[name][1])
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -124,6 +124,11 @@ class ChoiceSettings:
         Models fetched per choice at most (default: 8): half from the groups that scored best
         before, half exploring groups never probed. Bounds the transfers per re-evaluation
         however many groups the network has; fewer groups with room are all probed.
+    blend_weight
+        Largest share of other groups' models a leader mixes into its group's model at a
+        re-evaluation (default: 0.5; 0 turns it off). Only groups that score about as well on
+        the leader's data as its own are mixed in, weighted by their sizes: groups of one kind
+        of data that capacity keeps apart learn as one.
     switch_threshold
         Relative accuracy gain a move needs (default: 0.05, the prototype's 5%); a move also needs
         ``switch_samples`` more correct validation samples so that noise does not move nodes.
@@ -141,6 +146,7 @@ class ChoiceSettings:
     merge_samples: Count = 2
     found_samples: Count = 4
     max_probes: Positive = 8
+    blend_weight: Annotated[float, msgspec.Meta(ge=0, le=0.9)] = 0.5
     policy: Literal["probe", "reported"] = "probe"
 
 

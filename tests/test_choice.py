@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.meta import NodeMeta
 from mycelium_p2p.node.events import FoundGroup, JoinGroup
@@ -52,6 +54,7 @@ class Learner:
 
     def __init__(self, scores: dict[str, float], local: float, group: float) -> None:
         self.scores, self.local, self.group = scores, local, group
+        self.blended: list[dict[str, float]] = []
 
     def train_local(self) -> float:
         return self.local
@@ -62,8 +65,13 @@ class Learner:
     def score(self, payload: bytes) -> float:
         return self.scores[payload.decode()]
 
+    def blend(self, shared: list[tuple[bytes, float]]) -> None:
+        self.blended.append({payload.decode(): weight for payload, weight in shared})
 
-def record(group_id: str, members: tuple[str, ...], capacity: int = 5) -> GroupRecord:
+
+def record(
+    group_id: str, members: tuple[str, ...], capacity: int = 5, round_: int = 1
+) -> GroupRecord:
     return GroupRecord(
         id=group_id,
         leader=members[0],
@@ -71,15 +79,16 @@ def record(group_id: str, members: tuple[str, ...], capacity: int = 5) -> GroupR
         members=members,
         model=SPEC,
         capacity=capacity,
-        round=1,
+        round=round_,
     )
 
 
-def world(groups: dict[str, tuple[str, ...]]) -> GossipView:
+def world(groups: dict[str, tuple[str, ...]], round_: int = 1) -> GossipView:
     members: list[Any] = [
         Member(m, f"{m}:1", "alive", g) for g, ids in groups.items() for m in ids if m != "me"
     ]
-    return GossipView("me", members, {g: record(g, ids) for g, ids in groups.items()})
+    records = {g: record(g, ids, round_=round_) for g, ids in groups.items()}
+    return GossipView("me", members, records)
 
 
 def test_a_choice_fetches_at_most_max_probes_models_and_keeps_the_best_it_found() -> None:
@@ -146,3 +155,56 @@ def test_a_member_whose_data_changed_founds_at_once() -> None:
     commands = choose(state, world(groups), ChoiceParams(), Models(), learner, random.Random(1),
                       timers, 0.0, first=False)  # fmt: skip
     assert any(isinstance(c, FoundGroup) for c in commands)
+
+
+def _leader(group: str = "mine") -> NodeState:
+    state = NodeState("me", "me", SPEC, group_id=group)
+    state.server_address = "me:2"  # it runs its group's server
+    return state
+
+
+BLEND_WORLD = {
+    "mine": ("me", "m2", "m3"),
+    "twin": ("t1", "t2", "t3", "t4", "t5"),  # full: no one can join it, yet it is probed
+    "small": ("s1", "s2"),
+    "other": ("o1", "o2"),  # another kind of data
+}
+# On the leader's 50 validation samples: its group 0.90, the twin as good, the small group one
+# sample lower (within merge_samples = 2), the other kind far lower.
+BLEND_SCORES = {"twin": 0.90, "small": 0.88, "other": 0.20}
+
+
+def test_a_leader_mixes_in_the_groups_that_serve_its_data_as_well_once_per_round() -> None:
+    learner = Learner(BLEND_SCORES, local=0.5, group=0.90)
+    state, models = _leader(), Models()
+    params, rng, timers = ChoiceParams(), random.Random(3), Scheduler()
+    choose(state, world(BLEND_WORLD), params, models, learner, rng, timers, 0.0, first=False)
+    assert "twin" in models.fetched  # full groups are probed by a leader
+    # Half of the model (the bound) from 7 peers' members against its own 3, by their sizes.
+    assert len(learner.blended) == 1
+    assert learner.blended[0] == pytest.approx({"twin": 0.5 * 5 / 7, "small": 0.5 * 2 / 7})
+    assert state.blends == 1 and state.decisions[-1].action == "stay"
+    # The same rounds again: already mixed in, nothing fetched or mixed.
+    models.fetched.clear()
+    choose(state, world(BLEND_WORLD), params, models, learner, rng, timers, 0.0, first=False)
+    assert models.fetched == [] and len(learner.blended) == 1
+    # Newer rounds: mixed in again.
+    choose(state, world(BLEND_WORLD, round_=2), params, models, learner, rng, timers, 0.0,
+           first=False)  # fmt: skip
+    assert len(learner.blended) == 2
+
+
+@pytest.mark.parametrize("who", ["member", "blend_weight 0"])
+def test_members_and_leaders_told_not_to_never_mix_in_other_groups(who: str) -> None:
+    learner = Learner(BLEND_SCORES, local=0.5, group=0.90)
+    groups = dict(BLEND_WORLD)
+    if who == "member":
+        groups["mine"] = ("m2", "me", "m3")  # led by m2
+        state, params = NodeState("me", "me", SPEC, group_id="mine"), ChoiceParams()
+    else:
+        state, params = _leader(), ChoiceParams(blend_weight=0)
+    models = Models()
+    choose(state, world(groups), params, models, learner, random.Random(3), Scheduler(), 0.0,
+           first=False)  # fmt: skip
+    assert learner.blended == [] and state.blends == 0
+    assert "twin" not in models.fetched  # full groups are not probed either

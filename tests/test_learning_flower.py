@@ -156,6 +156,31 @@ def test_stock_flower_client_takes_part(cleanup: list[Any]) -> None:
     assert not thread.is_alive()  # the server's disconnect ends a stock client cleanly
 
 
+@pytest.mark.slow
+def test_blended_models_are_mixed_into_the_next_round(cleanup: list[Any]) -> None:
+    server, rounds = _server(cleanup)
+    own = server.latest_weights()
+    peer = [np.full_like(w, 0.5) for w in own]
+    refused = [
+        ([w[:1] for w in own], 0.25),  # another shape
+        ([np.full_like(w, np.nan) for w in own], 0.25),
+        ([w * 1e6 for w in own], 0.25),  # far beyond the group's own norm
+        (peer, 1.0),  # would replace the group's model
+    ]
+    for bad in refused:
+        with pytest.raises(ValueError):
+            server.blend([bad])
+    server.blend([(peer, 0.25)])
+    stock = StockClient([w.shape for w in own])
+    stock.run(server.address)  # type: ignore[arg-type]
+    wait_until(lambda: len(rounds) >= 2, 30, "rounds with the stock client")
+    # Round 1 started from 3/4 of its own model and 1/4 of the peer's (then the client's +0.001);
+    # round 2 from round 1's: one blend, once, and none of the refused ones.
+    assert server.blended == 1
+    assert np.allclose(rounds[0].weights[0], 0.75 * own[0] + 0.25 * 0.5 + 0.001, atol=1e-6)
+    assert np.allclose(rounds[1].weights[0], rounds[0].weights[0] + 0.001, atol=1e-6)
+
+
 class _Vanishing:
     """A stock NumPyClient whose process "dies" in the middle of a fit."""
 

@@ -110,6 +110,7 @@ def controller_params(config: NodeConfig) -> ControllerParams:
             ),
             evaluation_interval=choice.group_evaluation_interval,
             max_probes=choice.max_probes,
+            blend_weight=choice.blend_weight,
         ),
         leadership=LeadershipParams(
             # The grace lets a wrongly declared death be refuted (at the latest by the next

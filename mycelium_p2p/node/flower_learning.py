@@ -274,6 +274,12 @@ class FlowerLearning:
             return server.weights()
         return self.client.last_global_weights
 
+    def blend(self, shared: list[tuple[bytes, float]]) -> None:
+        server = self.server
+        if server is None:
+            raise ValueError("this node leads no group: nothing to blend into")
+        server.blend([(models.weights_from_bytes(payload), weight) for payload, weight in shared])
+
     @property
     def server(self) -> GroupServer | None:
         """The Flower server this node runs for its group (None: it runs none)."""

@@ -147,6 +147,12 @@ class LearningPort(Protocol):
         """Accuracy of the current group's latest model on the validation split (None: none)."""
         ...
 
+    def blend(self, shared: list[tuple[bytes, float]]) -> None:
+        """Mix serialized models of other groups into the group this node leads, before its
+        next round: each with its weight (positive, summing below 1). ValueError when this
+        node leads no group or a model does not fit."""
+        ...
+
     def start_server(self, start_round: int, *, from_group: bool) -> ServerHandle:
         """Start a Flower server for a group, seeded with the last group model this node holds
         when ``from_group`` (a takeover), else with its local model (a founding); its results

@@ -110,6 +110,7 @@ class FakeServer:
         self.model = model
         self.round = start_round
         self.clients: list[FakeLearner] = []
+        self.blends: list[tuple[Model, float]] = []  # folded into the next round
         self._on_round = on_round
         self._stopped = False
         world.servers[self.address] = self
@@ -125,6 +126,10 @@ class FakeServer:
             for c in clients:
                 mix[c.concept] += c.train_examples / total
             quality = min(1.0, self.model.quality + TRAINING_STEP)
+            for shared, weight in self.blends:  # other groups' data, at their weights
+                mix = [(1 - weight) * x + weight * y for x, y in zip(mix, shared.mix, strict=True)]
+                total += shared.examples
+            self.blends = []
             self.model = Model(mix, quality, total)
             self.round += 1
             scores = [(c.observe(self.model), c.val_size) for c in clients]
@@ -168,6 +173,7 @@ class FakeLearner:
     last_global: Model | None = field(default=None, init=False)
     last_global_round: int = field(default=0, init=False)
     following: FakeServer | None = field(default=None, init=False)
+    serving: FakeServer | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         mix = [0.0] * self.world.concepts
@@ -202,6 +208,12 @@ class FakeLearner:
     def score(self, payload: bytes) -> float:
         return self.observe(Model.from_bytes(payload, self.world.concepts))
 
+    def blend(self, shared: list[tuple[bytes, float]]) -> None:
+        server = self.serving
+        if server is None or not server.running():
+            raise ValueError("this node leads no group: nothing to blend into")
+        server.blends += [(Model.from_bytes(p, self.world.concepts), w) for p, w in shared]
+
     def group_accuracy(self) -> float | None:
         model = self.group_model()
         return None if model is None else self.observe(model)
@@ -213,7 +225,8 @@ class FakeLearner:
 
     def start_server(self, start_round: int, *, from_group: bool) -> FakeServer:
         model = self.last_global if from_group and self.last_global is not None else self.local
-        return FakeServer(self.world, model, start_round, self.on_round)
+        self.serving = FakeServer(self.world, model, start_round, self.on_round)
+        return self.serving
 
     def follow(self, address: str) -> None:
         self.unfollow()

@@ -36,7 +36,7 @@ from mycelium_p2p.learning import admission
 from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.flower.setup import install
 from mycelium_p2p.learning.flower.strategies import DEFAULT_STRATEGY, CheckedStrategy, make_strategy
-from mycelium_p2p.learning.models import message_limit
+from mycelium_p2p.learning.models import check_update, message_limit
 from mycelium_p2p.learning.tls import TlsError, TlsMaterial
 
 log = logging.getLogger("mycelium_p2p.learning.flower")
@@ -269,6 +269,8 @@ class GroupServer:
         self._tls = tls
         self._admit = admit
         self._weights = [np.array(w, copy=True) for w in initial_weights]
+        self._blends: list[list[tuple[list[np.ndarray], float]]] = []
+        self.blended = 0  # blends folded into the model so far
         self._strategy_name = strategy
         self._strategy = CheckedStrategy(
             make_strategy(strategy, self._weights, options=strategy_options),
@@ -315,6 +317,39 @@ class GroupServer:
         """A copy of the current global model."""
         with self._lock:
             return [w.copy() for w in self._weights]
+
+    def blend(self, models: list[tuple[list[np.ndarray], float]]) -> None:
+        """Mix other groups' models into this group's model before its next round.
+
+        ``models`` pairs each model with its weight; the weights are positive and sum below 1,
+        and what they leave is this group's own model's share. A model that does not pass
+        `check_update` against this group's (shape, NaN/inf, ``max_norm_ratio``) is refused
+        with ValueError, and nothing is queued.
+        """
+        own = self.latest_weights()
+        total = sum(weight for _, weight in models)
+        if not models or not all(0.0 < w < 1.0 for _, w in models) or not total < 1.0:
+            raise ValueError(f"blend weights must be in (0, 1) and sum below 1, got {total!r}")
+        for weights, _ in models:
+            reason = check_update(weights, own, self._strategy.max_norm_ratio)
+            if reason is not None:
+                raise ValueError(f"cannot blend a model: {reason}")
+        with self._lock:
+            self._blends.append([(list(weights), weight) for weights, weight in models])
+
+    def _apply_blends(self) -> None:
+        """Fold the queued blends into the model the next round starts from."""
+        with self._lock:
+            pending, self._blends = self._blends, []
+            for models in pending:
+                share = 1.0 - sum(weight for _, weight in models)
+                self._weights = [
+                    (share * own + sum(weight * m[i] for m, weight in models)).astype(own.dtype)
+                    for i, own in enumerate(self._weights)
+                ]
+            if pending:
+                self._server.parameters = ndarrays_to_parameters(self._weights)
+                self.blended += len(pending)
 
     def num_clients(self) -> int:
         """Clients connected now."""
@@ -420,6 +455,7 @@ class GroupServer:
 
     def _run_round(self) -> RoundResult | None:
         started = time.monotonic()
+        self._apply_blends()
         number = self.round + 1
         rejected_before = self._strategy.rejected_total
         evaluations_before = self._strategy.rejected_evaluations

@@ -15,6 +15,13 @@ together do not all found singletons; a node in a group founds only when two re-
 a row say so. A join the registry refuses (the view was stale) leaves that group out until its
 record changes, and the next choice comes within a second; only an unreachable registry makes
 the node back off.
+
+A leader also probes full groups, and mixes the new rounds of those that serve its data about
+as well as its own group (within ``merge_samples``) into its group's model, at most
+``blend_weight`` of it, shared by the other groups' sizes. Groups that capacity keeps apart
+but whose data agree (one concept in more groups than one, or skews no probe can tell apart)
+so learn from each other's data, as if they were one group; a group of another concept scores
+far lower on the leader's data and is never mixed in.
 """
 
 from __future__ import annotations
@@ -58,11 +65,15 @@ class ChoiceParams:
         Seconds between two re-evaluations while in a group (default: 60).
     max_probes : int
         Models fetched per choice at most (default: 8).
+    blend_weight : float
+        Largest share of other groups' models a leader mixes into its group's model per
+        re-evaluation (default: 0.5; 0: never).
     """
 
     policy: PolicyParams = field(default_factory=PolicyParams)
     evaluation_interval: float = 60.0
     max_probes: int = 8
+    blend_weight: float = 0.5
 
 
 def choose(
@@ -80,10 +91,12 @@ def choose(
     """Make the choice: ``first`` while the node is in no group, else a re-evaluation."""
     state.local_accuracy = learning.train_local()
     state.choices += 1
-    fetched = state.probe_requests
+    requests_before = state.probe_requests
     probe_budget = params.max_probes if params.policy.mode == "probe" else None
-    candidates = _candidates(state, view, gossip, learning, probe_budget, rng)
-    state.most_probes = max(state.most_probes, state.probe_requests - fetched)
+    blending = state.leading and params.blend_weight > 0 and not first
+    models: dict[str, bytes] = {}  # fetched for this choice, by group
+    candidates = _candidates(state, view, gossip, learning, probe_budget, rng, blending, models)
+    state.most_probes = max(state.most_probes, state.probe_requests - requests_before)
     others = [m for m in view.members_of(state.group_id or "") if m != state.id]
     decision = decide(
         Observation(
@@ -110,6 +123,8 @@ def choose(
         state.just_moved = False
         timers.at(Timer.EVALUATE, now + params.evaluation_interval)
         decision = _confirmed(state, decision)
+    if blending and decision.action == "stay":
+        _blend(state, candidates, models, params, learning)
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
     return _act(state, decision, first) + ([] if first else [Announce()])
@@ -125,6 +140,45 @@ def _confirmed(state: NodeState, decision: Decision) -> Decision:
         return decision
     state.found_pending = True
     return Decision("stay", None, f"{decision.reason}; founding if the next evaluation agrees")
+
+
+def _blend(
+    state: NodeState,
+    candidates: list[Candidate],
+    fetched: dict[str, bytes],
+    params: ChoiceParams,
+    learning: LearningPort,
+) -> None:
+    """Mix into this leader's group the new models of other groups that serve its data about as
+    well as its own (see the module docstring), weighted by their sizes."""
+    own = next((c for c in candidates if c.is_current), None)
+    n = learning.val_size
+    if own is None or own.accuracy is None or n == 0:
+        return
+    floor = own.accuracy - params.policy.merge_samples / n
+    peers = [
+        c
+        for c in candidates
+        if c.group_id in fetched and c.accuracy is not None and c.accuracy >= floor - 1e-9
+    ]
+    if not peers:
+        return
+    sizes = sum(max(c.size, 1) for c in peers)
+    share = min(params.blend_weight, sizes / (sizes + max(own.size, 1)))
+    shared = [(fetched[c.group_id], share * max(c.size, 1) / sizes) for c in peers]
+    try:
+        learning.blend(shared)
+    except ValueError as exc:
+        log.warning("%s: could not blend other groups' models: %s", state.name, exc)
+        return
+    state.blends += 1
+    log.info(
+        "%s: mixes %s into %s (%.0f%% of its model)",
+        state.name,
+        ", ".join(c.group_id for c in peers),
+        state.group_id,
+        100 * share,
+    )
 
 
 def founding_reason(view: GossipView, spec: str) -> str | None:
@@ -214,8 +268,12 @@ def _candidates(
     learning: LearningPort,
     probe_budget: int | None,
     rng: random.Random,
+    with_full: bool,
+    fetched: dict[str, bytes],
 ) -> list[Candidate]:
-    """The compatible groups as candidates; ``probe_budget`` None means reported mode."""
+    """The compatible groups as candidates; ``probe_budget`` None means reported mode.
+    ``with_full``: full groups are probed too (a leader that blends); the models fetched
+    go into ``fetched``."""
     groups = view.groups
     state.refused = {g: seen for g, seen in state.refused.items() if g in groups}
     records = [
@@ -226,7 +284,11 @@ def _candidates(
         if not (record.leader == state.id and not state.leading)
         and state.refused.get(record.id) != (record.term, record.members)
     ]
-    probed = set() if probe_budget is None else _to_probe(state, records, probe_budget, rng)
+    probed = (
+        set()
+        if probe_budget is None
+        else _to_probe(state, records, probe_budget, rng, with_full=with_full)
+    )
     out: list[Candidate] = []
     for record in records:
         is_current = record.id == state.group_id
@@ -236,7 +298,7 @@ def _candidates(
         elif is_current:
             accuracy = state.accuracy = learning.group_accuracy()
         elif record.id in probed:
-            accuracy = _probe(state, record, gossip, learning)
+            accuracy = _probe(state, record, gossip, learning, fetched)
         out.append(
             Candidate(
                 group_id=record.id,
@@ -251,11 +313,19 @@ def _candidates(
 
 
 def _to_probe(
-    state: NodeState, records: list[GroupRecord], budget: int, rng: random.Random
+    state: NodeState,
+    records: list[GroupRecord],
+    budget: int,
+    rng: random.Random,
+    *,
+    with_full: bool = False,
 ) -> set[str]:
     """The groups to probe this time: those whose current round is already scored (free), then
-    within ``budget`` fetches half the best scored before and half never probed (random)."""
-    room = [r for r in records if r.id != state.group_id and len(r.members) < r.capacity]
+    within ``budget`` fetches half the best scored before and half never probed (random).
+    Only groups with room, unless ``with_full``."""
+    room = [
+        r for r in records if r.id != state.group_id and (with_full or len(r.members) < r.capacity)
+    ]
     free = {r.id for r in room if (hit := state.probes.get(r.id)) and hit[0] == r.round}
     known = sorted(
         (r for r in room if r.id in state.probes and r.id not in free),
@@ -270,9 +340,14 @@ def _to_probe(
 
 
 def _probe(
-    state: NodeState, record: GroupRecord, gossip: GossipPort, learning: LearningPort
+    state: NodeState,
+    record: GroupRecord,
+    gossip: GossipPort,
+    learning: LearningPort,
+    fetched: dict[str, bytes],
 ) -> float | None:
-    """Accuracy of ``record``'s latest model on this node's validation split (cached by round)."""
+    """Accuracy of ``record``'s latest model on this node's validation split (cached by round);
+    a model fetched goes into ``fetched``."""
     hit = state.probes.get(record.id)
     if hit is not None and hit[0] == record.round:
         return hit[1]
@@ -289,4 +364,5 @@ def _probe(
         log.warning("%s: rejected model probed from %s: %s", state.name, record.id, exc)
         return None
     state.probes[record.id] = (round_, accuracy)
+    fetched[record.id] = payload
     return accuracy

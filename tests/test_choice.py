@@ -183,7 +183,7 @@ def test_a_leader_mixes_in_the_groups_that_serve_its_data_as_well_once_per_round
     # Half of the model (the bound) from 7 peers' members against its own 3, by their sizes.
     assert len(learner.blended) == 1
     assert learner.blended[0] == pytest.approx({"twin": 0.5 * 5 / 7, "small": 0.5 * 2 / 7})
-    assert state.blends == 1 and state.decisions[-1].action == "stay"
+    assert state.blended == {"twin": 1, "small": 1} and state.decisions[-1].action == "stay"
     # The same rounds again: already mixed in, nothing fetched or mixed.
     models.fetched.clear()
     choose(state, world(BLEND_WORLD), params, models, learner, rng, timers, 0.0, first=False)
@@ -206,5 +206,5 @@ def test_members_and_leaders_told_not_to_never_mix_in_other_groups(who: str) -> 
     models = Models()
     choose(state, world(groups), params, models, learner, random.Random(3), Scheduler(), 0.0,
            first=False)  # fmt: skip
-    assert learner.blended == [] and state.blends == 0
+    assert learner.blended == [] and not state.blended
     assert "twin" not in models.fetched  # full groups are not probed either

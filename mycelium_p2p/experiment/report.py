@@ -31,7 +31,7 @@ BASELINE_NAMES = ("global", "alone", "oracle", "ifca")  # as in baselines.BASELI
 #: Figures of a run summarised over seeds (besides every baseline's mean accuracy).
 FIGURES = (
     "mean_accuracy", "purity", "groups", "migrations", "rounds", "wall_seconds",
-    "seconds_to_target", "baseline_seconds",
+    "seconds_to_target", "baseline_seconds", "blends",
 )  # fmt: skip
 
 

@@ -276,6 +276,7 @@ def run_experiment(
         ]
         rounds_done = watch.max_round()
         migrations = watch.total_migrations()
+        blends = sum(sum(node.blended.values()) for node in live.values())
         _finish_departures(watch)
     finally:
         cluster.stop()
@@ -317,6 +318,7 @@ def run_experiment(
         "concepts": plan.concepts,
         "capacity": plan.capacity,
         "seed": plan.seed,
+        "blends": blends,
         "history": [
             {
                 "seconds": round(s.seconds, 1),

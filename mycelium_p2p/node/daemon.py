@@ -493,6 +493,11 @@ class Node:
         return self.state.migrations
 
     @property
+    def blended(self) -> dict[str, int]:
+        """Models of other groups this node mixed into the group it leads: times, by group."""
+        return dict(self.state.blended)
+
+    @property
     def decisions(self) -> list[Decision]:
         return self.state.decisions
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 
 from mycelium_p2p import view
@@ -73,7 +74,7 @@ class NodeState:
     choices: int = 0  # choices made, the first ones included
     probe_requests: int = 0  # models fetched to score them
     most_probes: int = 0  # the most models one choice fetched
-    blends: int = 0  # times this node mixed other groups' models into the group it leads
+    blended: Counter[str] = field(default_factory=Counter)  # other groups' models mixed in
     decisions: list[Decision] = field(default_factory=list)
     # Discovery and the registry.
     registry_backoff: float = 1.0

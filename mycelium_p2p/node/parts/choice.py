@@ -171,7 +171,7 @@ def _blend(
     except ValueError as exc:
         log.warning("%s: could not blend other groups' models: %s", state.name, exc)
         return
-    state.blends += 1
+    state.blended.update(c.group_id for c in peers)
     log.info(
         "%s: mixes %s into %s (%.0f%% of its model)",
         state.name,

@@ -1,0 +1,69 @@
+"""Groups of one kind of data that capacity keeps apart mix each other's models, on the real
+system (registry over HTTP, gossip over ZeroMQ, Flower): six nodes of two label-shift concepts
+with room for two per group, so each concept ends in a group of two and a group of one."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from bootstrap.server import cluster_registry
+from mycelium_p2p.learning.data import load_node_data
+from mycelium_p2p.node import Node
+from mycelium_p2p.node_config import NodeConfig
+from mycelium_p2p.testing.local_cluster import LocalCluster
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def concept_of(node: Node) -> int | None:
+    return node.learning.data.concept
+
+
+def sorted_by_capacity(cluster: LocalCluster) -> bool:
+    """Every node in a group of its own concept, each concept in a group of two and one of one,
+    each group with its leader serving."""
+    groups = cluster.groups()
+    sizes: Counter[int | None] = Counter()
+    for members in groups.values():
+        if len({concept_of(m) for m in members}) != 1:
+            return False
+        sizes[concept_of(members[0])] += len(members)
+    live = cluster.live().values()
+    placed = all(n.group_id is not None for n in live)
+    leaders = sum(n.server_address is not None for n in live)
+    return placed and len(groups) == leaders == 4 and set(sizes.values()) == {3}
+
+
+def test_groups_that_capacity_keeps_apart_mix_in_their_kins_models_and_no_others() -> None:
+    datas = [load_node_data("digits:label-shift:2", i, 6, seed=0) for i in range(6)]
+    config = NodeConfig.test().replace(group_capacity=2)
+    cluster = LocalCluster(datas, config, registry=cluster_registry)
+    cluster.start()
+    try:
+        wait_for(lambda: sorted_by_capacity(cluster), timeout=60, what="2 + 1 nodes per concept")
+        groups = cluster.groups()
+        leaders = [n for n in cluster.live().values() if n.server_address is not None]
+        before = {n.name: Counter(n.blended) for n in leaders}
+
+        def since(leader: Node) -> Counter[str]:
+            return Counter(leader.blended) - before[leader.name]
+
+        wait_for(
+            lambda: all(sum(since(n).values()) >= 2 for n in leaders),
+            timeout=40,
+            what="every leader to mix in other groups' models twice more",
+        )
+        assert cluster.groups().keys() == groups.keys()
+        for leader in leaders:
+            kin = {
+                g
+                for g, members in groups.items()
+                if g != leader.group_id and concept_of(members[0]) == concept_of(leader)
+            }
+            # The other concept's groups score near chance on the leader's data: never mixed in.
+            assert set(since(leader)) == kin, (leader.name, since(leader), kin)
+    finally:
+        cluster.stop()

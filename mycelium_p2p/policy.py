@@ -365,6 +365,45 @@ def _decide_probe(obs: Observation, g: Candidate, params: PolicyParams) -> Decis
     )
 
 
+def confirm_found(decision: Decision, pending: bool, data_changed: bool) -> tuple[Decision, bool]:
+    """A member leaves its group to found one only when two re-evaluations in a row say so.
+
+    One can be noise: when a member leaves or its data drifts, the group's model scores lower
+    for a round or two, and a leader that founded then would split a group that serves it. A
+    node whose own data changed since it last moved knows why its group serves it worse: it
+    founds at once. Returns the decision to act on and whether a found is now pending.
+    """
+    if decision.action != "found" or pending or data_changed:
+        return decision, False
+    wait = Decision("stay", None, f"{decision.reason}; founding if the next evaluation agrees")
+    return wait, True
+
+
+def blend_shares(
+    current: Candidate,
+    others: Iterable[Candidate],
+    val_size: int,
+    params: PolicyParams,
+    most: float,
+) -> dict[str, float]:
+    """The other groups whose models a leader mixes into its group's, with their weights.
+
+    Mixed in: groups whose model scores on the leader's validation split at least the current
+    group's minus ``merge_samples / val_size`` (the merge rule's "about as well"), full or not.
+    Their weights follow their sizes and sum to ``most`` at most, and to no more than their
+    share of all these groups' members. Empty when there is none (or nothing is scored).
+    """
+    if current.accuracy is None or val_size <= 0 or most <= 0:
+        return {}
+    floor = current.accuracy - params.merge_samples / val_size
+    kin = [c for c in others if c.accuracy is not None and c.accuracy >= floor - _EPS]
+    if not kin:
+        return {}
+    sizes = sum(max(c.size, 1) for c in kin)
+    share = min(most, sizes / (sizes + max(current.size, 1)))
+    return {c.group_id: share * max(c.size, 1) / sizes for c in kin}
+
+
 class _HasModel(Protocol):
     model: str
 

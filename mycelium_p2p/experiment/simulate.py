@@ -9,6 +9,11 @@ random order, builds an :class:`~mycelium_p2p.policy.Observation` and applies
 * reported mode: a candidate's accuracy is what the group reports, the example-weighted mean of
   its members' validation accuracy (a federated evaluation), or the founder's for a new group.
 
+As in a real node, a member founds only when two decision passes in a row say so
+(``policy.confirm_found``), and before each pass every group's first member, its leader, mixes
+in the models of the groups that serve its data about as well (``policy.blend_shares``, at most
+``blend_weight`` of the model).
+
 Cold start: nodes arrive one by one (random order) and each joins the best group with room or
 founds one. A group emptied by migrations dissolves. A node's accuracy is its group's model on
 the node's own test split. This is a cheap check of the policy, not the real system.
@@ -28,7 +33,15 @@ import torch
 from mycelium_p2p.experiment.engine import BatchEngine, Stack
 from mycelium_p2p.experiment.report import purity
 from mycelium_p2p.experiment.scenarios import ExperimentData, load_scenario
-from mycelium_p2p.policy import MODES, Candidate, Observation, PolicyParams, decide
+from mycelium_p2p.policy import (
+    MODES,
+    Candidate,
+    Observation,
+    PolicyParams,
+    blend_shares,
+    confirm_found,
+    decide,
+)
 
 
 @dataclass
@@ -69,6 +82,7 @@ def simulate(
     *,
     epochs: int = 2,
     params: PolicyParams | None = None,
+    blend_weight: float = 0.5,
     data: ExperimentData | None = None,
     on_round: Callable[[int], None] | None = None,
 ) -> SimResult:
@@ -93,6 +107,9 @@ def simulate(
         Local epochs per round (default: 2).
     params
         Policy thresholds (default: ``PolicyParams(mode=policy_mode)``).
+    blend_weight
+        Largest share of other groups' models a leader mixes in per pass (default: 0.5, the
+        nodes' default; 0: never; probe mode only).
     data
         Pre-loaded nodes (e.g. from ``npz`` shards).
     on_round
@@ -114,6 +131,7 @@ def simulate(
     groups: dict[str, _Group] = {}
     where: list[str | None] = [None] * n
     just_moved = [False] * n
+    found_pending = [False] * n
     counter = {"groups": 0, "migrations": 0, "foundings": 0}
     log: list[str] = []
     scores: dict[str, np.ndarray] = {}  # group -> its model's accuracy on every node's val split
@@ -161,6 +179,8 @@ def simulate(
     def apply(i: int, rnd: int) -> None:
         decision = decide(observe(i), params)
         had_group = where[i] is not None
+        if had_group:
+            decision, found_pending[i] = confirm_found(decision, found_pending[i], False)
         if decision.action == "stay":
             just_moved[i] = False
             return
@@ -180,6 +200,25 @@ def simulate(
         if had_group:
             counter["migrations"] += 1
         log.append(f"round {rnd} {exp.names[i]} {decision.action} {gid}: {decision.reason}")
+
+    def blend() -> None:
+        # Every leader at once, from the models as they were before this pass.
+        mixed: dict[str, Stack] = {}
+        for gid, g in groups.items():
+            leader = g.members[0]
+            cands = {h: Candidate(h, len(o.members), capacity, o.created, probe(h, leader))
+                     for h, o in groups.items()}  # fmt: skip
+            others = [c for h, c in cands.items() if h != gid]
+            val = len(exp.data[leader].val)
+            shares = blend_shares(cands[gid], others, val, params, blend_weight)
+            if shares:
+                own = 1.0 - sum(shares.values())
+                mixed[gid] = tuple(
+                    own * t + sum(w * groups[h].weights[k] for h, w in shares.items())
+                    for k, t in enumerate(g.weights)
+                )
+        for gid, weights in mixed.items():
+            groups[gid].weights = weights
 
     def report_groups() -> None:
         # The federated evaluation a leader gossips: members' val accuracy weighted by examples.
@@ -230,6 +269,8 @@ def simulate(
         history.append(_snapshot(rnd, list(accs), exp, where, counter["migrations"]))
         if rnd % eval_every == 0 and rnd < rounds:
             fresh_scores()
+            if params.mode == "probe":
+                blend()
             if use_local:
                 local_val = engine.accuracy(local, everyone, "val")
             if params.mode == "reported":

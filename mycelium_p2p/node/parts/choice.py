@@ -38,7 +38,15 @@ from mycelium_p2p.node.events import Announce, Command, FoundGroup, JoinGroup, R
 from mycelium_p2p.node.ports import GossipPort, LearningPort
 from mycelium_p2p.node.scheduler import Scheduler, Timer
 from mycelium_p2p.node.state import GossipView, NodeState
-from mycelium_p2p.policy import Candidate, Decision, Observation, PolicyParams, decide
+from mycelium_p2p.policy import (
+    Candidate,
+    Decision,
+    Observation,
+    PolicyParams,
+    blend_shares,
+    confirm_found,
+    decide,
+)
 
 log = logging.getLogger("mycelium.node")
 
@@ -122,7 +130,9 @@ def choose(
     if not first:
         state.just_moved = False
         timers.at(Timer.EVALUATE, now + params.evaluation_interval)
-        decision = _confirmed(state, decision)
+        decision, state.found_pending = confirm_found(
+            decision, state.found_pending, state.data_changed
+        )
     if blending and decision.action == "stay":
         _blend(state, candidates, models, params, learning)
     state.decisions.append(decision)
@@ -130,54 +140,34 @@ def choose(
     return _act(state, decision, first) + ([] if first else [Announce()])
 
 
-def _confirmed(state: NodeState, decision: Decision) -> Decision:
-    """Leaving a group to found one needs two re-evaluations in a row to say so. One can be
-    noise: when a member leaves or its data drifts, the group's model scores lower for a round
-    or two, and a leader that founded then would split a group that serves it. A node whose own
-    data changed since it last moved knows why its group serves it worse: it founds at once."""
-    if decision.action != "found" or state.found_pending or state.data_changed:
-        state.found_pending = False
-        return decision
-    state.found_pending = True
-    return Decision("stay", None, f"{decision.reason}; founding if the next evaluation agrees")
-
-
 def _blend(
     state: NodeState,
     candidates: list[Candidate],
-    fetched: dict[str, bytes],
+    models: dict[str, bytes],
     params: ChoiceParams,
     learning: LearningPort,
 ) -> None:
-    """Mix into this leader's group the new models of other groups that serve its data about as
-    well as its own (see the module docstring), weighted by their sizes."""
+    """Mix into the group this node leads the models just fetched of the groups that serve its
+    data about as well (``policy.blend_shares``)."""
     own = next((c for c in candidates if c.is_current), None)
-    n = learning.val_size
-    if own is None or own.accuracy is None or n == 0:
+    if own is None:
         return
-    floor = own.accuracy - params.policy.merge_samples / n
-    peers = [
-        c
-        for c in candidates
-        if c.group_id in fetched and c.accuracy is not None and c.accuracy >= floor - 1e-9
-    ]
-    if not peers:
+    fresh = [c for c in candidates if c.group_id in models and not c.is_current]
+    shares = blend_shares(own, fresh, learning.val_size, params.policy, params.blend_weight)
+    if not shares:
         return
-    sizes = sum(max(c.size, 1) for c in peers)
-    share = min(params.blend_weight, sizes / (sizes + max(own.size, 1)))
-    shared = [(fetched[c.group_id], share * max(c.size, 1) / sizes) for c in peers]
     try:
-        learning.blend(shared)
+        learning.blend([(models[g], weight) for g, weight in shares.items()])
     except ValueError as exc:
         log.warning("%s: could not blend other groups' models: %s", state.name, exc)
         return
-    state.blended.update(c.group_id for c in peers)
+    state.blended.update(shares.keys())
     log.info(
         "%s: mixes %s into %s (%.0f%% of its model)",
         state.name,
-        ", ".join(c.group_id for c in peers),
+        ", ".join(shares),
         state.group_id,
-        100 * share,
+        100 * sum(shares.values()),
     )
 
 

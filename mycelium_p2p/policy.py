@@ -382,20 +382,23 @@ def confirm_found(decision: Decision, pending: bool, data_changed: bool) -> tupl
 def blend_shares(
     current: Candidate,
     others: Iterable[Candidate],
+    local_accuracy: float | None,
     val_size: int,
     params: PolicyParams,
     most: float,
 ) -> dict[str, float]:
     """The other groups whose models a leader mixes into its group's, with their weights.
 
-    Mixed in: groups whose model scores on the leader's validation split at least the current
-    group's minus ``merge_samples / val_size`` (the merge rule's "about as well"), full or not.
-    Their weights follow their sizes and sum to ``most`` at most, and to no more than their
-    share of all these groups' members. Empty when there is none (or nothing is scored).
+    Mixed in: groups whose model scores on the leader's validation split at least
+    ``max(current group, local model) - merge_samples / val_size`` (the merge rule's "about as
+    well"; the local model keeps a young group near chance from mixing in anything near
+    chance), full or not. Their weights follow their sizes and sum to ``most`` at most, and to
+    no more than their share of all these groups' members. Empty when none qualifies.
     """
     if current.accuracy is None or val_size <= 0 or most <= 0:
         return {}
-    floor = current.accuracy - params.merge_samples / val_size
+    best = max(current.accuracy, local_accuracy if local_accuracy is not None else 0.0)
+    floor = best - params.merge_samples / val_size
     kin = [c for c in others if c.accuracy is not None and c.accuracy >= floor - _EPS]
     if not kin:
         return {}

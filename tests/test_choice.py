@@ -208,3 +208,14 @@ def test_members_and_leaders_told_not_to_never_mix_in_other_groups(who: str) -> 
            first=False)  # fmt: skip
     assert learner.blended == [] and not state.blended
     assert "twin" not in models.fetched  # full groups are not probed either
+
+
+def test_a_young_group_near_chance_mixes_in_nothing_near_chance() -> None:
+    # A group founded a moment ago scores near chance, as does every model of other data; the
+    # leader's own model, trained on its data, sets the bar.
+    chance = {"twin": 0.10, "small": 0.10, "other": 0.12}
+    learner = Learner(chance, local=0.90, group=0.12)
+    state = _leader()
+    choose(state, world(BLEND_WORLD), ChoiceParams(), Models(), learner, random.Random(3),
+           Scheduler(), 0.0, first=False)  # fmt: skip
+    assert learner.blended == [] and not state.blended

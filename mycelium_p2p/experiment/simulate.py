@@ -210,7 +210,8 @@ def simulate(
                      for h, o in groups.items()}  # fmt: skip
             others = [c for h, c in cands.items() if h != gid]
             val = len(exp.data[leader].val)
-            shares = blend_shares(cands[gid], others, val, params, blend_weight)
+            own_model = float(local_val[leader]) if use_local else None
+            shares = blend_shares(cands[gid], others, own_model, val, params, blend_weight)
             if shares:
                 own = 1.0 - sum(shares.values())
                 mixed[gid] = tuple(
@@ -269,10 +270,10 @@ def simulate(
         history.append(_snapshot(rnd, list(accs), exp, where, counter["migrations"]))
         if rnd % eval_every == 0 and rnd < rounds:
             fresh_scores()
-            if params.mode == "probe":
-                blend()
             if use_local:
                 local_val = engine.accuracy(local, everyone, "val")
+            if params.mode == "probe":
+                blend()
             if params.mode == "reported":
                 report_groups()
             order = list(range(n))

@@ -153,7 +153,9 @@ def _blend(
     if own is None:
         return
     fresh = [c for c in candidates if c.group_id in models and not c.is_current]
-    shares = blend_shares(own, fresh, learning.val_size, params.policy, params.blend_weight)
+    shares = blend_shares(
+        own, fresh, state.local_accuracy, learning.val_size, params.policy, params.blend_weight
+    )
     if not shares:
         return
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from cli.common import alpha_option, fail
+from cli.common import alpha_option, blend_weight_option, fail
 from cli.output import Results, json_options, progress_bar
 from mycelium_p2p.policy import MODES
 
@@ -31,6 +31,7 @@ from mycelium_p2p.policy import MODES
 @click.option("--rounds", type=click.IntRange(1), default=40, show_default=True)
 @click.option("--eval-every", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@blend_weight_option
 @json_options
 @click.option(
     "--plot",
@@ -49,6 +50,7 @@ def command(
     rounds: int,
     eval_every: int,
     seed: int,
+    blend_weight: float,
     json_target: str | None,
     output_path: Path | None,
     plot_path: str | None,
@@ -76,6 +78,7 @@ def command(
             seed,
             eval_every,
             alpha=alpha,
+            blend_weight=blend_weight,
             plot_path=plot_path,
             console=Console(file=io.StringIO()) if results_to.to_stdout else None,
             progress=tell,

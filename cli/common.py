@@ -175,3 +175,13 @@ alpha_option = click.option(
     show_default=True,
     help="Label skew of the dirichlet scenario (smaller: fewer labels per node).",
 )
+
+#: ``--blend-weight``: how much of other groups' models a leader mixes in (``experiment``,
+#: ``bench policy``); the nodes' setting of the same name.
+blend_weight_option = click.option(
+    "--blend-weight",
+    type=click.FloatRange(0, 0.9),
+    default=0.5,
+    show_default=True,
+    help="Largest share of other groups' models a leader mixes into its group's (0: never).",
+)

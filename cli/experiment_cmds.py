@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from cli.common import alpha_option
+from cli.common import alpha_option, blend_weight_option
 from cli.main import main
 from cli.node_cmds import configure_logging
 from cli.output import Results, json_options, progress_bar
@@ -73,6 +73,7 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 )
 @click.option("--depart-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
 @click.option("--ifca-k", type=click.IntRange(min=1), help="IFCA's k (default: true concepts).")
+@blend_weight_option
 @json_options
 @click.option(
     "--plot",
@@ -212,6 +213,7 @@ def _plan(opts: dict[str, Any], *, baselines: bool) -> Any:
         drift_at=drift_at if drift else None,
         churn=churn,
         ifca_k=opts["ifca_k"],
+        blend_weight=opts["blend_weight"],
     )
 
 

@@ -243,6 +243,7 @@ def compare(
     *,
     epochs: int = 2,
     alpha: float = 0.5,
+    blend_weight: float = 0.5,
     json_path: str | Path | None = None,
     plot_path: str | Path | None = None,
     console: Console | None = None,
@@ -269,6 +270,7 @@ def compare(
             seed=seed,
             eval_every=eval_every,
             epochs=epochs,
+            blend_weight=blend_weight,
             data=exp,
             on_round=lambda r, mode=mode: tell(f"{mode} round {r}"),  # type: ignore[misc]
         )
@@ -285,6 +287,7 @@ def compare(
             capacity=capacity,
             eval_every=eval_every,
             seed=seed,
+            blend_weight=blend_weight,
         )
     title = f"Simulation: {scenario}, {nodes} nodes, {concepts} concepts, capacity {capacity}"
     print_summary(runs, baselines, console, title)

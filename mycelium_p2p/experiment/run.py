@@ -101,6 +101,8 @@ class Plan:
         Arrivals and departures (default: none).
     ifca_k
         IFCA's k (default: the true number of concepts).
+    blend_weight
+        The nodes' ``blend_weight`` (default: 0.5, their default).
     sample_every
         Seconds between two samples of the timeline (default: 5).
     config
@@ -120,6 +122,7 @@ class Plan:
     drift_at: float | None = None
     churn: Churn = field(default_factory=Churn)
     ifca_k: int | None = None
+    blend_weight: float = 0.5
     sample_every: float = 5.0
     config: NodeConfig | None = None
 
@@ -221,7 +224,10 @@ def run_experiment(
     """Run ``plan`` on the real system (registry from ``registry``); return the results."""
     exp, churn = plan.exp, plan.churn
     config = plan.config or NodeConfig.test().replace(
-        policy=plan.policy, group_capacity=plan.capacity, seed=plan.seed
+        policy=plan.policy,
+        group_capacity=plan.capacity,
+        seed=plan.seed,
+        blend_weight=plan.blend_weight,
     )
     rng = random.Random(plan.seed)
     first = len(exp) - churn.arrivals
@@ -318,6 +324,7 @@ def run_experiment(
         "concepts": plan.concepts,
         "capacity": plan.capacity,
         "seed": plan.seed,
+        "blend_weight": config.choice.blend_weight,
         "blends": blends,
         "history": [
             {

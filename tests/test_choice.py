@@ -16,8 +16,15 @@ import pytest
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.meta import NodeMeta
 from mycelium_p2p.node.events import FoundGroup, JoinGroup
-from mycelium_p2p.node.parts.choice import ChoiceParams, choose, data_changed
-from mycelium_p2p.node.scheduler import Scheduler
+from mycelium_p2p.node.parts.choice import (
+    MAX_UNSCORED_WAITS,
+    Attempt,
+    ChoiceParams,
+    choose,
+    data_changed,
+    on_attempt,
+)
+from mycelium_p2p.node.scheduler import Scheduler, Timer
 from mycelium_p2p.node.state import GossipView, NodeState
 
 SPEC = "fake:concepts:10"
@@ -38,12 +45,15 @@ class Member:
 class Models:
     """The gossip port's model requests: a group's model is its id; every fetch is counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, silent: tuple[str, ...] = ()) -> None:
         self.fetched: list[str] = []
+        self.silent = silent  # groups whose leader does not answer
 
-    def request_model(self, address: str, group_id: str, timeout: float) -> tuple[int, bytes]:
+    def request_model(
+        self, address: str, group_id: str, timeout: float
+    ) -> tuple[int, bytes] | None:
         self.fetched.append(group_id)
-        return 1, group_id.encode()
+        return None if group_id in self.silent else (1, group_id.encode())
 
 
 class Learner:
@@ -219,3 +229,27 @@ def test_a_young_group_near_chance_mixes_in_nothing_near_chance() -> None:
     choose(state, world(BLEND_WORLD), ChoiceParams(), Models(), learner, random.Random(3),
            Scheduler(), 0.0, first=False)  # fmt: skip
     assert learner.blended == [] and not state.blended
+
+
+def test_a_member_whose_join_is_refused_looks_again_within_a_second() -> None:
+    state, timers = NodeState("me", "me", SPEC, group_id="mine"), Scheduler()
+    on_attempt(state, Attempt.REFUSED, ChoiceParams(evaluation_interval=60.0),
+               random.Random(1), timers, 100.0, first=False)  # fmt: skip
+    assert (timers.when(Timer.EVALUATE) or 1e9) <= 101.0
+
+
+def test_a_drifted_member_waits_for_a_group_that_did_not_answer_before_founding() -> None:
+    groups = {"mine": ("peer", "me"), "quiet": ("q1",)}  # quiet: its leader just left
+    learner = Learner({}, local=0.60, group=0.10)  # new data: its group's model is lost
+    state, timers, rng = NodeState("me", "me", SPEC, group_id="mine"), Scheduler(), random.Random(1)
+    data_changed(state, timers, 0.0)
+    for wait in range(MAX_UNSCORED_WAITS):
+        commands = choose(state, world(groups), ChoiceParams(), Models(silent=("quiet",)),
+                          learner, rng, timers, float(wait), first=False)  # fmt: skip
+        assert not any(isinstance(c, FoundGroup | JoinGroup) for c in commands)
+        assert "first scoring quiet" in state.decisions[-1].reason
+        assert (timers.when(Timer.EVALUATE) or 1e9) <= wait + 1.0  # looks again within 1 s
+    # It does not wait forever: after a few looks it founds, as a drifted node does at once.
+    commands = choose(state, world(groups), ChoiceParams(), Models(silent=("quiet",)), learner,
+                      rng, timers, 9.0, first=False)  # fmt: skip
+    assert any(isinstance(c, FoundGroup) for c in commands)

@@ -189,14 +189,17 @@ class Controller:
     def step(self) -> None:
         """Run every timer that is due, then one step of leading or following."""
         now = self.clock()
+        chose = False  # one choice per step: a second would see the view from before the first
         for timer in self.timers.pop_due(now):
             view = self._view()
             if timer is Timer.PEER_LOOKUP:
                 self._execute(discovery.look_up(view, self.params.discovery, self.timers, now))
-            elif timer is Timer.CHOOSE and self.state.group_id is None:
+            elif timer is Timer.CHOOSE and self.state.group_id is None and not chose:
                 self._choose(view, now, first=True)
-            elif timer is Timer.EVALUATE and self.state.group_id is not None:
+                chose = True
+            elif timer is Timer.EVALUATE and self.state.group_id is not None and not chose:
                 self._choose(view, now, first=False)
+                chose = True
         if self.state.group_id is not None:
             view = self._view()
             if self.state.phase is Phase.LEADER:
@@ -309,6 +312,7 @@ class Controller:
             first=first,
         )
         self._execute(commands)
+        self._viewed = None  # a move changed what the node sees of its own group
 
     def _attempted(self, outcome: Attempt, first: bool) -> None:
         choice.on_attempt(

@@ -74,6 +74,7 @@ class NodeState:
     choices: int = 0  # choices made, the first ones included
     probe_requests: int = 0  # models fetched to score them
     most_probes: int = 0  # the most models one choice fetched
+    unscored_waits: int = 0  # evaluations waited, since the data changed, for a group to score
     blended: Counter[str] = field(default_factory=Counter)  # other groups' models mixed in
     decisions: list[Decision] = field(default_factory=list)
     # Discovery and the registry.

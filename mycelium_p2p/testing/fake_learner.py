@@ -198,8 +198,12 @@ class FakeLearner:
         return {"train": self.train_examples, "val": self.val_size}
 
     def switch_data(self, data: Any) -> None:
-        """``data`` is the node's new concept."""
+        """``data`` is the node's new concept; the local model trains on it from now on (as
+        new: what it learnt of the old concept is of no use)."""
         self.concept = int(data)
+        mix = [0.0] * self.world.concepts
+        mix[self.concept] = 1.0
+        self.local = Model(mix, 0.0, self.train_examples)
 
     def train_local(self) -> float:
         self.local.quality = min(1.0, self.local.quality + TRAINING_STEP)

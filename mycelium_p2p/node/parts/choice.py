@@ -12,7 +12,9 @@ always used. In a network of a few groups every group with room is probed each t
 
 The first "found" of a node waits a random 0.5-3 s and looks again, so that nodes starting
 together do not all found singletons; a node in a group founds only when two re-evaluations in
-a row say so. A join the registry refuses (the view was stale) leaves that group out until its
+a row say so. A node whose data changed founds at once, except while a group with room did not
+answer its probe (its leader just left it, say): then it looks again within a second, a few
+times, before it founds or joins a group that serves it worse than its own model. A join the registry refuses (the view was stale) leaves that group out until its
 record changes, and the next choice comes within a second; only an unreachable registry makes
 the node back off.
 
@@ -51,6 +53,7 @@ from mycelium_p2p.policy import (
 log = logging.getLogger("mycelium.node")
 
 PROBE_TIMEOUT = 2.0  # seconds to wait for a leader's model
+MAX_UNSCORED_WAITS = 4  # evaluations a drifted node waits for a group it could not score
 
 
 class Attempt(enum.Enum):
@@ -102,8 +105,8 @@ def choose(
     requests_before = state.probe_requests
     probe_budget = params.max_probes if params.policy.mode == "probe" else None
     blending = state.leading and params.blend_weight > 0 and not first
-    models: dict[str, bytes] = {}  # fetched for this choice, by group
-    candidates = _candidates(state, view, gossip, learning, probe_budget, rng, blending, models)
+    fetch = Fetch()
+    candidates = _candidates(state, view, gossip, learning, probe_budget, rng, blending, fetch)
     state.most_probes = max(state.most_probes, state.probe_requests - requests_before)
     others = [m for m in view.members_of(state.group_id or "") if m != state.id]
     decision = decide(
@@ -130,14 +133,47 @@ def choose(
     if not first:
         state.just_moved = False
         timers.at(Timer.EVALUATE, now + params.evaluation_interval)
+        unscored = _unscored_to_wait_for(state, decision, candidates, fetch, learning, params)
+        if unscored:
+            state.unscored_waits += 1
+            timers.at(Timer.EVALUATE, now + rng.uniform(0.5, 1.0))
+            decision = Decision("stay", None, f"{decision.reason}; first scoring {unscored}")
         decision, state.found_pending = confirm_found(
             decision, state.found_pending, state.data_changed
         )
     if blending and decision.action == "stay":
-        _blend(state, candidates, models, params, learning)
+        _blend(state, candidates, fetch.models, params, learning)
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
     return _act(state, decision, first) + ([] if first else [Announce()])
+
+
+def _unscored_to_wait_for(
+    state: NodeState,
+    decision: Decision,
+    candidates: list[Candidate],
+    fetch: Fetch,
+    learning: LearningPort,
+    params: ChoiceParams,
+) -> str | None:
+    """A node whose data changed does not found, nor join a group that serves it worse than its
+    own model, while a group with room could not be scored (its leader just left, and a
+    failover takes seconds): it looks again within a second, ``MAX_UNSCORED_WAITS`` times at
+    most. Returns the groups it waits for, or None to act now."""
+    if not state.data_changed or decision.action == "stay":
+        return None
+    if state.unscored_waits >= MAX_UNSCORED_WAITS:
+        return None
+    unscored = sorted(fetch.failed)
+    if not unscored:
+        return None
+    if decision.action == "join":
+        target = next(c for c in candidates if c.group_id == decision.group_id)
+        slack = params.policy.merge_samples / max(learning.val_size, 1)
+        floor = (state.local_accuracy or 0.0) - slack
+        if (target.accuracy or 0.0) >= floor:
+            return None  # it serves the node as well as its own model: go
+    return ", ".join(unscored[:3])
 
 
 def _blend(
@@ -207,6 +243,15 @@ def _act(state: NodeState, decision: Decision, first: bool) -> list[Command]:
     return [FoundGroup(decision.reason, first)]
 
 
+@dataclass
+class Fetch:
+    """What one choice's probes brought: the models fetched, and the groups that did not answer
+    (no leader address, no answer in time, or a model that does not fit)."""
+
+    models: dict[str, bytes] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+
+
 def on_attempt(
     state: NodeState,
     outcome: Attempt,
@@ -221,15 +266,20 @@ def on_attempt(
     if outcome is Attempt.MOVED:
         state.just_moved = True
         state.data_changed = False
+        state.unscored_waits = 0
         if not first:
             state.migrations += 1
         state.registry_answered()
         timers.cancel(Timer.CHOOSE)
     elif outcome is Attempt.REFUSED:
         # The registry answered: the view was stale, and the refused group is left out until
-        # its record changes. Look again soon rather than after a growing back-off.
+        # its record changes. Look again soon rather than after a growing back-off (a node in
+        # a group looks again through its evaluation timer).
         state.registry_answered()
-        timers.at(Timer.CHOOSE, now + rng.uniform(0.2, 1.0))
+        soon = now + rng.uniform(0.2, 1.0)
+        timers.at(Timer.CHOOSE, soon)
+        timers.at(Timer.EVALUATE, soon if not first else now + params.evaluation_interval)
+        return
     else:
         timers.at(Timer.CHOOSE, now + state.registry_backoff_delay(rng))
     timers.at(Timer.EVALUATE, now + params.evaluation_interval)
@@ -243,6 +293,7 @@ def data_changed(state: NodeState, timers: Scheduler, now: float) -> list[Comman
     state.probes = {}
     state.found_pending = False
     state.data_changed = True
+    state.unscored_waits = 0
     timers.at(Timer.EVALUATE if state.group_id is not None else Timer.CHOOSE, now)
     # The new data's sizes in gossip metadata, and its summary at the registry.
     return [Announce(), Register()]
@@ -261,11 +312,11 @@ def _candidates(
     probe_budget: int | None,
     rng: random.Random,
     with_full: bool,
-    fetched: dict[str, bytes],
+    fetch: Fetch,
 ) -> list[Candidate]:
     """The compatible groups as candidates; ``probe_budget`` None means reported mode.
-    ``with_full``: full groups are probed too (a leader that blends); the models fetched
-    go into ``fetched``."""
+    ``with_full``: full groups are probed too (a leader that blends); what the probes bring
+    goes into ``fetch``."""
     groups = view.groups
     state.refused = {g: seen for g, seen in state.refused.items() if g in groups}
     records = [
@@ -290,7 +341,9 @@ def _candidates(
         elif is_current:
             accuracy = state.accuracy = learning.group_accuracy()
         elif record.id in probed:
-            accuracy = _probe(state, record, gossip, learning, fetched)
+            accuracy = _probe(state, record, gossip, learning, fetch)
+            if accuracy is None and len(record.members) < record.capacity:
+                fetch.failed.add(record.id)
         out.append(
             Candidate(
                 group_id=record.id,
@@ -336,10 +389,10 @@ def _probe(
     record: GroupRecord,
     gossip: GossipPort,
     learning: LearningPort,
-    fetched: dict[str, bytes],
+    fetch: Fetch,
 ) -> float | None:
     """Accuracy of ``record``'s latest model on this node's validation split (cached by round);
-    a model fetched goes into ``fetched``."""
+    a model fetched goes into ``fetch.models``."""
     hit = state.probes.get(record.id)
     if hit is not None and hit[0] == record.round:
         return hit[1]
@@ -356,5 +409,5 @@ def _probe(
         log.warning("%s: rejected model probed from %s: %s", state.name, record.id, exc)
         return None
     state.probes[record.id] = (round_, accuracy)
-    fetched[record.id] = payload
+    fetch.models[record.id] = payload
     return accuracy

@@ -77,6 +77,7 @@ def bench() -> None:
 # Commands live beside this module, one module per area; each registers itself here.
 # (imports at the bottom so that the modules can import ``main`` and ``bench``.)
 from cli import (  # noqa: E402, F401
+    bench_drift,
     bench_identity,
     bench_network,
     bench_rounds,

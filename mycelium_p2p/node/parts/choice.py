@@ -14,9 +14,10 @@ The first "found" of a node waits a random 0.5-3 s and looks again, so that node
 together do not all found singletons; a node in a group founds only when two re-evaluations in
 a row say so. A node whose data changed founds at once, except while a group with room did not
 answer its probe (its leader just left it, say): then it looks again within a second, a few
-times, before it founds or joins a group that serves it worse than its own model. A join the registry refuses (the view was stale) leaves that group out until its
-record changes, and the next choice comes within a second; only an unreachable registry makes
-the node back off.
+times, before it founds or joins a group that serves it worse than its own model. A join the
+registry refuses (the view was stale) leaves that group out until its record changes, and the
+next choice comes within a second, in a group or not; only an unreachable registry makes the
+node back off.
 
 A leader also probes full groups, and mixes the new rounds of those that serve its data about
 as well as its own group (within ``merge_samples``) into its group's model, at most
@@ -368,15 +369,15 @@ def _to_probe(
     """The groups to probe this time: those whose current round is already scored (free), then
     within ``budget`` fetches half the best scored before and half never probed (random).
     Only groups with room, unless ``with_full``."""
-    room = [
+    pool = [
         r for r in records if r.id != state.group_id and (with_full or len(r.members) < r.capacity)
     ]
-    free = {r.id for r in room if (hit := state.probes.get(r.id)) and hit[0] == r.round}
+    free = {r.id for r in pool if (hit := state.probes.get(r.id)) and hit[0] == r.round}
     known = sorted(
-        (r for r in room if r.id in state.probes and r.id not in free),
+        (r for r in pool if r.id in state.probes and r.id not in free),
         key=lambda r: -state.probes[r.id][1],
     )
-    fresh = [r for r in room if r.id not in state.probes]
+    fresh = [r for r in pool if r.id not in state.probes]
     rng.shuffle(fresh)
     explore = min(len(fresh), budget // 2)
     exploit = min(len(known), budget - explore)

@@ -9,7 +9,6 @@ from typing import Any
 import click
 from rich.table import Table
 
-from cli.bench_network import memory_store
 from cli.main import bench
 from cli.output import Results, json_options, progress_bar
 
@@ -93,6 +92,8 @@ def bench_drift(
 ) -> None:
     """A third of N in-memory nodes switch concept at once: seconds until each is back in a group
     of its new concept, per seed, and a summary by whether every concept fits in one group."""
+    # Not at the top: cli.bench_network imports cli.main, which imports this module.
+    from cli.bench_network import memory_store
     from mycelium_p2p.testing import drift_bench
 
     results_to = Results.chosen(json_target, output_path)

@@ -11,7 +11,9 @@ from the caller) on the experiment's data with the ``test`` preset, and then, ev
   ``depart_interval`` s;
 - switches the drifting nodes' data at ``drift_at`` (same node, same id, new data);
 - samples every ``sample_every`` s each live node's accuracy (its current group model on its
-  own test split), where it is, and the network's figures (the ``timeline``).
+  own test split), where it is, and the network's figures (the ``timeline``); every
+  ``DENSE_EVERY`` s for ``DENSE_FOR`` s after a drift, an arrival or a departure, so that the
+  seconds a node takes to recover or to be placed are measured to the second.
 
 It stops after ``duration`` seconds (or when every group reached ``rounds``), trains the
 baselines on the same shards for as many rounds as the most advanced group ran (the drifting
@@ -39,6 +41,8 @@ from mycelium_p2p.node_config import NodeConfig
 from mycelium_p2p.testing.local_cluster import LocalCluster, RegistryFactory
 
 TICK = 0.5  # seconds between two looks at the cluster
+DENSE_EVERY = 1.0  # seconds between two samples just after an event
+DENSE_FOR = 20.0  # seconds after an event sampled densely
 
 
 @dataclass(frozen=True)
@@ -242,7 +246,13 @@ def run_experiment(
         next_arrival: float | None = None
         next_departure = depart_at
         next_sample = 0.0
+        dense_until = -1.0  # sample every DENSE_EVERY s until then
         drifted = False
+
+        def sample_densely(now: float) -> None:
+            nonlocal dense_until, next_sample
+            dense_until, next_sample = now + DENSE_FOR, min(next_sample, now + DENSE_EVERY)
+
         while True:
             now = watch.elapsed()
             if waiting and next_arrival is None and _all_grouped(cluster):
@@ -251,16 +261,20 @@ def run_experiment(
             if waiting and next_arrival is not None and now >= next_arrival:
                 _arrive(watch, waiting.pop(0))
                 next_arrival = now + churn.arrival_interval
+                sample_densely(now)
             if departures and now >= next_departure:
                 watch.remember_moves("departures")
                 _depart(watch, departures.pop(0), rng)
                 next_departure = now + churn.depart_interval
+                sample_densely(now)
             if plan.drift and not drifted and now >= (plan.drift_at or 0.0):
                 drifted = True
                 _drift(watch)
+                sample_densely(now)
             if now >= next_sample:
                 sample = watch.sample()
-                next_sample = now + plan.sample_every
+                every = plan.sample_every
+                next_sample = now + (min(DENSE_EVERY, every) if now < dense_until else every)
             reached = watch.min_round()
             if progress is not None:
                 progress(Status(now, reached, sample.groups, len(cluster.live())))

@@ -109,17 +109,9 @@ def bench_drift(
                 about = f"seed {row['seed']}: slowest {seconds(row['slowest'])}"
                 bar.update(task, advance=1, description=about)
 
+            setup = drift_bench.DriftSetup(nodes, concepts, capacity, drift_at, horizon, val_size)
             result = drift_bench.bench_drift(
-                seeds,
-                memory_store,
-                nodes=nodes,
-                concepts=concepts,
-                capacity=capacity,
-                drift_at=drift_at,
-                horizon=horizon,
-                val_size=val_size,
-                threshold=threshold,
-                progress=None if bar.disable else progress,
+                seeds, memory_store, setup, threshold, None if bar.disable else progress
             )
     finally:
         node_log.setLevel(level)

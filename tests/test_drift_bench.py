@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from cli.bench_drift import parse_seeds
 from cli.bench_network import memory_store
 from cli.main import main
-from mycelium_p2p.testing.drift_bench import bench_drift, drifters
+from mycelium_p2p.testing.drift_bench import DriftSetup, bench_drift, drifters
 
 
 def test_drifters_are_the_third_the_drift_scenario_draws() -> None:
@@ -22,7 +22,7 @@ def test_drifters_are_the_third_the_drift_scenario_draws() -> None:
 
 def test_where_every_concept_fits_each_drifted_node_recovers_and_no_other_moves() -> None:
     # Seeds 0 and 1 leave every concept with at most 5 nodes: one group each can hold them.
-    result = bench_drift([0, 1], memory_store, horizon=10.0)
+    result = bench_drift([0, 1], memory_store, DriftSetup(horizon=10.0))
     assert [r["seed"] for r in result["runs"]] == [0, 1]
     for row in result["runs"]:
         assert len(row["drifters"]) == 4

@@ -29,6 +29,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from mycelium_p2p.node.events import DataChanged
@@ -58,18 +59,23 @@ def recovered(net: MemoryNetwork, node: SimNode) -> bool:
     return bool(others) or not any(n.concept == node.concept for n in live)
 
 
-def run_drift(
-    seed: int,
-    store: StoreFactory,
-    *,
-    nodes: int = 12,
-    concepts: int = 3,
-    capacity: int = 5,
-    drift_at: float = 45.0,
-    horizon: float = 60.0,
-    val_size: int = 100,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DriftSetup:
+    """The network and its drift: N nodes of K concepts in groups of at most ``capacity``, with
+    ``val_size`` validation samples each; the drift at ``drift_at`` simulated seconds, watched
+    ``horizon`` seconds more."""
+
+    nodes: int = 12
+    concepts: int = 3
+    capacity: int = 5
+    drift_at: float = 45.0
+    horizon: float = 60.0
+    val_size: int = 100
+
+
+def run_drift(seed: int, store: StoreFactory, setup: DriftSetup) -> dict[str, Any]:
     """One network, one drift (see the module docstring); its row of figures."""
+    nodes, concepts, capacity = setup.nodes, setup.concepts, setup.capacity
     if concepts < 2:
         raise ValueError(f"drift needs at least 2 concepts, got {concepts}")
     started = time.perf_counter()
@@ -81,10 +87,10 @@ def run_drift(
         config=config,
         seed=seed,
         step_interval=STEP_INTERVAL,
-        val_size=val_size,
+        val_size=setup.val_size,
     )
     net.start()
-    net.run_for(drift_at)
+    net.run_for(setup.drift_at)
     chosen = drifters(nodes, seed)
     moved = [net.nodes[i] for i in chosen]
     for node in moved:
@@ -93,8 +99,8 @@ def run_drift(
     migrations = {n.index: n.state.migrations for n in net.nodes}
     switched = net.now
     took: dict[int, float | None] = {n.index: None for n in moved}
-    while net.now < switched + horizon:
-        net.clock.run_until(min(switched + horizon, net.now + CHECK_EVERY))
+    while net.now < switched + setup.horizon:
+        net.clock.run_until(min(switched + setup.horizon, net.now + CHECK_EVERY))
         for node in moved:
             if took[node.index] is None and recovered(net, node):
                 took[node.index] = round(net.now - switched, 2)
@@ -130,13 +136,7 @@ def summary(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
 def bench_drift(
     seeds: Iterable[int],
     store: StoreFactory,
-    *,
-    nodes: int = 12,
-    concepts: int = 3,
-    capacity: int = 5,
-    drift_at: float = 45.0,
-    horizon: float = 60.0,
-    val_size: int = 100,
+    setup: DriftSetup,
     threshold: float = 9.0,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -144,26 +144,11 @@ def bench_drift(
     every concept fits in one group (``threshold``: default three re-evaluation intervals)."""
     rows = []
     for seed in seeds:
-        row = run_drift(
-            seed,
-            store,
-            nodes=nodes,
-            concepts=concepts,
-            capacity=capacity,
-            drift_at=drift_at,
-            horizon=horizon,
-            val_size=val_size,
-        )
-        rows.append(row)
+        rows.append(run_drift(seed, store, setup))
         if progress is not None:
-            progress(row)
+            progress(rows[-1])
     return {
-        "nodes": nodes,
-        "concepts": concepts,
-        "capacity": capacity,
-        "drift_at": drift_at,
-        "horizon": horizon,
-        "val_size": val_size,
+        **asdict(setup),
         "threshold": threshold,
         "runs": rows,
         "summary": {

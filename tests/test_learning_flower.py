@@ -156,6 +156,26 @@ def test_stock_flower_client_takes_part(cleanup: list[Any]) -> None:
     assert not thread.is_alive()  # the server's disconnect ends a stock client cleanly
 
 
+def test_a_member_that_moves_takes_its_new_groups_model_whatever_the_round_numbers(
+    datas: list[NodeData], cleanup: list[Any]
+) -> None:
+    # Each group counts its own rounds: a member coming from a group at round 50 must take the
+    # model of a group at round 1 (it used to keep the old group's until round 51).
+    old, _ = _server(cleanup, start_round=50)
+    new, _ = _server(cleanup)
+    member = _member(cleanup, datas[0], 0)
+    member.connect(old.address)  # type: ignore[arg-type]
+    wait_until(lambda: member.last_round > 50, 30, "a round of the old group")
+    member.switch(new.address)  # type: ignore[arg-type]
+    wait_until(lambda: 0 < member.last_round < 50, 30, "the new group's model")
+    since = member.last_round
+    held = member.last_global_weights  # of round `since` or a later one of the new group
+    assert held is not None
+    wait_until(lambda: new.round >= since + 2, 30, "two more rounds")  # results are kept late
+    later = [r.weights for r in new.results if r.round >= since]
+    assert any(all(np.array_equal(a, b) for a, b in zip(held, w, strict=True)) for w in later)
+
+
 @pytest.mark.slow
 def test_blended_models_are_mixed_into_the_next_round(cleanup: list[Any]) -> None:
     server, rounds = _server(cleanup)

@@ -105,6 +105,7 @@ class MemberClient(NumPyClient):
         self._thread_id: int | None = None
         self._last_global: list[np.ndarray] | None = None
         self._last_round = 0
+        self._session: str | None = None  # the server of the current (or last) session
         self.fits = 0
         self.sessions = 0
 
@@ -143,8 +144,8 @@ class MemberClient(NumPyClient):
 
     def _received(self, parameters: list[np.ndarray], server_round: int) -> None:
         with self._state:
-            if server_round < self._last_round:
-                return
+            if self._session != self._target or server_round < self._last_round:
+                return  # from a server being left, or older than the model held
             self._last_global = [np.array(p, copy=True) for p in parameters]
             self._last_round = server_round
             weights = [w.copy() for w in self._last_global]
@@ -261,6 +262,12 @@ class MemberClient(NumPyClient):
                 if self._target != address:
                     continue
                 self._connected = True
+                if address != self._session:
+                    # Round numbers count one group's rounds: another group's round 40 is no
+                    # older than the 90th of the group left (its models were ignored until
+                    # its count passed the old one).
+                    self._last_round = 0
+                self._session = address
             self.sessions += 1
             try:
                 _client_app.start_client_internal(

@@ -40,6 +40,10 @@ Two modes:
     model fits its only member, and nodes of other concepts pile in.
 
 Both modes never choose a full group and stay put right after a move.
+
+Two more rules, used by the node's choice part and by the in-process simulation alike:
+:func:`confirm_found` (a member founds only when two re-evaluations in a row say so) and
+:func:`blend_shares` (which other groups' models a leader mixes into its own, and how much).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ with room for two per group, so each concept ends in a group of two and a group 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -37,26 +38,44 @@ def sorted_by_capacity(cluster: LocalCluster) -> bool:
     return placed and len(groups) == leaders == 4 and set(sizes.values()) == {3}
 
 
+def layout(cluster: LocalCluster) -> dict[str, tuple[str, ...]]:
+    """Who sits where, and who leads: each group's members by name, its leader first."""
+    return {
+        g: tuple(n.name for n in sorted(members, key=lambda n: (n.server_address is None, n.name)))
+        for g, members in cluster.groups().items()
+    }
+
+
 def test_groups_that_capacity_keeps_apart_mix_in_their_kins_models_and_no_others() -> None:
     datas = [load_node_data("digits:label-shift:2", i, 6, seed=0) for i in range(6)]
     config = NodeConfig.test().replace(group_capacity=2)
     cluster = LocalCluster(datas, config, registry=cluster_registry)
     cluster.start()
     try:
-        wait_for(lambda: sorted_by_capacity(cluster), timeout=60, what="2 + 1 nodes per concept")
-        groups = cluster.groups()
-        leaders = [n for n in cluster.live().values() if n.server_address is not None]
-        before = {n.name: Counter(n.blended) for n in leaders}
+        # A window in which no node moved: every leader's blends in it are checked against the
+        # groups as they stood (a member may still swap groups with its concept's other one
+        # now and then; then the window starts again).
+        deadline = time.monotonic() + 240
+        while True:
+            wait_for(lambda: sorted_by_capacity(cluster), timeout=60, what="2 + 1 per concept")
+            groups = cluster.groups()
+            seen = layout(cluster)
+            leaders = [n for n in cluster.live().values() if n.server_address is not None]
+            before = {n.name: Counter(n.blended) for n in leaders}
 
-        def since(leader: Node) -> Counter[str]:
-            return Counter(leader.blended) - before[leader.name]
+            def since(leader: Node, before: dict[str, Counter[str]] = before) -> Counter[str]:
+                return Counter(leader.blended) - before[leader.name]
 
-        wait_for(
-            lambda: all(since(n) for n in leaders),
-            timeout=90,
-            what="every leader to mix in another group's model",
-        )
-        assert cluster.groups().keys() == groups.keys()
+            wait_for(
+                lambda leaders=leaders, since=since, seen=seen: (
+                    layout(cluster) != seen or all(since(n) for n in leaders)
+                ),
+                timeout=90,
+                what="every leader to mix in another group's model",
+            )
+            if layout(cluster) == seen:
+                break
+            assert time.monotonic() < deadline, "the groups never held still for a window"
         for leader in leaders:
             kin = {
                 g

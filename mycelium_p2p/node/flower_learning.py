@@ -35,6 +35,7 @@ from mycelium_p2p.node.ports import RoundSummary
 log = logging.getLogger("mycelium.node")
 
 PROBES_KEPT = 32  # probe timings behind the figure a node announces
+CATCH_UP_FITS = 3  # fits of the own model on new data, from each start (see switch_data)
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,24 @@ class FlowerLearning:
         switches, which the member client shares."""
         self.task.switch_data(data)
         self._description = self.task.describe()
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """The own model after the data changed: the old one and a fresh one, each fitted
+        ``CATCH_UP_FITS`` times on the new data, and the better on the new validation split is
+        kept. The old model can be a bad start (labels whose meaning changed are confidently
+        wrong) or a good one (a small shift); with one fit per re-evaluation, a drifted node
+        would judge its own model, and so whether to found, by a model of its old data for
+        many intervals, training inside a group that no longer fits it meanwhile."""
+        best: tuple[float, list[np.ndarray]] | None = None
+        for start in (self._local, self.task.initial_parameters()):
+            weights = start
+            for _ in range(CATCH_UP_FITS):
+                weights = self._fit_local(weights)
+            accuracy = self._evaluate(weights, "val")
+            if best is None or accuracy > best[0]:
+                best = (accuracy, weights)
+        self._local = best[1] if best else self._local
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -229,17 +248,19 @@ class FlowerLearning:
         return [p.copy() for p in self._local]
 
     def train_local(self) -> float:
+        self._local = self._fit_local(self._local)
+        return self._evaluate(self._local, "val")
+
+    def _fit_local(self, weights: list[np.ndarray]) -> list[np.ndarray]:
+        """``weights`` fitted once on the node's own data (a fresh model if that diverged)."""
         try:
-            fitted = self.task.fit(
-                self._local, {"server_round": 0, "seed": self._rng.randrange(2**31)}
-            )
-            self._local = fitted.parameters
+            fitted = self.task.fit(weights, {"server_round": 0, "seed": self._rng.randrange(2**31)})
         except ValueError as exc:
             if isinstance(exc, TaskError):
                 raise
             log.warning("local training diverged (%s): the local model starts again", exc)
-            self._local = self.task.initial_parameters()
-        return self._evaluate(self._local, "val")
+            return self.task.initial_parameters()
+        return fitted.parameters
 
     def score(self, payload: bytes) -> float:
         return self.score_weights(models.weights_from_bytes(payload))

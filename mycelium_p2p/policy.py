@@ -13,7 +13,10 @@ Two modes:
     ``L`` the accuracy of the node's own local model, ``g`` the current group, ``R`` the other
     groups with room and ``b = argmax_R a(h)``:
 
-    1. **improve**: join ``b`` if ``a(b) - a(g) >= max(switch_threshold * a(g), switch_samples/n)``;
+    1. **improve**: join ``b`` if ``a(b) - a(g) >= max(switch_threshold * a(g), switch_samples/n)``,
+       unless ``L >= a(b) + found_samples/n`` (the node's own model serves it clearly better
+       than ``b``: a drifted node whose new concept's groups are full founds rather than join
+       a group of a third concept that merely beats its old one);
     2. **merge**: else join the largest group in ``R`` that is larger than ``g`` (or as large and
        older) and scores ``a(h) >= max(a(g), L) - merge_samples/n``;
     3. **found**: else, if ``g`` has other members and ``L >= max(a(g), a(b)) + found_samples/n``,
@@ -318,11 +321,15 @@ def _decide_probe(obs: Observation, g: Candidate, params: PolicyParams) -> Decis
     room = [c for c in obs.candidates if not c.is_current and c.has_room and c.accuracy is not None]
     b = _best(room)
 
-    # 1. improve: a clear gain, counted both relatively and in samples.
+    # 1. improve: a clear gain, counted both relatively and in samples, to a group that serves
+    # the node about as well as its own model at least.
     if b is not None:
         gain = (b.accuracy or 0.0) - a_g
         need = max(params.switch_threshold * a_g, params.switch_samples / n)
-        if gain >= need - _EPS:
+        own_is_better = (
+            local is not None and local >= (b.accuracy or 0.0) + params.found_samples / n - _EPS
+        )
+        if gain >= need - _EPS and not own_is_better:
             return Decision(
                 "join",
                 b.group_id,

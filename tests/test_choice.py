@@ -23,6 +23,7 @@ from mycelium_p2p.node.parts.choice import (
     choose,
     data_changed,
     on_attempt,
+    refused,
 )
 from mycelium_p2p.node.scheduler import Scheduler, Timer
 from mycelium_p2p.node.state import GossipView, NodeState
@@ -202,6 +203,27 @@ def test_a_leader_mixes_in_the_groups_that_serve_its_data_as_well_once_per_round
     choose(state, world(BLEND_WORLD, round_=2), params, models, learner, rng, timers, 0.0,
            first=False)  # fmt: skip
     assert len(learner.blended) == 2
+
+
+def test_a_group_that_refused_this_leader_is_still_mixed_in_but_never_joined() -> None:
+    # A drifted leader was refused by its new concept's only group (full), and founded a
+    # group: that group's model is the best it can have, through blending.
+    groups = {"mine": ("me", "m1"), "kin": ("k1", "k2", "k3"), "other": ("o1", "o2")}
+    learner = Learner({"kin": 0.95, "other": 0.10}, local=0.90, group=0.90)
+    state = _leader()
+    refused(state, world(groups).groups["kin"])
+    choose(state, world(groups), ChoiceParams(), Models(), learner, random.Random(3),
+           Scheduler(), 0.0, first=False)  # fmt: skip
+    assert state.blended == {"kin": 1}
+    # A member (it does not blend) neither probes nor joins it until its record changes.
+    state, models = NodeState("me", "me", SPEC, group_id="mine"), Models()
+    groups["mine"] = ("m1", "me")  # led by m1
+    learner.group = 0.10  # its group no longer serves it; "kin" would
+    refused(state, world(groups).groups["kin"])
+    commands = choose(state, world(groups), ChoiceParams(), models, learner,
+                      random.Random(3), Scheduler(), 0.0, first=False)  # fmt: skip
+    assert "kin" not in models.fetched
+    assert not any(isinstance(c, JoinGroup) and c.group_id == "kin" for c in commands)
 
 
 @pytest.mark.parametrize("who", ["member", "blend_weight 0"])

@@ -180,6 +180,19 @@ def test_founds_when_local_model_beats_every_group_by_margin() -> None:
     assert d.action == "found" and d.group_id is None and "0.700" in d.reason
 
 
+def test_never_improves_into_a_group_its_own_model_beats_by_the_found_margin() -> None:
+    # A drifted node: its old group scores 0.10 on its new data, its new concept's groups are
+    # full, a group of a third concept scores 0.45, its own model (caught up) 0.90. Joining
+    # the third would be a clear gain over the old group and a clear loss against its own.
+    others = [Candidate("third", 2, 5, 1.0, 0.45)]
+    d = decide(obs(cur(0.10), others, local=0.90), PROBE)
+    assert d.action == "found", d.reason
+    # Alone in its group it stays (its group's model is its own model's).
+    assert decide(obs(cur(0.10, size=1), others, local=0.90), PROBE).action == "stay"
+    # Within the margin the group is joined as before (n = 20: 0.45 + 4/20 = 0.65).
+    assert decide(obs(cur(0.10), others, local=0.60), PROBE).action == "join"
+
+
 def test_lone_member_never_founds_a_copy_of_its_group() -> None:
     d = decide(obs(cur(0.1, size=1), [], local=1.0), PROBE)
     assert d.action == "stay"

@@ -15,9 +15,9 @@ together do not all found singletons; a node in a group founds only when two re-
 a row say so. A node whose data changed founds at once, except while a group with room did not
 answer its probe (its leader just left it, say): then it looks again within a second, a few
 times, before it founds or joins a group that serves it worse than its own model. A join the
-registry refuses (the view was stale) leaves that group out until its record changes, and the
-next choice comes within a second, in a group or not; only an unreachable registry makes the
-node back off.
+registry refuses (the view was stale, or the group full) leaves that group out of the joins
+until its record changes (a leader still mixes its model in), and the next choice comes within
+a second, in a group or not; only an unreachable registry makes the node back off.
 
 A leader also probes full groups, and mixes the new rounds of those that serve its data about
 as well as its own group (within ``merge_samples``) into its group's model, at most
@@ -115,7 +115,7 @@ def choose(
             current_group=state.group_id,
             local_accuracy=state.local_accuracy,
             val_size=learning.val_size,
-            candidates=tuple(candidates),
+            candidates=tuple(c for c in candidates if c.group_id not in fetch.refused),
             just_moved=state.just_moved,
             has_other_members=bool(others),
         ),
@@ -246,11 +246,13 @@ def _act(state: NodeState, decision: Decision, first: bool) -> list[Command]:
 
 @dataclass
 class Fetch:
-    """What one choice's probes brought: the models fetched, and the groups that did not answer
-    (no leader address, no answer in time, or a model that does not fit)."""
+    """What one choice's probes brought: the models fetched, the groups that did not answer
+    (no leader address, no answer in time, or a model that does not fit), and the groups whose
+    join the registry refused (until their records change)."""
 
     models: dict[str, bytes] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)  # probed to blend only, never joined
 
 
 def on_attempt(
@@ -323,18 +325,20 @@ def _candidates(
     records = [
         record
         for record in views.compatible_groups(groups.values(), learning.spec, view.occupied())
-        # Our own record from before we stepped down: never follow ourselves. A record the
-        # registry said no to: wait for news of it.
+        # Our own record from before we stepped down: never follow ourselves.
         if not (record.leader == state.id and not state.leading)
-        and state.refused.get(record.id) != (record.term, record.members)
     ]
+    # A record the registry said no to: no join until news of it, but a leader still blends it.
+    fetch.refused = {r.id for r in records if state.refused.get(r.id) == (r.term, r.members)}
     probed = (
         set()
         if probe_budget is None
-        else _to_probe(state, records, probe_budget, rng, with_full=with_full)
+        else _to_probe(state, records, probe_budget, rng, with_full=with_full, shut=fetch.refused)
     )
     out: list[Candidate] = []
     for record in records:
+        if record.id in fetch.refused and record.id not in probed:
+            continue
         is_current = record.id == state.group_id
         accuracy: float | None = None
         if probe_budget is None:  # reported: a group without a finished round has no accuracy
@@ -343,7 +347,7 @@ def _candidates(
             accuracy = state.accuracy = learning.group_accuracy()
         elif record.id in probed:
             accuracy = _probe(state, record, gossip, learning, fetch)
-            if accuracy is None and len(record.members) < record.capacity:
+            if accuracy is None and _has_room(record) and record.id not in fetch.refused:
                 fetch.failed.add(record.id)
         out.append(
             Candidate(
@@ -365,12 +369,15 @@ def _to_probe(
     rng: random.Random,
     *,
     with_full: bool = False,
+    shut: set[str] | frozenset[str] = frozenset(),
 ) -> set[str]:
     """The groups to probe this time: those whose current round is already scored (free), then
     within ``budget`` fetches half the best scored before and half never probed (random).
-    Only groups with room, unless ``with_full``."""
+    Only groups with room and not in ``shut`` (refused), unless ``with_full``."""
     pool = [
-        r for r in records if r.id != state.group_id and (with_full or len(r.members) < r.capacity)
+        r
+        for r in records
+        if r.id != state.group_id and (with_full or (_has_room(r) and r.id not in shut))
     ]
     free = {r.id for r in pool if (hit := state.probes.get(r.id)) and hit[0] == r.round}
     known = sorted(
@@ -383,6 +390,10 @@ def _to_probe(
     exploit = min(len(known), budget - explore)
     explore = min(len(fresh), budget - exploit)
     return free | {r.id for r in known[:exploit]} | {r.id for r in fresh[:explore]}
+
+
+def _has_room(record: GroupRecord) -> bool:
+    return len(record.members) < record.capacity
 
 
 def _probe(

@@ -226,6 +226,25 @@ def test_a_group_that_refused_this_leader_is_still_mixed_in_but_never_joined() -
     assert not any(isinstance(c, JoinGroup) and c.group_id == "kin" for c in commands)
 
 
+def test_a_drifted_member_whose_new_concepts_group_is_full_founds_from_that_groups_model() -> None:
+    groups = {"mine": ("m1", "me"), "kin": ("k1", "k2", "k3", "k4", "k5")}  # kin: full
+    learner = Learner({"kin": 0.95}, local=0.80, group=0.10)
+    state, timers = NodeState("me", "me", SPEC, group_id="mine"), Scheduler()
+    data_changed(state, timers, 0.0)
+    commands = choose(state, world(groups), ChoiceParams(), Models(), learner,
+                      random.Random(1), timers, 0.0, first=False)  # fmt: skip
+    found = [c for c in commands if isinstance(c, FoundGroup)]
+    # Half of its first model (the bound) from the five members of "kin" against its one.
+    assert len(found) == 1 and [(g, w) for g, _, w in found[0].blend] == [("kin", 0.5)]
+    # Its data unchanged, a member neither probes full groups nor founds from them.
+    state, models = NodeState("me", "me", SPEC, group_id="mine"), Models()
+    for _ in range(2):  # two evaluations in a row: it founds
+        commands = choose(state, world(groups), ChoiceParams(), models, learner,
+                          random.Random(1), timers, 0.0, first=False)  # fmt: skip
+    found = [c for c in commands if isinstance(c, FoundGroup)]
+    assert "kin" not in models.fetched and len(found) == 1 and found[0].blend == ()
+
+
 @pytest.mark.parametrize("who", ["member", "blend_weight 0"])
 def test_members_and_leaders_told_not_to_never_mix_in_other_groups(who: str) -> None:
     learner = Learner(BLEND_SCORES, local=0.5, group=0.90)

@@ -276,6 +276,32 @@ def test_a_node_whose_data_drifts_moves_to_its_new_concepts_group_at_once() -> N
     print(f"drifted node in its new concept's group {took:.1f} s after the switch (simulated)")
 
 
+def test_a_drifted_node_whose_new_concepts_group_is_full_founds_from_that_groups_model() -> None:
+    net = network(6, concepts=2, capacity=3)
+    net.start()
+
+    def sorted_in_two_full_groups() -> bool:
+        sizes = sorted(len(m) for m in net.groups().values())
+        settled = not any(n.state.just_moved for n in net.nodes)
+        return sizes == [3, 3] and net.purity() == 1.0 and settled
+
+    assert net.run_until(sorted_in_two_full_groups, 120)
+    drifter = next(n for n in net.nodes if n.concept == 1 and not n.state.leading)
+    old = drifter.state.group_id
+    full = next(g for g, members in net.groups().items() if members[0].concept == 0)
+    drifter.concept = 0
+    drifter.events.append(DataChanged(0))
+
+    def founded_from_kin() -> bool:
+        state = drifter.state
+        return state.leading and state.group_id not in (old, full) and state.blended[full] > 0
+
+    # It leaves the group it no longer fits at once, and its group starts with the full group's
+    # model mixed in (a leader's first re-evaluation, where it would blend, is 3 s later).
+    assert net.run_until(founded_from_kin, 1.5, check_every=0.1)
+    assert {n.state.group_id for n in net.nodes if n is not drifter and n.concept == 1} == {old}
+
+
 @pytest.mark.parametrize("max_probes", [2, 1000])
 def test_probes_per_choice_stay_within_the_bound_and_the_network_still_sorts(
     max_probes: int,

@@ -512,6 +512,8 @@ class Controller:
         self._enter_group(created.id, created.term)
         self.state.lease = getattr(created, "lease", None) or ""
         self._become_leader(server, "founded")
+        if command.blend:
+            choice.blend_into_group(state, self.learning, command.blend)
         self._attempted(Attempt.MOVED, command.first)
 
     def _do_claim(self, command: Claim) -> None:

@@ -91,10 +91,12 @@ class JoinGroup:
 
 @dataclass(frozen=True)
 class FoundGroup:
-    """Found a group and lead it (the outcome goes back to choice)."""
+    """Found a group and lead it (the outcome goes back to choice); ``blend``: other groups'
+    models mixed into its first round, as (group id, model, weight)."""
 
     reason: str
     first: bool
+    blend: tuple[tuple[str, bytes, float], ...] = ()
 
 
 @dataclass(frozen=True)

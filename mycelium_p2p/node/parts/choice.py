@@ -24,7 +24,9 @@ as well as its own group (within ``merge_samples``) into its group's model, at m
 ``blend_weight`` of it, shared by the other groups' sizes. Groups that capacity keeps apart
 but whose data agree (one concept in more groups than one, or skews no probe can tell apart)
 so learn from each other's data, as if they were one group; a group of another concept scores
-far lower on the leader's data and is never mixed in.
+far lower on the leader's data and is never mixed in. A node whose data changed probes full
+groups too: when it founds (its new concept's groups are full), its group starts from its own
+model mixed with theirs by the same rule.
 """
 
 from __future__ import annotations
@@ -105,9 +107,11 @@ def choose(
     state.choices += 1
     requests_before = state.probe_requests
     probe_budget = params.max_probes if params.policy.mode == "probe" else None
-    blending = state.leading and params.blend_weight > 0 and not first
+    # Full groups are probed by a leader, to blend, and by a node whose data changed, to found
+    # from the models of its new concept's groups when they are full.
+    with_full = params.blend_weight > 0 and not first and (state.leading or state.data_changed)
     fetch = Fetch()
-    candidates = _candidates(state, view, gossip, learning, probe_budget, rng, blending, fetch)
+    candidates = _candidates(state, view, gossip, learning, probe_budget, rng, with_full, fetch)
     state.most_probes = max(state.most_probes, state.probe_requests - requests_before)
     others = [m for m in view.members_of(state.group_id or "") if m != state.id]
     decision = decide(
@@ -142,11 +146,19 @@ def choose(
         decision, state.found_pending = confirm_found(
             decision, state.found_pending, state.data_changed
         )
-    if blending and decision.action == "stay":
-        _blend(state, candidates, fetch.models, params, learning)
+    own = next((c for c in candidates if c.is_current), None)
+    kin: tuple[tuple[str, bytes, float], ...] = ()
+    if with_full and decision.action == "stay" and state.leading and own is not None:
+        kin = _kin(state, own, candidates, fetch.models, params, learning)
+        blend_into_group(state, learning, kin)
+    elif decision.action == "found":
+        # The founded group starts from the node's own model, mixed with those that serve it as
+        # well: a drifted node whose new concept's groups are full gets their model that way.
+        alone = Candidate("founding", 1, 1, accuracy=state.local_accuracy)
+        kin = _kin(state, alone, candidates, fetch.models, params, learning)
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
-    return _act(state, decision, first) + ([] if first else [Announce()])
+    return _act(state, decision, first, kin) + ([] if first else [Announce()])
 
 
 def _unscored_to_wait_for(
@@ -177,36 +189,41 @@ def _unscored_to_wait_for(
     return ", ".join(unscored[:3])
 
 
-def _blend(
+def _kin(
     state: NodeState,
+    own: Candidate,
     candidates: list[Candidate],
     models: dict[str, bytes],
     params: ChoiceParams,
     learning: LearningPort,
-) -> None:
-    """Mix into the group this node leads the models just fetched of the groups that serve its
-    data about as well (``policy.blend_shares``)."""
-    own = next((c for c in candidates if c.is_current), None)
-    if own is None:
-        return
+) -> tuple[tuple[str, bytes, float], ...]:
+    """The models just fetched of the groups that serve this node's data about as well as
+    ``own`` (``policy.blend_shares``), with their weights."""
     fresh = [c for c in candidates if c.group_id in models and not c.is_current]
     shares = blend_shares(
         own, fresh, state.local_accuracy, learning.val_size, params.policy, params.blend_weight
     )
-    if not shares:
+    return tuple((g, models[g], weight) for g, weight in shares.items())
+
+
+def blend_into_group(
+    state: NodeState, learning: LearningPort, kin: tuple[tuple[str, bytes, float], ...]
+) -> None:
+    """Mix ``kin`` (group id, model, weight) into the next round of the group this node leads."""
+    if not kin:
         return
     try:
-        learning.blend([(models[g], weight) for g, weight in shares.items()])
+        learning.blend([(payload, weight) for _, payload, weight in kin])
     except ValueError as exc:
         log.warning("%s: could not blend other groups' models: %s", state.name, exc)
         return
-    state.blended.update(shares.keys())
+    state.blended.update(g for g, _, _ in kin)
     log.info(
         "%s: mixes %s into %s (%.0f%% of its model)",
         state.name,
-        ", ".join(shares),
+        ", ".join(g for g, _, _ in kin),
         state.group_id,
-        100 * sum(shares.values()),
+        100 * sum(weight for _, _, weight in kin),
     )
 
 
@@ -233,7 +250,12 @@ def _short(text: str, most: int) -> str:
     return text if len(text) <= most else text[: most - 1] + "…"
 
 
-def _act(state: NodeState, decision: Decision, first: bool) -> list[Command]:
+def _act(
+    state: NodeState,
+    decision: Decision,
+    first: bool,
+    kin: tuple[tuple[str, bytes, float], ...],
+) -> list[Command]:
     if decision.action == "stay":
         log.info("%s: stays in %s: %s", state.name, state.group_id, decision.reason)
         return []
@@ -241,7 +263,7 @@ def _act(state: NodeState, decision: Decision, first: bool) -> list[Command]:
     log.info("%s: decides to %s%s: %s", state.name, decision.action, target, decision.reason)
     if decision.action == "join" and decision.group_id:
         return [JoinGroup(decision.group_id, decision.reason, first)]
-    return [FoundGroup(decision.reason, first)]
+    return [FoundGroup(decision.reason, first, kin)]
 
 
 @dataclass

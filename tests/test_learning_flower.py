@@ -166,8 +166,13 @@ def test_a_member_that_moves_takes_its_new_groups_model_whatever_the_round_numbe
     member = _member(cleanup, datas[0], 0)
     member.connect(old.address)  # type: ignore[arg-type]
     wait_until(lambda: member.last_round > 50, 30, "a round of the old group")
+    assert member.model_source == old.address
     member.switch(new.address)  # type: ignore[arg-type]
+    # Until the new group's first model, it holds the old group's, and says whose it is (a
+    # member that claims a group it just joined must not restart it from another's model).
+    assert member.model_source == old.address
     wait_until(lambda: 0 < member.last_round < 50, 30, "the new group's model")
+    assert member.model_source == new.address
     since = member.last_round
     held = member.last_global_weights  # of round `since` or a later one of the new group
     assert held is not None

@@ -302,6 +302,49 @@ def test_a_drifted_node_whose_new_concepts_group_is_full_founds_from_that_groups
     assert {n.state.group_id for n in net.nodes if n is not drifter and n.concept == 1} == {old}
 
 
+def test_a_member_that_joined_just_before_its_leader_crashed_does_not_restart_the_group() -> None:
+    net = network(6, concepts=2, capacity=5)
+    net.start()
+
+    def sorted_in_two() -> bool:
+        sizes = sorted(len(m) for m in net.groups().values())
+        settled = not any(n.state.just_moved for n in net.nodes)
+        return sizes == [3, 3] and net.purity() == 1.0 and settled
+
+    assert net.run_until(sorted_in_two, 120)
+    # A drifter whose id ranks first among the members its new group keeps once the leader is
+    # gone: without a rule against it, it would be the first to claim.
+    groups = net.groups()
+    choices = [
+        (d, gid)
+        for gid, target in groups.items()
+        for d in net.nodes
+        if d.state.group_id != gid and not d.state.leading
+        and d.id < min(m.id for m in target if not m.state.leading)
+    ]  # fmt: skip
+    assert choices, "no drifter would rank first"
+    drifter, target = choices[0]
+    leader = net.leader_of(target)
+    assert leader is not None and leader.state.server_address is not None
+    kept = [m for m in groups[target] if m is not leader]
+    drifter.concept = kept[0].concept
+    drifter.events.append(DataChanged(drifter.concept))
+    assert net.run_until(lambda: drifter.state.group_id == target, 5, check_every=0.05)
+    assert not drifter.learner.holds_model_of(leader.state.server_address)  # no round yet
+    net.crash(leader)
+
+    def replaced() -> bool:
+        new = net.leader_of(target)
+        return new is not None and new is not leader
+
+    assert net.run_until(replaced, 40)
+    # One that held the group's model took over, and the group went on from it.
+    assert net.leader_of(target) in kept
+    assert net.run_until(lambda: all(m.learner.last_round() > 0 for m in kept), 10)
+    for member in [*kept, drifter]:
+        assert (member.learner.group_accuracy() or 0.0) > 0.6, member.id
+
+
 @pytest.mark.parametrize("max_probes", [2, 1000])
 def test_probes_per_choice_stay_within_the_bound_and_the_network_still_sorts(
     max_probes: int,

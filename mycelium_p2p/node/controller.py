@@ -206,7 +206,13 @@ class Controller:
                 self._execute(registry_sync.report_due(self.state, self._next_report, now))
                 self._execute(leadership.lead(self.state, view))
             elif self.state.phase is Phase.MEMBER:
-                self._execute(leadership.follow(self.state, view, self.params.leadership, now))
+                record = view.groups.get(self.state.group_id)
+                holds = record is not None and self.learning.holds_model_of(record.flower_address)
+                self._execute(
+                    leadership.follow(
+                        self.state, view, self.params.leadership, now, holds_model=holds
+                    )
+                )
         self._publish_state()
 
     def next_due(self) -> float:
@@ -518,8 +524,11 @@ class Controller:
 
     def _do_claim(self, command: Claim) -> None:
         state, record = self.state, command.record
-        start = self.learning.last_round() or record.round
-        server = self.learning.start_server(start, from_group=True)
+        # A member that joined just before the leader went holds the model of the group it left
+        # (or none): it goes on from its own model rather than from another group's.
+        from_group = self.learning.holds_model_of(record.flower_address)
+        start = (self.learning.last_round() if from_group else 0) or record.round
+        server = self.learning.start_server(start, from_group=from_group)
         try:
             granted = self.registry.claim_leadership(
                 record.id, node_id=state.id, term=record.term + 1, flower_address=server.address

@@ -404,6 +404,9 @@ class FlowerLearning:
     def last_round(self) -> int:
         return self.client.last_round
 
+    def holds_model_of(self, address: str) -> bool:
+        return self.client.model_source == address
+
     def dead_threads(self) -> list[str]:
         dead = []
         if self.client.address is not None and not self.client.running:

@@ -136,7 +136,7 @@ class FakeServer:
             examples = sum(n for _, n in scores)
             accuracy = sum(a * n for a, n in scores) / examples if examples else 0.0
             for c in clients:
-                c.received(self.model, self.round)
+                c.received(self.model, self.round, self.address)
             self._on_round(
                 RoundSummary(self.round, accuracy, 1.0 - accuracy, examples, len(clients))
             )
@@ -172,6 +172,7 @@ class FakeLearner:
     local: Model = field(init=False)
     last_global: Model | None = field(default=None, init=False)
     last_global_round: int = field(default=0, init=False)
+    last_global_from: str | None = field(default=None, init=False)
     following: FakeServer | None = field(default=None, init=False)
     serving: FakeServer | None = field(default=None, init=False)
 
@@ -247,6 +248,9 @@ class FakeLearner:
     def last_round(self) -> int:
         return self.last_global_round
 
+    def holds_model_of(self, address: str) -> bool:
+        return self.last_global is not None and self.last_global_from == address
+
     def dead_threads(self) -> list[str]:
         return []
 
@@ -266,6 +270,7 @@ class FakeLearner:
         peak = self.world.peak(model.examples, self.train_examples)
         return CHANCE + (peak - CHANCE) * model.mix[self.concept] * model.quality
 
-    def received(self, model: Model, round_: int) -> None:
+    def received(self, model: Model, round_: int, address: str) -> None:
         self.last_global = model
         self.last_global_round = round_
+        self.last_global_from = address

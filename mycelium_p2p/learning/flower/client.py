@@ -106,6 +106,7 @@ class MemberClient(NumPyClient):
         self._last_global: list[np.ndarray] | None = None
         self._last_round = 0
         self._session: str | None = None  # the server of the current (or last) session
+        self._global_from: str | None = None  # the server `_last_global` came from
         self.fits = 0
         self.sessions = 0
 
@@ -148,6 +149,7 @@ class MemberClient(NumPyClient):
                 return  # from a server being left, or older than the model held
             self._last_global = [np.array(p, copy=True) for p in parameters]
             self._last_round = server_round
+            self._global_from = self._session
             weights = [w.copy() for w in self._last_global]
         if self.on_global is not None:
             try:
@@ -162,6 +164,12 @@ class MemberClient(NumPyClient):
         """The newest global model received (a copy), or None before the first one."""
         with self._state:
             return None if self._last_global is None else [w.copy() for w in self._last_global]
+
+    @property
+    def model_source(self) -> str | None:
+        """Address of the server `last_global_weights` came from (None before the first)."""
+        with self._state:
+            return self._global_from
 
     @property
     def last_round(self) -> int:

@@ -7,8 +7,11 @@ or a moved server makes it switch; a leader that is dead, left, or moved to anot
 replaced: after a grace of ``min(push_pull_interval, 5 x probe_interval)`` (time for a wrongly
 declared death to be refuted) the lowest live member claims at the registry with term + 1, the
 others after a head start of ``3 x probe_interval`` per rank; the registry's compare-and-set lets
-one win. A member whose claim is lost waits for the winner's record, unless gossip sees the
-winner dead (a partition: it gives the group up at once), and gives up after ``max_lost_claims``.
+one win. A member that holds no model of this group yet (it joined just before the leader went)
+ranks after all the others: a claim restarts the group from the model the claimer holds, and
+it would start from its own. A member whose claim is lost waits for the winner's record, unless
+gossip sees the winner dead (a partition: it gives the group up at once), and gives up after
+``max_lost_claims``.
 """
 
 from __future__ import annotations
@@ -54,9 +57,15 @@ def lead(state: NodeState, view: GossipView) -> list[Command]:
 
 
 def follow(
-    state: NodeState, view: GossipView, params: LeadershipParams, now: float
+    state: NodeState,
+    view: GossipView,
+    params: LeadershipParams,
+    now: float,
+    *,
+    holds_model: bool = True,
 ) -> list[Command]:
-    """One step as a member: follow the record, or take over from a leader that is gone."""
+    """One step as a member: follow the record, or take over from a leader that is gone.
+    ``holds_model``: the last group model this member received is this group's."""
     record = view.groups.get(state.group_id or "")
     if record is None or record.dissolved:
         return [DropGroup("group dissolved")]
@@ -89,6 +98,8 @@ def follow(
             "leaving" if left else "gone",
         )
     rank = members.index(state.id) if state.id in members else len(members)
+    if not holds_model:  # it would restart the group from its own model: the others first
+        rank += len(members)
     if now - state.leader_gone_at >= params.grace + rank * params.rank_delay:
         return [Claim(record)]
     return []

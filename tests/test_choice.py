@@ -236,6 +236,14 @@ def test_a_drifted_member_whose_new_concepts_group_is_full_founds_from_that_grou
     found = [c for c in commands if isinstance(c, FoundGroup)]
     # Half of its first model (the bound) from the five members of "kin" against its one.
     assert len(found) == 1 and [(g, w) for g, _, w in found[0].blend] == [("kin", 0.5)]
+    # The same when this round of "kin" was scored at an earlier look (its model not kept).
+    state, models = NodeState("me", "me", SPEC, group_id="mine"), Models()
+    data_changed(state, timers, 0.0)
+    state.probes["kin"] = (1, 0.95)
+    commands = choose(state, world(groups), ChoiceParams(), models, learner,
+                      random.Random(1), timers, 0.0, first=False)  # fmt: skip
+    found = [c for c in commands if isinstance(c, FoundGroup)]
+    assert models.fetched == ["kin"] and [g for g, _, _ in found[0].blend] == ["kin"]
     # Its data unchanged, a member neither probes full groups nor founds from them.
     state, models = NodeState("me", "me", SPEC, group_id="mine"), Models()
     for _ in range(2):  # two evaluations in a row: it founds

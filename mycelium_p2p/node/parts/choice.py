@@ -154,7 +154,13 @@ def choose(
     elif decision.action == "found":
         # The founded group starts from the node's own model, mixed with those that serve it as
         # well: a drifted node whose new concept's groups are full gets their model that way.
+        # A group scored from the cache this time is fetched again for its model.
         alone = Candidate("founding", 1, 1, accuracy=state.local_accuracy)
+        scored = [c for c in candidates if not c.is_current and c.accuracy is not None]
+        for group_id in _kin_shares(state, alone, scored, params, learning):
+            if group_id not in fetch.models and group_id in view.groups:
+                state.probes.pop(group_id, None)
+                _probe(state, view.groups[group_id], gossip, learning, fetch)
         kin = _kin(state, alone, candidates, fetch.models, params, learning)
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
@@ -200,10 +206,20 @@ def _kin(
     """The models just fetched of the groups that serve this node's data about as well as
     ``own`` (``policy.blend_shares``), with their weights."""
     fresh = [c for c in candidates if c.group_id in models and not c.is_current]
-    shares = blend_shares(
-        own, fresh, state.local_accuracy, learning.val_size, params.policy, params.blend_weight
-    )
+    shares = _kin_shares(state, own, fresh, params, learning)
     return tuple((g, models[g], weight) for g, weight in shares.items())
+
+
+def _kin_shares(
+    state: NodeState,
+    own: Candidate,
+    others: list[Candidate],
+    params: ChoiceParams,
+    learning: LearningPort,
+) -> dict[str, float]:
+    return blend_shares(
+        own, others, state.local_accuracy, learning.val_size, params.policy, params.blend_weight
+    )
 
 
 def blend_into_group(

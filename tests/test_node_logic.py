@@ -233,6 +233,39 @@ def test_a_leader_that_leaves_is_replaced_and_the_last_one_out_leaves_a_tombston
     assert net.store.group(group_id).status == "dissolved"
 
 
+def test_a_leader_that_moves_to_another_group_is_replaced_without_the_grace_of_a_death() -> None:
+    net = network(6, concepts=2, capacity=5)
+    net.start()
+
+    def sorted_in_two() -> bool:
+        sizes = sorted(len(m) for m in net.groups().values())
+        settled = not any(n.state.just_moved for n in net.nodes)
+        return sizes == [3, 3] and net.purity() == 1.0 and settled
+
+    assert net.run_until(sorted_in_two, 120)
+    group_id = next(iter(net.groups()))
+    leader = net.leader_of(group_id)
+    assert leader is not None
+    term = leader.state.term
+    leader.concept = 1 - leader.concept
+    leader.events.append(DataChanged(leader.concept))  # it moves to the other concept's group
+    assert net.run_until(lambda: leader.state.group_id != group_id, 5, check_every=0.05)
+    moved_at = net.now
+
+    def replaced() -> bool:
+        new = net.leader_of(group_id)
+        return new is not None and new is not leader and new.state.term == term + 1
+
+    assert net.run_until(replaced, 20, check_every=0.05)
+    took = net.now - moved_at
+    # Alive in gossip and in another group: it went on purpose, so the lowest member claims at
+    # once rather than after the grace that lets a wrongly declared death be refuted.
+    config = NodeConfig.test().gossip
+    grace = min(config.push_pull_interval, 5 * config.probe_interval)
+    assert took < grace, took
+    print(f"new leader {took:.2f} s after the old one moved (grace {grace} s)")
+
+
 def test_without_the_registry_no_group_is_founded_and_choices_back_off() -> None:
     net = network(1, seed=7)
     (node,) = net.nodes

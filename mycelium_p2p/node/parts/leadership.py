@@ -5,9 +5,9 @@ its members change, reports figures to the registry (``registry_sync.report_due`
 down when gossip shows a newer term led by another node. A member follows the record: a new term
 or a moved server makes it switch; a leader that is dead, left, or moved to another group is
 replaced: after a grace of ``min(push_pull_interval, 5 x probe_interval)`` (time for a wrongly
-declared death to be refuted) the lowest live member claims at the registry with term + 1, the
-others after a head start of ``3 x probe_interval`` per rank; the registry's compare-and-set lets
-one win. A member that holds no model of this group yet (it joined just before the leader went)
+declared death to be refuted; none for a leader that left or moved to another group) the lowest
+live member claims at the registry with term + 1, the others after a head start of
+``3 x probe_interval`` per rank; the registry's compare-and-set lets one win. A member that holds no model of this group yet (it joined just before the leader went)
 ranks after all the others: a claim restarts the group from the model the claimer holds, and
 it would start from its own. A member whose claim is lost waits for the winner's record, unless
 gossip sees the winner dead (a partition: it gives the group up at once), and gives up after
@@ -85,22 +85,24 @@ def follow(
         state.lost_claims = 0
         moved = record.flower_address and record.flower_address != state.following
         return [Follow(record)] if record.term > state.term or moved else []
+    leader = next((m for m in view.members if m.id == record.leader), None)
+    # A leader that left, or lives on outside the group, went on purpose: no death to refute.
+    left = leader is not None and leader.status == "left"
+    moved = record.leader in view.alive
     if state.leader_gone_at is None:
         state.leader_gone_at = now
-        leader = next((m for m in view.members if m.id == record.leader), None)
-        left = leader is not None and leader.status == "left"
-        # A leader that left on purpose is news, not trouble.
-        (log.info if left else log.warning)(
+        (log.info if left or moved else log.warning)(
             "%s: leader %s of %s is %s",
             state.name,
             record.leader,
             record.id,
-            "leaving" if left else "gone",
+            "leaving" if left else "in another group" if moved else "gone",
         )
     rank = members.index(state.id) if state.id in members else len(members)
     if not holds_model:  # it would restart the group from its own model: the others first
         rank += len(members)
-    if now - state.leader_gone_at >= params.grace + rank * params.rank_delay:
+    grace = 0.0 if left or moved else params.grace
+    if now - state.leader_gone_at >= grace + rank * params.rank_delay:
         return [Claim(record)]
     return []
 

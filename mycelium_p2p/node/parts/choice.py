@@ -149,19 +149,11 @@ def choose(
     own = next((c for c in candidates if c.is_current), None)
     kin: tuple[tuple[str, bytes, float], ...] = ()
     if with_full and decision.action == "stay" and state.leading and own is not None:
-        kin = _kin(state, own, candidates, fetch.models, params, learning)
-        blend_into_group(state, learning, kin)
+        blend_into_group(
+            state, learning, _kin(state, own, candidates, fetch.models, params, learning)
+        )
     elif decision.action == "found":
-        # The founded group starts from the node's own model, mixed with those that serve it as
-        # well: a drifted node whose new concept's groups are full gets their model that way.
-        # A group scored from the cache this time is fetched again for its model.
-        alone = Candidate("founding", 1, 1, accuracy=state.local_accuracy)
-        scored = [c for c in candidates if not c.is_current and c.accuracy is not None]
-        for group_id in _kin_shares(state, alone, scored, params, learning):
-            if group_id not in fetch.models and group_id in view.groups:
-                state.probes.pop(group_id, None)
-                _probe(state, view.groups[group_id], gossip, learning, fetch)
-        kin = _kin(state, alone, candidates, fetch.models, params, learning)
+        kin = _founding_kin(state, view, candidates, fetch, params, gossip, learning)
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
     return _act(state, decision, first, kin) + ([] if first else [Announce()])
@@ -208,6 +200,27 @@ def _kin(
     fresh = [c for c in candidates if c.group_id in models and not c.is_current]
     shares = _kin_shares(state, own, fresh, params, learning)
     return tuple((g, models[g], weight) for g, weight in shares.items())
+
+
+def _founding_kin(
+    state: NodeState,
+    view: GossipView,
+    candidates: list[Candidate],
+    fetch: Fetch,
+    params: ChoiceParams,
+    gossip: GossipPort,
+    learning: LearningPort,
+) -> tuple[tuple[str, bytes, float], ...]:
+    """What a founded group mixes into its first round: the models that serve this node as well
+    as its own (a drifted node whose new concept's groups are full gets their model so). A
+    group scored from the cache this time is fetched again for its model."""
+    alone = Candidate("founding", 1, 1, accuracy=state.local_accuracy)
+    scored = [c for c in candidates if not c.is_current and c.accuracy is not None]
+    for group_id in _kin_shares(state, alone, scored, params, learning):
+        if group_id not in fetch.models and group_id in view.groups:
+            state.probes.pop(group_id, None)
+            _probe(state, view.groups[group_id], gossip, learning, fetch)
+    return _kin(state, alone, candidates, fetch.models, params, learning)
 
 
 def _kin_shares(

@@ -7,10 +7,11 @@ or a moved server makes it switch; a leader that is dead, left, or moved to anot
 replaced: after a grace of ``min(push_pull_interval, 5 x probe_interval)`` (time for a wrongly
 declared death to be refuted; none for a leader that left or moved to another group) the lowest
 live member claims at the registry with term + 1, the others after a head start of
-``3 x probe_interval`` per rank; the registry's compare-and-set lets one win. A member that holds no model of this group yet (it joined just before the leader went)
-ranks after all the others: a claim restarts the group from the model the claimer holds, and
-it would start from its own. A member whose claim is lost waits for the winner's record, unless
-gossip sees the winner dead (a partition: it gives the group up at once), and gives up after
+``3 x probe_interval`` per rank; the registry's compare-and-set lets one win. A member that
+holds no model of this group yet (it joined just before the leader went) ranks after all the
+others: a claim restarts the group from the model the claimer holds, and it would start from
+its own. A member whose claim is lost waits for the winner's record, unless gossip sees the
+winner dead (a partition: it gives the group up at once), and gives up after
 ``max_lost_claims``.
 """
 

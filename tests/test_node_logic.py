@@ -95,6 +95,30 @@ def test_a_crashed_leader_is_replaced_and_training_resumes_from_its_last_model()
     )
 
 
+def test_a_second_leader_that_crashes_before_its_first_round_leaves_the_group_its_model() -> None:
+    # The members hold the model of the first leader's server, not yet of the second's: it is
+    # still the group's, and the third leader goes on from it.
+    net = network(4, capacity=5)
+    net.start()
+    assert net.run_until(one_group_of(net, 4), 60)
+    group_id = next(iter(net.groups()))
+    assert net.run_until(trained(net, group_id, 4), 60)
+    first = net.leader_of(group_id)
+    assert first is not None
+    net.crash(first)
+    assert net.run_until(lambda: net.leader_of(group_id) not in (None, first), 30, 0.05)
+    second = net.leader_of(group_id)
+    assert second is not None and second.learner.serving is not None
+    members = [n for n in net.nodes if n.alive and n is not second]
+    assert all(m.learner.model_source() != second.state.server_address for m in members)
+    net.crash(second)  # before its first round (one every 1.5 s)
+    assert net.run_until(lambda: net.leader_of(group_id) not in (None, first, second), 30, 0.05)
+    third = net.leader_of(group_id)
+    assert third is not None and third.learner.serving is not None
+    # A group's model counts every member's examples; a node's own model only its own.
+    assert third.learner.serving.model.examples > third.learner.train_examples
+
+
 def test_a_lost_claim_whose_winner_is_out_of_reach_gives_the_group_up() -> None:
     """Across a partition the winner's record never comes: the loser does not wait for it."""
     net = network(3, capacity=3, seed=2)
@@ -363,7 +387,7 @@ def test_a_member_that_joined_just_before_its_leader_crashed_does_not_restart_th
     drifter.concept = kept[0].concept
     drifter.events.append(DataChanged(drifter.concept))
     assert net.run_until(lambda: drifter.state.group_id == target, 5, check_every=0.05)
-    assert not drifter.learner.holds_model_of(leader.state.server_address)  # no round yet
+    assert drifter.learner.model_source() not in drifter.state.group_servers  # no round yet
     net.crash(leader)
 
     def replaced() -> bool:

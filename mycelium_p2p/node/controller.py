@@ -206,8 +206,7 @@ class Controller:
                 self._execute(registry_sync.report_due(self.state, self._next_report, now))
                 self._execute(leadership.lead(self.state, view))
             elif self.state.phase is Phase.MEMBER:
-                record = view.groups.get(self.state.group_id)
-                holds = record is not None and self.learning.holds_model_of(record.flower_address)
+                holds = self._holds_group_model()
                 self._execute(
                     leadership.follow(
                         self.state, view, self.params.leadership, now, holds_model=holds
@@ -352,6 +351,7 @@ class Controller:
         state.probes = {}
         state.leader_gone_at = None
         state.lost_claims = 0
+        state.group_servers = set()
 
     def _become_leader(self, server: ServerHandle, why: str) -> None:
         state = self.state
@@ -360,8 +360,7 @@ class Controller:
         state.version = 0
         state.latest_round = None
         state.unreported = None
-        self.learning.follow(server.address)  # the leader trains in its own group too
-        state.following = server.address
+        self._follow(server.address)  # the leader trains in its own group too
         state.probes = {}
         self.gossip.set_meta(self.meta())
         self._enter(Phase.LEADER, f"leader of {state.group_id} ({why}), Flower at {server.address}")
@@ -526,7 +525,7 @@ class Controller:
         state, record = self.state, command.record
         # A member that joined just before the leader went holds the model of the group it left
         # (or none): it goes on from its own model rather than from another group's.
-        from_group = self.learning.holds_model_of(record.flower_address)
+        from_group = self._holds_group_model()
         start = (self.learning.last_round() if from_group else 0) or record.round
         server = self.learning.start_server(start, from_group=from_group)
         try:
@@ -562,6 +561,12 @@ class Controller:
     def _follow(self, address: str) -> None:
         self.learning.follow(address)
         self.state.following = address
+        self.state.group_servers.add(address)
+
+    def _holds_group_model(self) -> bool:
+        """The last group model this node received is its group's (a member that has just joined
+        holds the model of the group it left, or none)."""
+        return self.learning.model_source() in self.state.group_servers
 
     def _do_follow(self, command: Follow) -> None:
         self.state.term = command.record.term

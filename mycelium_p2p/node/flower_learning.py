@@ -404,8 +404,8 @@ class FlowerLearning:
     def last_round(self) -> int:
         return self.client.last_round
 
-    def holds_model_of(self, address: str) -> bool:
-        return self.client.model_source == address
+    def model_source(self) -> str | None:
+        return self.client.model_source
 
     def dead_threads(self) -> list[str]:
         dead = []

@@ -171,9 +171,9 @@ class LearningPort(Protocol):
         """The round of the last group model this node received (0: none)."""
         ...
 
-    def holds_model_of(self, address: str) -> bool:
-        """Whether the last group model this node received came from the server at ``address``
-        (a member that has just joined a group may hold the model of the group it left)."""
+    def model_source(self) -> str | None:
+        """Address of the Flower server the last group model this node received came from
+        (None: none received)."""
         ...
 
     def dead_threads(self) -> list[str]:

@@ -58,6 +58,8 @@ class NodeState:
     published_members: tuple[str, ...] = ()
     # Following.
     following: str | None = None  # the Flower address this node trains with
+    # This group's Flower servers trained with since joining it: a model from any is the group's.
+    group_servers: set[str] = field(default_factory=set)
     rounds_logged: int = 0
     leader_gone_at: float | None = None
     lost_claims: int = 0

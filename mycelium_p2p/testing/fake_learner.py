@@ -248,8 +248,8 @@ class FakeLearner:
     def last_round(self) -> int:
         return self.last_global_round
 
-    def holds_model_of(self, address: str) -> bool:
-        return self.last_global is not None and self.last_global_from == address
+    def model_source(self) -> str | None:
+        return self.last_global_from if self.last_global is not None else None
 
     def dead_threads(self) -> list[str]:
         return []

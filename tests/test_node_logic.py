@@ -51,6 +51,31 @@ def one_group_of(net: MemoryNetwork, size: int) -> Callable[[], bool]:
     return done
 
 
+def one_trained_group(nodes: int, capacity: int) -> tuple[MemoryNetwork, str]:
+    """``nodes`` nodes of one concept in one group that has run four rounds."""
+    net = network(nodes, capacity=capacity)
+    net.start()
+    assert net.run_until(one_group_of(net, nodes), 60)
+    group_id = next(iter(net.groups()))
+    assert net.run_until(trained(net, group_id, 4), 60)
+    return net, group_id
+
+
+def two_settled_groups(capacity: int) -> MemoryNetwork:
+    """Six nodes of two concepts, sorted into one group of three per concept, none of them
+    sitting out an evaluation after a move."""
+    net = network(6, concepts=2, capacity=capacity)
+    net.start()
+
+    def settled() -> bool:
+        sizes = sorted(len(m) for m in net.groups().values())
+        moving = any(n.state.just_moved for n in net.nodes)
+        return sizes == [3, 3] and net.purity() == 1.0 and not moving
+
+    assert net.run_until(settled, 120)
+    return net
+
+
 def record(net: MemoryNetwork, node: SimNode, group_id: str) -> GroupRecord | None:
     return node.groups.table.get(group_id)
 
@@ -65,11 +90,7 @@ def trained(net: MemoryNetwork, group_id: str, rounds: int) -> Callable[[], bool
 
 
 def test_a_crashed_leader_is_replaced_and_training_resumes_from_its_last_model() -> None:
-    net = network(3, capacity=3)
-    net.start()
-    assert net.run_until(one_group_of(net, 3), 60)
-    group_id = next(iter(net.groups()))
-    assert net.run_until(trained(net, group_id, 4), 60)
+    net, group_id = one_trained_group(3, capacity=3)
     old = net.leader_of(group_id)
     assert old is not None
     before = record(net, old, group_id)
@@ -98,11 +119,7 @@ def test_a_crashed_leader_is_replaced_and_training_resumes_from_its_last_model()
 def test_a_second_leader_that_crashes_before_its_first_round_leaves_the_group_its_model() -> None:
     # The members hold the model of the first leader's server, not yet of the second's: it is
     # still the group's, and the third leader goes on from it.
-    net = network(4, capacity=5)
-    net.start()
-    assert net.run_until(one_group_of(net, 4), 60)
-    group_id = next(iter(net.groups()))
-    assert net.run_until(trained(net, group_id, 4), 60)
+    net, group_id = one_trained_group(4, capacity=5)
     first = net.leader_of(group_id)
     assert first is not None
     net.crash(first)
@@ -258,15 +275,7 @@ def test_a_leader_that_leaves_is_replaced_and_the_last_one_out_leaves_a_tombston
 
 
 def test_a_leader_that_moves_to_another_group_is_replaced_without_the_grace_of_a_death() -> None:
-    net = network(6, concepts=2, capacity=5)
-    net.start()
-
-    def sorted_in_two() -> bool:
-        sizes = sorted(len(m) for m in net.groups().values())
-        settled = not any(n.state.just_moved for n in net.nodes)
-        return sizes == [3, 3] and net.purity() == 1.0 and settled
-
-    assert net.run_until(sorted_in_two, 120)
+    net = two_settled_groups(capacity=5)
     group_id = next(iter(net.groups()))
     leader = net.leader_of(group_id)
     assert leader is not None
@@ -304,15 +313,7 @@ def test_without_the_registry_no_group_is_founded_and_choices_back_off() -> None
 
 
 def test_a_node_whose_data_drifts_moves_to_its_new_concepts_group_at_once() -> None:
-    net = network(6, concepts=2, capacity=5)
-    net.start()
-
-    def sorted_in_two() -> bool:
-        sizes = sorted(len(m) for m in net.groups().values())
-        settled = not any(n.state.just_moved for n in net.nodes)
-        return sizes == [3, 3] and net.purity() == 1.0 and settled
-
-    assert net.run_until(sorted_in_two, 120)
+    net = two_settled_groups(capacity=5)
     drifter = next(n for n in net.nodes if n.concept == 1 and not n.state.leading)
     target = next(g for g, members in net.groups().items() if members[0].concept == 0)
     # Switch right after one of its re-evaluations: the next is due 3 s later.
@@ -334,15 +335,7 @@ def test_a_node_whose_data_drifts_moves_to_its_new_concepts_group_at_once() -> N
 
 
 def test_a_drifted_node_whose_new_concepts_group_is_full_founds_from_that_groups_model() -> None:
-    net = network(6, concepts=2, capacity=3)
-    net.start()
-
-    def sorted_in_two_full_groups() -> bool:
-        sizes = sorted(len(m) for m in net.groups().values())
-        settled = not any(n.state.just_moved for n in net.nodes)
-        return sizes == [3, 3] and net.purity() == 1.0 and settled
-
-    assert net.run_until(sorted_in_two_full_groups, 120)
+    net = two_settled_groups(capacity=3)
     drifter = next(n for n in net.nodes if n.concept == 1 and not n.state.leading)
     old = drifter.state.group_id
     full = next(g for g, members in net.groups().items() if members[0].concept == 0)
@@ -360,15 +353,7 @@ def test_a_drifted_node_whose_new_concepts_group_is_full_founds_from_that_groups
 
 
 def test_a_member_that_joined_just_before_its_leader_crashed_does_not_restart_the_group() -> None:
-    net = network(6, concepts=2, capacity=5)
-    net.start()
-
-    def sorted_in_two() -> bool:
-        sizes = sorted(len(m) for m in net.groups().values())
-        settled = not any(n.state.just_moved for n in net.nodes)
-        return sizes == [3, 3] and net.purity() == 1.0 and settled
-
-    assert net.run_until(sorted_in_two, 120)
+    net = two_settled_groups(capacity=5)
     # A drifter whose id ranks first among the members its new group keeps once the leader is
     # gone: without a rule against it, it would be the first to claim.
     groups = net.groups()

@@ -231,15 +231,13 @@ class FlowerLearning:
         wrong) or a good one (a small shift); with one fit per re-evaluation, a drifted node
         would judge its own model, and so whether to found, by a model of its old data for
         many intervals, training inside a group that no longer fits it meanwhile."""
-        best: tuple[float, list[np.ndarray]] | None = None
+        tried: list[tuple[float, list[np.ndarray]]] = []
         for start in (self._local, self.task.initial_parameters()):
             weights = start
             for _ in range(CATCH_UP_FITS):
                 weights = self._fit_local(weights)
-            accuracy = self._evaluate(weights, "val")
-            if best is None or accuracy > best[0]:
-                best = (accuracy, weights)
-        self._local = best[1] if best else self._local
+            tried.append((self._evaluate(weights, "val"), weights))
+        self._local = max(tried, key=lambda t: t[0])[1]  # a tie keeps the old model
 
     # -- scoring ---------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ def follow(
     params: LeadershipParams,
     now: float,
     *,
-    holds_model: bool = True,
+    holds_model: bool,
 ) -> list[Command]:
     """One step as a member: follow the record, or take over from a leader that is gone.
     ``holds_model``: the last group model this member received is this group's."""
@@ -89,20 +89,20 @@ def follow(
     leader = next((m for m in view.members if m.id == record.leader), None)
     # A leader that left, or lives on outside the group, went on purpose: no death to refute.
     left = leader is not None and leader.status == "left"
-    moved = record.leader in view.alive
+    elsewhere = record.leader in view.alive
     if state.leader_gone_at is None:
         state.leader_gone_at = now
-        (log.info if left or moved else log.warning)(
+        (log.info if left or elsewhere else log.warning)(
             "%s: leader %s of %s is %s",
             state.name,
             record.leader,
             record.id,
-            "leaving" if left else "in another group" if moved else "gone",
+            "leaving" if left else "in another group" if elsewhere else "gone",
         )
     rank = members.index(state.id) if state.id in members else len(members)
     if not holds_model:  # it would restart the group from its own model: the others first
         rank += len(members)
-    grace = 0.0 if left or moved else params.grace
+    grace = 0.0 if left or elsewhere else params.grace
     if now - state.leader_gone_at >= grace + rank * params.rank_delay:
         return [Claim(record)]
     return []

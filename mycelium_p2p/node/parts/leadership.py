@@ -87,9 +87,14 @@ def follow(
         moved = record.flower_address and record.flower_address != state.following
         return [Follow(record)] if record.term > state.term or moved else []
     leader = next((m for m in view.members if m.id == record.leader), None)
-    # A leader that left, or lives on outside the group, went on purpose: no death to refute.
+    # A leader that left, or lives on in another group, went on purpose: no death to refute.
+    # (Metadata naming no group may be a founder's from before it founded, not yet refreshed.)
     left = leader is not None and leader.status == "left"
-    elsewhere = record.leader in view.alive
+    elsewhere = (
+        leader is not None
+        and record.leader in view.alive
+        and leader.node_meta.group not in ("", record.id)
+    )
     if state.leader_gone_at is None:
         state.leader_gone_at = now
         (log.info if left or elsewhere else log.warning)(

@@ -15,6 +15,9 @@ MAX_COUNTER = 2**53
 #: Largest loss a node reports or accepts (finite, non-negative).
 MAX_LOSS = 1e12
 
+#: Longest reason of a join or a founding the registry stores (a node shortens its own).
+MAX_REASON = 200
+
 
 def is_accuracy(value: object) -> bool:
     """A real number in [0, 1] (NaN, infinities and booleans are not)."""

@@ -25,6 +25,11 @@ Two modes:
 
     A node without a group joins the best group with room, or founds one when none has room.
 
+    A node whose data changed scores the groups on its new training split too (no group has
+    trained on it): ``probe_size`` samples. Thresholds between groups (the improve gain, the
+    merge floor below ``a(g)``) are then counted in those; thresholds against ``L``, trained on
+    that split, stay counted in the n validation samples.
+
     Why (measured, see ``docs/experiments.md``): with 9-18 validation samples a 5 % relative
     gain is less than one sample, so a pure relative threshold moves nodes on noise forever;
     counting the thresholds in samples stops that churn. Groups of the same concept never beat
@@ -161,6 +166,10 @@ class Observation:
         the node has no local model yet; then it never founds while other groups have room).
     val_size
         Number of validation samples n behind the accuracies (the noise floor is counted in 1/n).
+    probe_size
+        Samples behind the groups' accuracies when more than ``val_size`` (after a data change
+        the training split, which no group has trained on, scores groups too; the local model
+        trained on it, so it stays scored on ``val_size``); None: ``val_size``.
     candidates
         Compatible groups, the current one included (marked ``is_current``).
     just_moved
@@ -175,12 +184,19 @@ class Observation:
     candidates: tuple[Candidate, ...] = field(default_factory=tuple)
     just_moved: bool = False
     has_other_members: bool = False
+    probe_size: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.val_size, bool) or not isinstance(self.val_size, int):
             raise ValueError(f"val_size must be an integer, got {self.val_size!r}")
         if self.val_size < 0:
             raise ValueError(f"val_size must be >= 0, got {self.val_size}")
+        if self.probe_size is not None and (
+            isinstance(self.probe_size, bool)
+            or not isinstance(self.probe_size, int)
+            or self.probe_size < self.val_size
+        ):
+            raise ValueError(f"probe_size must be an integer >= val_size, got {self.probe_size!r}")
         _check_accuracy("local_accuracy", self.local_accuracy)
         object.__setattr__(self, "candidates", tuple(self.candidates))
         ids = [c.group_id for c in self.candidates]
@@ -316,6 +332,8 @@ def _decide_probe(obs: Observation, g: Candidate, params: PolicyParams) -> Decis
     n = obs.val_size
     if n == 0:
         return Decision("stay", None, "no validation samples: cannot tell groups apart")
+    # Groups compared with groups: their samples; anything compared with the local model: n.
+    n_probe = obs.probe_size or n
     a_g = g.accuracy or 0.0
     local = obs.local_accuracy
     room = [c for c in obs.candidates if not c.is_current and c.has_room and c.accuracy is not None]
@@ -325,7 +343,7 @@ def _decide_probe(obs: Observation, g: Candidate, params: PolicyParams) -> Decis
     # the node about as well as its own model at least.
     if b is not None:
         gain = (b.accuracy or 0.0) - a_g
-        need = max(params.switch_threshold * a_g, params.switch_samples / n)
+        need = max(params.switch_threshold * a_g, params.switch_samples / n_probe)
         own_is_better = (
             local is not None and local >= (b.accuracy or 0.0) + params.found_samples / n - _EPS
         )
@@ -335,11 +353,14 @@ def _decide_probe(obs: Observation, g: Candidate, params: PolicyParams) -> Decis
                 b.group_id,
                 f"improve: {b.group_id} scores {_fmt(b.accuracy)} vs "
                 f"{_fmt(a_g)} in {g.group_id}, gain {gain:.3f} >= {need:.3f} "
-                f"(max of {params.switch_threshold:.0%} and {params.switch_samples}/{n} samples)",
+                f"(max of {params.switch_threshold:.0%} and "
+                f"{params.switch_samples}/{n_probe} samples)",
             )
 
     # 2. merge: a larger (or as large and older) group that serves the node about as well.
-    floor = max(a_g, local if local is not None else a_g) - params.merge_samples / n
+    floor = a_g - params.merge_samples / n_probe
+    if local is not None:
+        floor = max(floor, local - params.merge_samples / n)
     merge = [
         c
         for c in room
@@ -352,7 +373,8 @@ def _decide_probe(obs: Observation, g: Candidate, params: PolicyParams) -> Decis
             "join",
             m.group_id,
             f"merge: {m.group_id} ({m.size} members) scores {_fmt(m.accuracy)} >= {floor:.3f} "
-            f"(max(current {_fmt(a_g)}, local {_fmt(local)}) - {params.merge_samples}/{n}); "
+            f"(current {_fmt(a_g)} - {params.merge_samples}/{n_probe}, "
+            f"local {_fmt(local)} - {params.merge_samples}/{n}); "
             f"current {g.group_id} has {g.size}",
         )
 
@@ -372,7 +394,8 @@ def _decide_probe(obs: Observation, g: Candidate, params: PolicyParams) -> Decis
     return Decision(
         "stay",
         None,
-        f"stay: {g.group_id} scores {_fmt(a_g)}, local {_fmt(local)}{best_txt} (n={n})",
+        f"stay: {g.group_id} scores {_fmt(a_g)}, local {_fmt(local)}{best_txt} "
+        f"(n={n}{f', groups on {n_probe}' if n_probe != n else ''})",
     )
 
 

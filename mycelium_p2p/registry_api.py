@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from mycelium_p2p.limits import MAX_COUNTER, MAX_LOSS
+from mycelium_p2p.limits import MAX_COUNTER, MAX_LOSS, MAX_REASON
 
 #: Node and group ids: short, URL-safe.
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._~-]{1,64}$", min_length=1, max_length=64)]
@@ -35,7 +35,7 @@ CurveKey = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]
 #: A PEM certificate signing request (a P-256 key's; a few hundred characters).
 Csr = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 #: Why a node founds or joins a group (free text for the event log and the viewer).
-Reason = Annotated[str, msgspec.Meta(max_length=200)]
+Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON)]
 JoinPolicy = Literal["open", "invite-only"]
 NodeStatus = Literal["alive", "suspect", "dead", "gone"]
 GroupStatus = Literal["active", "leaderless", "dissolved"]

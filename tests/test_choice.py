@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.limits import MAX_REASON
 from mycelium_p2p.meta import NodeMeta
 from mycelium_p2p.node.events import FoundGroup, JoinGroup
 from mycelium_p2p.node.parts.choice import (
@@ -63,18 +64,29 @@ class Learner:
     spec = SPEC
     val_size = 50
 
-    def __init__(self, scores: dict[str, float], local: float, group: float) -> None:
+    def __init__(
+        self,
+        scores: dict[str, float],
+        local: float,
+        group: float,
+        with_train: dict[str, float] | None = None,
+    ) -> None:
         self.scores, self.local, self.group = scores, local, group
+        self.with_train = with_train or {}  # scores with the training split, by group ("": own)
         self.blended: list[dict[str, float]] = []
 
     def train_local(self) -> float:
         return self.local
 
-    def group_accuracy(self) -> float:
-        return self.group
+    def probe_size(self, *, with_train: bool = False) -> int:
+        return 5 * self.val_size if with_train else self.val_size
 
-    def score(self, payload: bytes) -> float:
-        return self.scores[payload.decode()]
+    def group_accuracy(self, *, with_train: bool = False) -> float:
+        return self.with_train.get("", self.group) if with_train else self.group
+
+    def score(self, payload: bytes, *, with_train: bool = False) -> float:
+        group = payload.decode()
+        return self.with_train.get(group, self.scores[group]) if with_train else self.scores[group]
 
     def blend(self, shared: list[tuple[bytes, float]]) -> None:
         self.blended.append({payload.decode(): weight for payload, weight in shared})
@@ -166,6 +178,42 @@ def test_a_member_whose_data_changed_founds_at_once() -> None:
     commands = choose(state, world(groups), ChoiceParams(), Models(), learner, random.Random(1),
                       timers, 0.0, first=False)  # fmt: skip
     assert any(isinstance(c, FoundGroup) for c in commands)
+
+
+def test_a_member_whose_data_changed_scores_groups_with_its_training_split_too() -> None:
+    """Concepts that share half their labels: 9 of the node's 12 validation samples carry
+    those, and the old group and the new concept's group both score 0.75 there. No group has
+    trained on the new training split: with it the groups score 0.70 and 0.85, a gain of nine
+    samples in 60 (less than three in 12: the thresholds count the samples scored)."""
+    groups = {"mine": ("peer", "me"), "new": ("n1", "n2")}
+    learner = Learner({"new": 0.75}, local=0.85, group=0.75,
+                      with_train={"new": 0.85, "": 0.70})  # fmt: skip
+    learner.val_size = 12
+
+    def choose_once(changed: bool) -> list[Any]:
+        state, timers = NodeState("me", "me", SPEC, group_id="mine"), Scheduler()
+        if changed:
+            data_changed(state, timers, 0.0)
+        return choose(state, world(groups), ChoiceParams(), Models(), learner,
+                      random.Random(1), timers, 0.0, first=False)  # fmt: skip
+
+    assert [c.group_id for c in choose_once(True) if isinstance(c, JoinGroup)] == ["new"]
+    # The same node without a data change: its group's model trained on that split.
+    assert not any(isinstance(c, JoinGroup) for c in choose_once(False))
+
+
+def test_a_reason_sent_to_the_registry_fits_its_bound_whatever_the_group_ids() -> None:
+    """A merge's reason names two groups; with ids of 64 characters (the most a record has) it
+    would be longer than the registry takes, and the join would be refused as bad input."""
+    mine, big = "m" * 64, "b" * 64
+    groups = {mine: ("peer", "me"), big: ("b1", "b2", "b3")}
+    learner = Learner({big: 0.90}, local=0.90, group=0.90)
+    state = NodeState("me", "me", SPEC, group_id=mine)
+    commands = choose(state, world(groups), ChoiceParams(), Models(), learner, random.Random(1),
+                      Scheduler(), 0.0, first=False)  # fmt: skip
+    joins = [c for c in commands if isinstance(c, JoinGroup)]
+    assert [c.group_id for c in joins] == [big] and joins[0].reason.startswith("merge")
+    assert len(state.decisions[-1].reason) > MAX_REASON >= len(joins[0].reason)
 
 
 def _leader(group: str = "mine") -> NodeState:

@@ -26,6 +26,7 @@ def obs(
     local: float | None = None,
     n: int = 20,
     just_moved: bool = False,
+    probe_n: int | None = None,
 ) -> Observation:
     cands = ([current] if current else []) + others
     return Observation(
@@ -35,6 +36,7 @@ def obs(
         candidates=tuple(cands),
         just_moved=just_moved,
         has_other_members=bool(current and current.size > 1),
+        probe_size=probe_n,
     )
 
 
@@ -193,6 +195,30 @@ def test_never_improves_into_a_group_its_own_model_beats_by_the_found_margin() -
     assert decide(obs(cur(0.10), others, local=0.60), PROBE).action == "join"
 
 
+def test_groups_scored_on_more_samples_are_compared_on_those_the_local_model_on_its_own() -> None:
+    # A drifted node with 12 validation samples, of concepts that share half their labels:
+    # its old group scores 0.75 there, its new concept's group 0.92, two samples (< 3/12).
+    # Scored with its 48 training samples too (no group trained on them), 0.55 against 0.90.
+    new = [Candidate("new", 2, 5, 1.0, 11 / 12)]
+    assert decide(obs(cur(9 / 12), new, local=0.9, n=12), PROBE).action == "stay"
+    new = [Candidate("new", 2, 5, 1.0, 0.90)]
+    d = decide(obs(cur(0.55), new, local=0.9, n=12, probe_n=60), PROBE)
+    assert (d.action, d.group_id) == ("join", "new") and "3/60" in d.reason, d.reason
+    near = [Candidate("near", 2, 5, 1.0, 0.90)]  # 0.10: six samples of 60, one of 12
+    assert decide(obs(cur(0.80), near, local=0.8, n=12, probe_n=60), PROBE).action == "join"
+    assert decide(obs(cur(0.80), near, local=0.8, n=12), PROBE).action == "stay"
+    # The local model was trained on those samples: it is held to its 12 validation samples.
+    # 0.70 does not beat 0.60 by 4/12, so the gain of 0.05 over 60 samples moves the node.
+    third = [Candidate("third", 2, 5, 1.0, 0.60)]
+    d = decide(obs(cur(0.55), third, local=0.70, n=12, probe_n=60), PROBE)
+    assert (d.action, d.group_id) == ("join", "third"), d.reason
+    # A merge: no lower than the current group less 2/60, nor the local model less 2/12.
+    big = [Candidate("big", 4, 5, 1.0, 0.70)]
+    assert decide(obs(cur(0.70), big, local=0.90, n=12, probe_n=60), PROBE).action == "stay"
+    d = decide(obs(cur(0.70), big, local=0.86, n=12, probe_n=60), PROBE)
+    assert d.action == "join" and "0.700 - 2/60" in d.reason and "0.860 - 2/12" in d.reason
+
+
 def test_lone_member_never_founds_a_copy_of_its_group() -> None:
     d = decide(obs(cur(0.1, size=1), [], local=1.0), PROBE)
     assert d.action == "stay"
@@ -258,6 +284,8 @@ def test_bad_observations_raise_value_error() -> None:
         Observation(None, None, 10, (Candidate("b", 1, 5), Candidate("b", 2, 5)))
     with pytest.raises(ValueError, match="val_size"):
         Observation(None, None, -1, ())
+    with pytest.raises(ValueError, match="probe_size"):
+        Observation(None, None, 10, (), probe_size=9)
     with pytest.raises(ValueError, match="current"):
         Observation("x", None, 10, (Candidate("b", 1, 5, is_current=True),))
 

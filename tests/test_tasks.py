@@ -490,3 +490,37 @@ def test_after_a_drift_the_own_model_serves_the_new_data_at_the_next_look(seed: 
         assert before > 0.8 and after > 0.6
     finally:
         learner.close()
+
+
+def test_after_a_drift_groups_are_scored_on_the_new_training_split_too() -> None:
+    """With seed 2, concepts 0 and 3 of four give five of the ten labels the same meaning, and
+    9 of node 11's 12 validation samples (of 24 nodes) carry those: a model of its old concept
+    scores 0.75 there, but about half on the node's other new data. No group has trained on
+    the new training split, so after the switch it scores groups as well, five times the
+    samples; the own model, trained on it, is scored on the validation split alone."""
+    from mycelium_p2p.learning import models
+    from mycelium_p2p.node.flower_learning import FlowerLearning, FlowerSettings
+
+    def concept_model(concept: int) -> bytes:  # trained on a third of the pool without node 11
+        task = ModelTask(load_node_data(f"digits:label-shift:4:{concept}", 2, 3, seed=2))
+        weights = task.initial_parameters()
+        for i in range(8):
+            weights = task.fit(weights, {"seed": i}).parameters
+        return models.weights_to_bytes(weights)
+
+    old, new = concept_model(3), concept_model(0)
+    data = load_node_data("digits:label-shift:4:3", 11, 24, seed=2)
+    learner = FlowerLearning(ModelTask(data), FlowerSettings(), lambda _r: None,
+                             random.Random(0), "n11", lambda _n: None)  # fmt: skip
+    try:
+        assert learner.probe_size(with_train=True) == learner.val_size == 12
+        assert learner.score(old, with_train=True) == learner.score(old)
+        learner.switch_data(load_node_data("digits:label-shift:4:0", 11, 24, seed=2))
+        assert learner.probe_size(with_train=True) == 60
+        on_val = {name: learner.score(m) for name, m in (("old", old), ("new", new))}
+        wide = {name: learner.score(m, with_train=True) for name, m in (("old", old), ("new", new))}
+        print(f"old and new concept on 12 samples: {on_val}; on 60: {wide}")
+        assert on_val["old"] == 0.75 and wide["old"] <= 0.6
+        assert wide["new"] - wide["old"] >= 0.3
+    finally:
+        learner.close()

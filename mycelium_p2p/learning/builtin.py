@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from mycelium_p2p.learning import models, train
-from mycelium_p2p.learning.data import NodeData, describe
+from mycelium_p2p.learning.data import NodeData, Split, describe
 from mycelium_p2p.learning.task import (
+    TRAIN_PROBE_PER_VAL,
     Config,
     DataSizes,
     Fitted,
@@ -29,7 +30,8 @@ class ModelTask:
     Parameters
     ----------
     data : NodeData
-        Fit on ``data.train``, evaluate on ``data.val`` or ``data.test``.
+        Fit on ``data.train``, evaluate on ``data.val`` or ``data.test`` (or on up to
+        ``TRAIN_PROBE_PER_VAL`` training samples per validation sample, after a data switch).
     model : str
         ``mlp`` or ``cnn`` (``models.MODEL_NAMES``), or a whole spec such as ``mlp:1x8x8:10``
         (it must match the data's shape and classes).
@@ -90,9 +92,16 @@ class ModelTask:
 
     def evaluate(self, parameters: Parameters, split: SplitName) -> Scored:
         models.set_weights(self._model, parameters)
-        result = train.evaluate(self._model, self.data.test if split == "test" else self.data.val)
+        result = train.evaluate(self._model, self._split(split))
         loss = result.loss if np.isfinite(result.loss) else 0.0
         return Scored(float(result.accuracy), float(loss), result.examples)
+
+    def _split(self, split: SplitName) -> Split:
+        if split == "train":  # a bounded number: a probe stays cheap on large data
+            most = TRAIN_PROBE_PER_VAL * len(self.data.val)
+            train_ = self.data.train
+            return Split(train_.x[:most], train_.y[:most])
+        return self.data.test if split == "test" else self.data.val
 
     def sizes(self) -> DataSizes:
         return DataSizes(len(self.data.train), len(self.data.val), len(self.data.test))

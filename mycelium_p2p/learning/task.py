@@ -33,7 +33,11 @@ Parameters = list[np.ndarray]
 #: What a fit is told: Flower's config of the round (``server_round``, a strategy's keys such as
 #: ``proximal_mu``) plus ``seed``, a seed for this call's randomness.
 Config = Mapping[str, bool | bytes | float | int | str]
-SplitName = Literal["val", "test"]
+#: ``"train"`` is asked only of a task that switches its data (``switch_data``), after a switch:
+#: no group has trained on the new training data yet, so it can score groups too; at most
+#: ``TRAIN_PROBE_PER_VAL`` training samples per validation sample (a probe stays cheap).
+SplitName = Literal["val", "test", "train"]
+TRAIN_PROBE_PER_VAL = 4
 
 #: Longest spec key: the registry's bound on a model spec (``registry_api.ModelSpec``).
 MAX_SPEC = 128

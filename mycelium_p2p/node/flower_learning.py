@@ -28,7 +28,13 @@ from mycelium_p2p.learning import flower, models
 from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.data import NodeData
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
-from mycelium_p2p.learning.task import GuardedTask, SplitName, Task, TaskError
+from mycelium_p2p.learning.task import (
+    TRAIN_PROBE_PER_VAL,
+    GuardedTask,
+    SplitName,
+    Task,
+    TaskError,
+)
 from mycelium_p2p.learning.tls import TlsMaterial
 from mycelium_p2p.node.ports import RoundSummary
 
@@ -157,6 +163,7 @@ class FlowerLearning:
         self._rng = rng
         self._member_limits = member_limits
         self._local = self.task.initial_parameters()
+        self._switched = False  # the data switched once: the task scores its training split
         self._probe_seconds: collections.deque[float] = collections.deque(maxlen=PROBES_KEPT)
         self._servers: list[_Server] = []  # running, the newest last
         self._servers_lock = threading.Lock()
@@ -221,6 +228,7 @@ class FlowerLearning:
         """Train, validate and test on ``data`` from now on (same model spec): the task's data
         switches, which the member client shares."""
         self.task.switch_data(data)
+        self._switched = True
         self._description = self.task.describe()
         self._catch_up()
 
@@ -260,11 +268,22 @@ class FlowerLearning:
             return self.task.initial_parameters()
         return fitted.parameters
 
-    def score(self, payload: bytes) -> float:
-        return self.score_weights(models.weights_from_bytes(payload))
+    def probe_size(self, *, with_train: bool = False) -> int:
+        """Samples behind a score ``with_train`` (training samples count only for a task that
+        switches its data: no group trained on the new ones)."""
+        if not (with_train and self._switched):
+            return self.val_size
+        sizes = self.task.sizes()
+        return self.val_size + min(sizes.train, TRAIN_PROBE_PER_VAL * sizes.val)
 
-    def score_weights(self, weights: list[np.ndarray], split: SplitName = "val") -> float:
-        """Score of a model with ``weights`` on one of this node's splits.
+    def score(self, payload: bytes, *, with_train: bool = False) -> float:
+        return self.score_weights(models.weights_from_bytes(payload), with_train=with_train)
+
+    def score_weights(
+        self, weights: list[np.ndarray], split: SplitName = "val", *, with_train: bool = False
+    ) -> float:
+        """Score of a model with ``weights`` on one of this node's splits (the validation split
+        ``with_train``: its training samples too, see `probe_size`).
 
         Raises
         ------
@@ -276,7 +295,12 @@ class FlowerLearning:
             reason = models.check_update(weights, self._local, math.inf)
         if reason is not None:
             raise ValueError(reason)
-        return self._evaluate(weights, split)
+        accuracy = self._evaluate(weights, split)
+        if split != "val" or self.probe_size(with_train=with_train) == self.val_size:
+            return accuracy
+        extra = self.task.evaluate(weights, "train")
+        val = self.val_size
+        return (accuracy * val + extra.accuracy * extra.examples) / (val + extra.examples)
 
     def _evaluate(self, weights: list[np.ndarray], split: SplitName) -> float:
         started = time.perf_counter()
@@ -310,9 +334,9 @@ class FlowerLearning:
         server = self.server
         return None if server is None else server.num_clients()
 
-    def group_accuracy(self) -> float | None:
+    def group_accuracy(self, *, with_train: bool = False) -> float | None:
         weights = self.group_weights()
-        return None if weights is None else self.score_weights(weights)
+        return None if weights is None else self.score_weights(weights, with_train=with_train)
 
     def test_accuracy(self) -> float | None:
         """Score of the group's model on the node's held-out test split."""

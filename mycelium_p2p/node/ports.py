@@ -138,13 +138,19 @@ class LearningPort(Protocol):
         """Train, validate and test on ``data`` from now on (same model spec)."""
         ...
 
-    def score(self, payload: bytes) -> float:
-        """Accuracy of a serialized model on the validation split (ValueError if it does not fit
-        this node's spec or is not finite)."""
+    def probe_size(self, *, with_train: bool = False) -> int:
+        """Samples behind a score ``with_train``: the validation split, and after a data switch
+        (``switch_data``) training samples too, which no group has trained on yet."""
         ...
 
-    def group_accuracy(self) -> float | None:
-        """Accuracy of the current group's latest model on the validation split (None: none)."""
+    def score(self, payload: bytes, *, with_train: bool = False) -> float:
+        """Accuracy of a serialized model on the validation split (``with_train``: see
+        `probe_size`); ValueError if it does not fit this node's spec or is not finite."""
+        ...
+
+    def group_accuracy(self, *, with_train: bool = False) -> float | None:
+        """Accuracy of the current group's latest model on the validation split (``with_train``:
+        see `probe_size`); None: no model yet."""
         ...
 
     def blend(self, shared: list[tuple[bytes, float]]) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import msgpack
 
+from mycelium_p2p.learning.task import TRAIN_PROBE_PER_VAL
 from mycelium_p2p.node.ports import RoundSummary
 
 CHANCE = 0.1
@@ -169,6 +170,7 @@ class FakeLearner:
     val_size: int = 20
     train_examples: int = 80
     closed: bool = False
+    switched: bool = field(default=False, init=False)  # the training split scores groups too
     local: Model = field(init=False)
     last_global: Model | None = field(default=None, init=False)
     last_global_round: int = field(default=0, init=False)
@@ -202,6 +204,7 @@ class FakeLearner:
         """``data`` is the node's new concept; the local model trains on it from now on (as
         new: what it learnt of the old concept is of no use)."""
         self.concept = int(data)
+        self.switched = True
         mix = [0.0] * self.world.concepts
         mix[self.concept] = 1.0
         self.local = Model(mix, 0.0, self.train_examples)
@@ -210,8 +213,14 @@ class FakeLearner:
         self.local.quality = min(1.0, self.local.quality + TRAINING_STEP)
         return self.observe(self.local)
 
-    def score(self, payload: bytes) -> float:
-        return self.observe(Model.from_bytes(payload, self.world.concepts))
+    def probe_size(self, *, with_train: bool = False) -> int:
+        if not (with_train and self.switched):
+            return self.val_size
+        return self.val_size + min(self.train_examples, TRAIN_PROBE_PER_VAL * self.val_size)
+
+    def score(self, payload: bytes, *, with_train: bool = False) -> float:
+        model = Model.from_bytes(payload, self.world.concepts)
+        return self.observe(model, self.probe_size(with_train=with_train))
 
     def blend(self, shared: list[tuple[bytes, float]]) -> None:
         server = self.serving
@@ -219,9 +228,11 @@ class FakeLearner:
             raise ValueError("this node leads no group: nothing to blend into")
         server.blends += [(Model.from_bytes(p, self.world.concepts), w) for p, w in shared]
 
-    def group_accuracy(self) -> float | None:
+    def group_accuracy(self, *, with_train: bool = False) -> float | None:
         model = self.group_model()
-        return None if model is None else self.observe(model)
+        return (
+            None if model is None else self.observe(model, self.probe_size(with_train=with_train))
+        )
 
     def group_model(self) -> Model | None:
         if self.following is not None and self.following.running():
@@ -260,10 +271,12 @@ class FakeLearner:
 
     # -- the model's accuracy -----------------------------------------------------------------
 
-    def observe(self, model: Model) -> float:
-        """The model's accuracy on this node's validation samples (a noisy observation)."""
+    def observe(self, model: Model, samples: int | None = None) -> float:
+        """The model's accuracy on ``samples`` of this node's data (default: its validation
+        samples), a noisy observation."""
+        n = samples or self.val_size
         p = self.true_accuracy(model)
-        return sum(self.rng.random() < p for _ in range(self.val_size)) / self.val_size
+        return sum(self.rng.random() < p for _ in range(n)) / n
 
     def true_accuracy(self, model: Model) -> float:
         """What the model would score on unlimited data of this node's concept."""

@@ -26,7 +26,9 @@ but whose data agree (one concept in more groups than one, or skews no probe can
 so learn from each other's data, as if they were one group; a group of another concept scores
 far lower on the leader's data and is never mixed in. A node whose data changed probes full
 groups too: when it founds (its new concept's groups are full), its group starts from its own
-model mixed with theirs by the same rule.
+model mixed with theirs by the same rule. Until it moves, it scores groups on its new training
+split as well as on its validation split: no group has trained on that data yet, and concepts
+that agree on many labels can score alike on a dozen validation samples.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field, replace
 
 from mycelium_p2p import view as views
 from mycelium_p2p.groups import GroupRecord
+from mycelium_p2p.limits import MAX_REASON
 from mycelium_p2p.node.events import Announce, Command, FoundGroup, JoinGroup, Register
 from mycelium_p2p.node.ports import GossipPort, LearningPort
 from mycelium_p2p.node.scheduler import Scheduler, Timer
@@ -122,6 +125,7 @@ def choose(
             candidates=tuple(c for c in candidates if c.group_id not in fetch.refused),
             just_moved=state.just_moved,
             has_other_members=bool(others),
+            probe_size=learning.probe_size(with_train=state.data_changed),
         ),
         params.policy,
     )
@@ -272,7 +276,7 @@ def founding_reason(view: GossipView, spec: str) -> str | None:
     rest = sum(counts.values()) - sum(n for _, n in top)
     if rest:
         shown.append(f"{rest} use other specs")
-    return f"{', '.join(shown)}; none with spec {_short(spec, 40)}: founding one"[:200]
+    return f"{', '.join(shown)}; none with spec {_short(spec, 40)}: founding one"
 
 
 def _short(text: str, most: int) -> str:
@@ -290,9 +294,10 @@ def _act(
         return []
     target = f" {decision.group_id}" if decision.group_id else ""
     log.info("%s: decides to %s%s: %s", state.name, decision.action, target, decision.reason)
+    reason = _short(decision.reason, MAX_REASON)  # the registry refuses a longer one
     if decision.action == "join" and decision.group_id:
-        return [JoinGroup(decision.group_id, decision.reason, first)]
-    return [FoundGroup(decision.reason, first, kin)]
+        return [JoinGroup(decision.group_id, reason, first)]
+    return [FoundGroup(reason, first, kin)]
 
 
 @dataclass
@@ -319,6 +324,8 @@ def on_attempt(
     """The controller tried a join or a founding; set when to choose next."""
     if outcome is Attempt.MOVED:
         state.just_moved = True
+        if state.data_changed:  # scored with the training split: not comparable from now on
+            state.probes = {}
         state.data_changed = False
         state.unscored_waits = 0
         if not first:
@@ -396,6 +403,8 @@ def _candidates(
             accuracy = record.accuracy if record.round > 0 else None
         elif is_current:
             accuracy = state.accuracy = learning.group_accuracy()
+            if state.data_changed and accuracy is not None:  # on the samples of the probes
+                accuracy = learning.group_accuracy(with_train=True)
         elif record.id in probed:
             accuracy = _probe(state, record, gossip, learning, fetch)
             if accuracy is None and _has_room(record) and record.id not in fetch.refused:
@@ -454,8 +463,9 @@ def _probe(
     learning: LearningPort,
     fetch: Fetch,
 ) -> float | None:
-    """Accuracy of ``record``'s latest model on this node's validation split (cached by round);
-    a model fetched goes into ``fetch.models``."""
+    """Accuracy of ``record``'s latest model on this node's validation split (cached by round;
+    after a data change, on its training split too); a model fetched goes into
+    ``fetch.models``."""
     hit = state.probes.get(record.id)
     if hit is not None and hit[0] == record.round:
         return hit[1]
@@ -467,7 +477,7 @@ def _probe(
         return None
     round_, payload = answer
     try:
-        accuracy = learning.score(payload)
+        accuracy = learning.score(payload, with_train=state.data_changed)
     except ValueError as exc:
         log.warning("%s: rejected model probed from %s: %s", state.name, record.id, exc)
         return None

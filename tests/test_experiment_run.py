@@ -74,3 +74,20 @@ def test_experiment_rejects_event_options_that_do_not_fit(args: list[str], messa
     result = CliRunner().invoke(main, ["experiment", "--duration", "5", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_the_sampler_scores_a_group_model_as_the_node_would() -> None:
+    """The experiment scores nodes' group models with its own copy of the model (a sample must
+    not queue behind the nodes' training): the same figure as the node's task gives."""
+    from mycelium_p2p.experiment.run import GroupModelScorer
+    from mycelium_p2p.learning.builtin import ModelTask
+
+    data = load_node_data("digits:label-shift:2", 1, 6, seed=0)
+    task = ModelTask(data)
+    weights = task.initial_parameters()
+    scorer = GroupModelScorer()
+    for i in range(3):  # from chance to trained: the figures must follow the weights
+        expected = task.evaluate(weights, "test").accuracy
+        assert scorer.accuracy(task.spec.key, weights, data.test) == expected
+        weights = task.fit(weights, {"seed": i}).parameters
+    assert expected > 0.5

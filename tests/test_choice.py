@@ -253,6 +253,20 @@ def test_a_leader_mixes_in_the_groups_that_serve_its_data_as_well_once_per_round
     assert len(learner.blended) == 2
 
 
+def test_a_leader_whose_data_changed_mixes_nothing_into_its_group() -> None:
+    """A drifted leader whose new concept's groups are full stays a while (it waits to score a
+    group, or to confirm founding). Its data no longer speaks for its group's: mixing in what
+    serves its new data turned its members' model into another concept's (24 nodes: the old
+    group's members scored their model 1.0, then left it one by one)."""
+    learner = Learner(BLEND_SCORES, local=0.5, group=0.90)
+    state, models, timers = _leader(), Models(), Scheduler()
+    data_changed(state, timers, 0.0)
+    choose(state, world(BLEND_WORLD), ChoiceParams(), models, learner, random.Random(3), timers,
+           0.0, first=False)  # fmt: skip
+    assert "twin" in models.fetched  # probed all the same: it may found from that model
+    assert learner.blended == [] and state.blended == {}
+
+
 def test_a_group_that_refused_this_leader_is_still_mixed_in_but_never_joined() -> None:
     # A drifted leader was refused by its new concept's only group (full), and founded a
     # group: that group's model is the best it can have, through blending.

@@ -152,7 +152,10 @@ def choose(
         )
     own = next((c for c in candidates if c.is_current), None)
     kin: tuple[tuple[str, bytes, float], ...] = ()
-    if with_full and decision.action == "stay" and state.leading and own is not None:
+    # A leader whose data changed no longer speaks for its group's data: mixing in the groups
+    # that serve its new data would hand its members' model to another concept.
+    speaks_for_group = state.leading and not state.data_changed
+    if with_full and decision.action == "stay" and speaks_for_group and own is not None:
         blend_into_group(
             state, learning, _kin(state, own, candidates, fetch.models, params, learning)
         )

@@ -11,9 +11,10 @@ from the caller) on the experiment's data with the ``test`` preset, and then, ev
   ``depart_interval`` s;
 - switches the drifting nodes' data at ``drift_at`` (same node, same id, new data);
 - samples every ``sample_every`` s each live node's accuracy (its current group model on its
-  own test split, scored with the experiment's own copy of the model), where it is, and the network's figures (the ``timeline``); every
-  ``DENSE_EVERY`` s for ``DENSE_FOR`` s after a drift, an arrival or a departure, so that the
-  seconds a node takes to recover or to be placed are measured to the second.
+  own test split, scored with the experiment's own copy of the model), where it is, and the
+  network's figures (the ``timeline``); every ``DENSE_EVERY`` s for ``DENSE_FOR`` s after a
+  drift, an arrival or a departure, so that the seconds a node takes to recover or to be placed
+  are measured to the second (from when the data switched, which the loop can reach late).
 
 It stops after ``duration`` seconds (or when every group reached ``rounds``), trains the
 baselines on the same shards for as many rounds as the most advanced group ran (the drifting
@@ -171,6 +172,7 @@ class _Watch:
         self.arrivals: list[dict[str, Any]] = []
         self.departures: list[dict[str, Any]] = []
         self.drift_round: int | None = None
+        self.drift_time: float | None = None  # seconds into the run when the data switched
         self.moves_at: dict[str, dict[int, int]] = {}  # event -> migrations per node at its start
         self.left_migrations = 0  # of nodes that departed
         self.scorer = GroupModelScorer()
@@ -199,6 +201,9 @@ class _Watch:
         self.moves_at.setdefault(event, self.migrations())
 
     def sample(self) -> Sample:
+        """Every live node's group and accuracy, stamped with the time the sample began: one
+        that began before an event and ended after it must not count as after it."""
+        began = self.elapsed()
         nodes: dict[int, tuple[str | None, float]] = {}
         for index, node in self.cluster.live().items():
             weights = node.learning.group_weights()  # 0 before the node has a group model
@@ -214,7 +219,7 @@ class _Watch:
                 members.setdefault(group, []).append(self.concept(index))
         mean = statistics.fmean(a for _, a in nodes.values()) if nodes else 0.0
         sample = Sample(
-            seconds=self.elapsed(),
+            seconds=began,
             mean_accuracy=mean,
             purity=purity(members) if members else None,
             groups=len(members),
@@ -355,7 +360,7 @@ def run_experiment(
         watch.samples,
         kept,
         baseline_results,
-        drift_at=plan.drift_at if drifted else None,
+        drift_at=watch.drift_time,
         drifted=[i for i in sorted(plan.drift) if i in live],
         arrived={row["index"]: row["at"] for row in watch.arrivals},
         names=exp.names,
@@ -485,6 +490,8 @@ def _mean_of(sample: Sample | None, indices: list[int]) -> float | None:
 
 
 def _drift(watch: _Watch) -> None:
+    # Recovery counts from when the data switched: the loop can reach ``drift_at`` late.
+    watch.drift_time = watch.elapsed()
     watch.remember_moves("drift")
     watch.drift_round = watch.max_round()
     for index, data in watch.plan.drift.items():

@@ -20,7 +20,8 @@ until its record changes (a leader still mixes its model in), and the next choic
 a second, in a group or not; only an unreachable registry makes the node back off.
 
 A leader also probes full groups, and mixes the new rounds of those that serve its data about
-as well as its own group (within ``merge_samples``) into its group's model, at most
+as well as its own group (within ``merge_samples``) into its group's model (not while its own
+data has changed since it last moved: then its data no longer speaks for the group's), at most
 ``blend_weight`` of it, shared by the other groups' sizes. Groups that capacity keeps apart
 but whose data agree (one concept in more groups than one, or skews no probe can tell apart)
 so learn from each other's data, as if they were one group; a group of another concept scores

@@ -296,7 +296,7 @@ class FlowerLearning:
         if reason is not None:
             raise ValueError(reason)
         accuracy = self._evaluate(weights, split)
-        if split != "val" or self.probe_size(with_train=with_train) == self.val_size:
+        if split != "val" or not (with_train and self._switched):
             return accuracy
         extra = self.task.evaluate(weights, "train")
         val = self.val_size

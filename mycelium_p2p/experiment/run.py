@@ -279,7 +279,6 @@ def run_experiment(
         next_departure = depart_at
         next_sample = 0.0
         dense_until = -1.0  # sample every DENSE_EVERY s until then
-        drifted = False
 
         def sample_densely(now: float) -> None:
             nonlocal dense_until, next_sample
@@ -299,8 +298,7 @@ def run_experiment(
                 _depart(watch, departures.pop(0), rng)
                 next_departure = now + churn.depart_interval
                 sample_densely(now)
-            if plan.drift and not drifted and now >= (plan.drift_at or 0.0):
-                drifted = True
+            if plan.drift and watch.drift_time is None and now >= (plan.drift_at or 0.0):
                 _drift(watch)
                 sample_densely(now)
             if now >= next_sample:

@@ -39,6 +39,12 @@ Config = Mapping[str, bool | bytes | float | int | str]
 SplitName = Literal["val", "test", "train"]
 TRAIN_PROBE_PER_VAL = 4
 
+
+def wide_probe_samples(val: int, train: int) -> int:
+    """Samples behind a score on the validation split and the training samples it adds."""
+    return val + min(train, TRAIN_PROBE_PER_VAL * val)
+
+
 #: Longest spec key: the registry's bound on a model spec (``registry_api.ModelSpec``).
 MAX_SPEC = 128
 #: Longest name in a spec key made by `TaskSpec.of`.

@@ -29,11 +29,11 @@ from mycelium_p2p.learning.admission import MemberLimits
 from mycelium_p2p.learning.data import NodeData
 from mycelium_p2p.learning.flower import GroupServer, MemberClient, RoundResult
 from mycelium_p2p.learning.task import (
-    TRAIN_PROBE_PER_VAL,
     GuardedTask,
     SplitName,
     Task,
     TaskError,
+    wide_probe_samples,
 )
 from mycelium_p2p.learning.tls import TlsMaterial
 from mycelium_p2p.node.ports import RoundSummary
@@ -273,8 +273,7 @@ class FlowerLearning:
         switches its data: no group trained on the new ones)."""
         if not (with_train and self._switched):
             return self.val_size
-        sizes = self.task.sizes()
-        return self.val_size + min(sizes.train, TRAIN_PROBE_PER_VAL * sizes.val)
+        return wide_probe_samples(self.val_size, self.task.sizes().train)
 
     def score(self, payload: bytes, *, with_train: bool = False) -> float:
         return self.score_weights(models.weights_from_bytes(payload), with_train=with_train)

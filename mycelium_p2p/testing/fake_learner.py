@@ -26,7 +26,7 @@ from typing import Any
 
 import msgpack
 
-from mycelium_p2p.learning.task import TRAIN_PROBE_PER_VAL
+from mycelium_p2p.learning.task import wide_probe_samples
 from mycelium_p2p.node.ports import RoundSummary
 
 CHANCE = 0.1
@@ -216,7 +216,7 @@ class FakeLearner:
     def probe_size(self, *, with_train: bool = False) -> int:
         if not (with_train and self.switched):
             return self.val_size
-        return self.val_size + min(self.train_examples, TRAIN_PROBE_PER_VAL * self.val_size)
+        return wide_probe_samples(self.val_size, self.train_examples)
 
     def score(self, payload: bytes, *, with_train: bool = False) -> float:
         model = Model.from_bytes(payload, self.world.concepts)

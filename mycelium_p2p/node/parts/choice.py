@@ -328,8 +328,6 @@ def on_attempt(
     """The controller tried a join or a founding; set when to choose next."""
     if outcome is Attempt.MOVED:
         state.just_moved = True
-        if state.data_changed:  # scored with the training split: not comparable from now on
-            state.probes = {}
         state.data_changed = False
         state.unscored_waits = 0
         if not first:

@@ -74,8 +74,10 @@ class Learner:
         self.scores, self.local, self.group = scores, local, group
         self.with_train = with_train or {}  # scores with the training split, by group ("": own)
         self.blended: list[dict[str, float]] = []
+        self.trained = 0  # calls of train_local
 
     def train_local(self) -> float:
+        self.trained += 1
         return self.local
 
     def probe_size(self, *, with_train: bool = False) -> int:
@@ -178,6 +180,39 @@ def test_a_member_whose_data_changed_founds_at_once() -> None:
     commands = choose(state, world(groups), ChoiceParams(), Models(), learner, random.Random(1),
                       timers, 0.0, first=False)  # fmt: skip
     assert any(isinstance(c, FoundGroup) for c in commands)
+
+
+def test_a_drifted_member_joins_its_new_concepts_group_before_its_own_model_trains() -> None:
+    """Catching the own model up with new data takes several fits; the join does not need it."""
+    groups = {"mine": ("peer", "me"), "new": ("n1", "n2")}
+    learner = Learner({"new": 0.95}, local=0.90, group=0.10)
+    state, timers = NodeState("me", "me", SPEC, group_id="mine"), Scheduler()
+    state.local_accuracy = 0.90  # its own model, on the old data
+    data_changed(state, timers, 0.0)
+    commands = choose(state, world(groups), ChoiceParams(), Models(), learner,
+                      random.Random(1), timers, 0.0, first=False)  # fmt: skip
+    assert [c.group_id for c in commands if isinstance(c, JoinGroup)] == ["new"]
+    assert learner.trained == 0
+    choose(state, world(groups), ChoiceParams(), Models(), learner, random.Random(1), timers,
+           1.0, first=False)  # fmt: skip
+    assert learner.trained == 1  # the next look trains it (the learner catches up then)
+
+
+def test_a_drifted_member_decides_anything_but_a_join_on_its_caught_up_model() -> None:
+    """Its new concept has no group with room: a group of a third concept beats its old one,
+    but its own model on the old data (standing in at the first look) and on the new data
+    (caught up, before it acts) beats both by a margin. It founds, never joining the third."""
+    groups = {"mine": ("peer", "me"), "third": ("t1",)}
+    learner = Learner({"third": 0.30}, local=0.85, group=0.10)
+    state, timers = NodeState("me", "me", SPEC, group_id="mine"), Scheduler()
+    state.local_accuracy = 0.90
+    data_changed(state, timers, 0.0)
+    commands = choose(state, world(groups), ChoiceParams(), Models(), learner,
+                      random.Random(1), timers, 0.0, first=False)  # fmt: skip
+    assert not any(isinstance(c, JoinGroup) for c in commands)
+    assert any(isinstance(c, FoundGroup) for c in commands)
+    assert learner.trained == 1 and state.local_accuracy == 0.85
+    assert "local model 0.850" in state.decisions[-1].reason
 
 
 def test_a_member_whose_data_changed_scores_groups_with_its_training_split_too() -> None:

@@ -475,7 +475,8 @@ def test_after_a_drift_the_own_model_serves_the_new_data_at_the_next_look(seed: 
     """The node judges whether to found by its own model. Right after its labels changed
     meaning, a model of the old data is confidently wrong (0.08-0.27 here after one more fit):
     the node would stay for many intervals in a group that no longer fits it, pulling that
-    group's model its way. The learner catches up when the data switches."""
+    group's model its way. The learner catches up at its next fit after the switch (the switch
+    itself trains nothing: the node looks for its new data's group first)."""
     from mycelium_p2p.node.flower_learning import FlowerLearning, FlowerSettings
 
     old = load_node_data("digits:label-shift:2", 1, 6, seed=0)  # concept 1
@@ -484,7 +485,10 @@ def test_after_a_drift_the_own_model_serves_the_new_data_at_the_next_look(seed: 
     try:
         for _ in range(20):
             before = learner.train_local()
+        own = learner.local_parameters()
         learner.switch_data(load_node_data("digits:label-shift:2:0", 1, 6, seed=0))
+        kept = zip(own, learner.local_parameters(), strict=True)
+        assert all(np.array_equal(a, b) for a, b in kept)
         after = learner.train_local()
         print(f"own model on its validation split: {before:.2f} before, {after:.2f} after")
         assert before > 0.8 and after > 0.6

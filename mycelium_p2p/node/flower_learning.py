@@ -41,7 +41,7 @@ from mycelium_p2p.node.ports import RoundSummary
 log = logging.getLogger("mycelium.node")
 
 PROBES_KEPT = 32  # probe timings behind the figure a node announces
-CATCH_UP_FITS = 3  # fits of the own model on new data, from each start (see switch_data)
+CATCH_UP_FITS = 3  # fits of the own model on new data, from each start (see train_local)
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,7 @@ class FlowerLearning:
         self._member_limits = member_limits
         self._local = self.task.initial_parameters()
         self._switched = False  # the data switched once: the task scores its training split
+        self._behind = False  # the own model has not trained on the data switched to yet
         self._probe_seconds: collections.deque[float] = collections.deque(maxlen=PROBES_KEPT)
         self._servers: list[_Server] = []  # running, the newest last
         self._servers_lock = threading.Lock()
@@ -226,26 +227,30 @@ class FlowerLearning:
 
     def switch_data(self, data: NodeData) -> None:
         """Train, validate and test on ``data`` from now on (same model spec): the task's data
-        switches, which the member client shares."""
+        switches, which the member client shares. The own model catches up at the next
+        `train_local` (the node can look for its new data's group first)."""
         self.task.switch_data(data)
         self._switched = True
+        self._behind = True
         self._description = self.task.describe()
-        self._catch_up()
 
-    def _catch_up(self) -> None:
+    def _catch_up(self) -> float:
         """The own model after the data changed: the old one and a fresh one, each fitted
         ``CATCH_UP_FITS`` times on the new data, and the better on the new validation split is
-        kept. The old model can be a bad start (labels whose meaning changed are confidently
-        wrong) or a good one (a small shift); with one fit per re-evaluation, a drifted node
-        would judge its own model, and so whether to found, by a model of its old data for
-        many intervals, training inside a group that no longer fits it meanwhile."""
+        kept (its accuracy returned). The old model can be a bad start (labels whose meaning
+        changed are confidently wrong) or a good one (a small shift); with one fit per
+        re-evaluation, a drifted node would judge its own model, and so whether to found, by a
+        model of its old data for many intervals, training inside a group that no longer fits
+        it meanwhile."""
         tried: list[tuple[float, list[np.ndarray]]] = []
         for start in (self._local, self.task.initial_parameters()):
             weights = start
             for _ in range(CATCH_UP_FITS):
                 weights = self._fit_local(weights)
             tried.append((self._evaluate(weights, "val"), weights))
-        self._local = max(tried, key=lambda t: t[0])[1]  # a tie keeps the old model
+        accuracy, self._local = max(tried, key=lambda t: t[0])  # a tie keeps the old model
+        self._behind = False
+        return accuracy
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -254,6 +259,9 @@ class FlowerLearning:
         return [p.copy() for p in self._local]
 
     def train_local(self) -> float:
+        """One more fit of the own model (after a data switch, its catch-up); its accuracy."""
+        if self._behind:
+            return self._catch_up()
         self._local = self._fit_local(self._local)
         return self._evaluate(self._local, "val")
 

@@ -131,11 +131,13 @@ class LearningPort(Protocol):
         ...
 
     def train_local(self) -> float:
-        """Train the node's own model one more step; its accuracy on the validation split."""
+        """Train the node's own model one more step (the first after `switch_data`: as many as
+        it takes to catch up with the new data); its accuracy on the validation split."""
         ...
 
     def switch_data(self, data: Any) -> None:
-        """Train, validate and test on ``data`` from now on (same model spec)."""
+        """Train, validate and test on ``data`` from now on (same model spec); quick: the own
+        model trains on it at the next `train_local`."""
         ...
 
     def probe_size(self, *, with_train: bool = False) -> int:

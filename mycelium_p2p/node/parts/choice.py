@@ -106,8 +106,16 @@ def choose(
     *,
     first: bool,
 ) -> list[Command]:
-    """Make the choice: ``first`` while the node is in no group, else a re-evaluation."""
-    state.local_accuracy = learning.train_local()
+    """Make the choice: ``first`` while the node is in no group, else a re-evaluation.
+
+    The first re-evaluation after a data change looks before the own model trains on the new
+    data (a catch-up of several fits, which at 24 nodes in one process held the look back by
+    10-15 s): the own model's accuracy on the old data stands in for it, and only a join is
+    acted on; staying or founding is decided again once it has caught up."""
+    quick = state.quick_look and not first
+    state.quick_look = False
+    if not quick:
+        state.local_accuracy = learning.train_local()
     state.choices += 1
     requests_before = state.probe_requests
     probe_budget = params.max_probes if params.policy.mode == "probe" else None
@@ -118,18 +126,20 @@ def choose(
     candidates = _candidates(state, view, gossip, learning, probe_budget, rng, with_full, fetch)
     state.most_probes = max(state.most_probes, state.probe_requests - requests_before)
     others = [m for m in view.members_of(state.group_id or "") if m != state.id]
-    decision = decide(
-        Observation(
-            current_group=state.group_id,
-            local_accuracy=state.local_accuracy,
-            val_size=learning.val_size,
-            candidates=tuple(c for c in candidates if c.group_id not in fetch.refused),
-            just_moved=state.just_moved,
-            has_other_members=bool(others),
-            probe_size=learning.probe_size(with_train=state.data_changed),
-        ),
-        params.policy,
+    observation = Observation(
+        current_group=state.group_id,
+        local_accuracy=state.local_accuracy,
+        val_size=learning.val_size,
+        candidates=tuple(c for c in candidates if c.group_id not in fetch.refused),
+        just_moved=state.just_moved,
+        has_other_members=bool(others),
+        probe_size=learning.probe_size(with_train=state.data_changed),
     )
+    decision = decide(observation, params.policy)
+    if quick and decision.action != "join":
+        state.local_accuracy = learning.train_local()
+        observation = replace(observation, local_accuracy=state.local_accuracy)
+        decision = decide(observation, params.policy)
     if decision.action == "found" and not candidates:
         # Only groups of the node's own spec are candidates: say what the others use.
         reason = founding_reason(view, learning.spec)
@@ -352,10 +362,12 @@ def data_changed(state: NodeState, timers: Scheduler, now: float) -> list[Comman
     """The node's data changed: scores measured on the old data are stale, and the group that
     served the old data may not serve the new, so choose again now. A node that has just moved
     still sits out one evaluation: until its new group's first round it holds the model of the
-    group it left, and would score its new group with it."""
+    group it left, and would score its new group with it. The look comes before the own model
+    trains on the new data (see `choose`)."""
     state.probes = {}
     state.found_pending = False
     state.data_changed = True
+    state.quick_look = True
     state.unscored_waits = 0
     timers.at(Timer.EVALUATE if state.group_id is not None else Timer.CHOOSE, now)
     # The new data's sizes in gossip metadata, and its summary at the registry.

@@ -193,9 +193,30 @@ def test_a_drifted_member_joins_its_new_concepts_group_before_its_own_model_trai
                       random.Random(1), timers, 0.0, first=False)  # fmt: skip
     assert [c.group_id for c in commands if isinstance(c, JoinGroup)] == ["new"]
     assert learner.trained == 0
+    on_attempt(state, Attempt.MOVED, ChoiceParams(), random.Random(1), timers, 0.0,
+               first=False)  # fmt: skip
     choose(state, world(groups), ChoiceParams(), Models(), learner, random.Random(1), timers,
            1.0, first=False)  # fmt: skip
     assert learner.trained == 1  # the next look trains it (the learner catches up then)
+
+
+def test_a_drifted_member_whose_join_is_refused_tries_again_before_its_own_model_trains() -> None:
+    """Drifters look at once, and a group can still be full of nodes that drift away."""
+    learner = Learner({"new": 0.95}, local=0.90, group=0.10)
+    state, timers, rng = NodeState("me", "me", SPEC, group_id="mine"), Scheduler(), random.Random(1)
+    state.local_accuracy = 0.90
+    data_changed(state, timers, 0.0)
+    before = {"mine": ("peer", "me"), "new": ("n1", "n2", "leaving")}
+    commands = choose(state, world(before), ChoiceParams(), Models(), learner, rng, timers, 0.0,
+                      first=False)  # fmt: skip
+    assert [c.group_id for c in commands if isinstance(c, JoinGroup)] == ["new"]
+    refused(state, world(before).groups["new"])  # the registry: full
+    on_attempt(state, Attempt.REFUSED, ChoiceParams(), rng, timers, 0.0, first=False)
+    after = {"mine": ("peer", "me"), "new": ("n1", "n2")}  # the drifter left
+    commands = choose(state, world(after), ChoiceParams(), Models(), learner, rng, timers, 0.5,
+                      first=False)  # fmt: skip
+    assert [c.group_id for c in commands if isinstance(c, JoinGroup)] == ["new"]
+    assert learner.trained == 0
 
 
 def test_a_drifted_member_decides_anything_but_a_join_on_its_caught_up_model() -> None:

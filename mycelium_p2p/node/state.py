@@ -70,9 +70,9 @@ class NodeState:
     looked_twice: bool = False
     found_pending: bool = False  # the last re-evaluation said found: the next must agree
     data_changed: bool = False  # its data changed since it last moved
-    # The next look is the first since the data changed: it comes before the own model has
-    # trained on the new data, and acts only on a join (see choice.choose).
-    quick_look: bool = False
+    # The own model has not trained since the data changed: a look comes before it does, and
+    # acts only on a join (see choice.choose).
+    local_stale: bool = False
     refused: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     probes: dict[str, tuple[int, float]] = field(default_factory=dict)  # group -> (round, acc)
     migrations: int = 0

@@ -108,14 +108,14 @@ def choose(
 ) -> list[Command]:
     """Make the choice: ``first`` while the node is in no group, else a re-evaluation.
 
-    The first re-evaluation after a data change looks before the own model trains on the new
-    data (a catch-up of several fits, which at 24 nodes in one process held the look back by
-    10-15 s): the own model's accuracy on the old data stands in for it, and only a join is
-    acted on; staying or founding is decided again once it has caught up."""
-    quick = state.quick_look and not first
-    state.quick_look = False
+    A re-evaluation after a data change looks before the own model trains on the new data (a
+    catch-up of several fits, which at 24 nodes in one process held the look back by 10-15 s):
+    the own model's accuracy on the old data stands in for it, and only a join is acted on;
+    staying or founding is decided again once it has caught up. A join the registry refused
+    (the group was still full of nodes that drift away) is tried again as quickly."""
+    quick = state.data_changed and state.local_stale and not first
     if not quick:
-        state.local_accuracy = learning.train_local()
+        _train_local(state, learning)
     state.choices += 1
     requests_before = state.probe_requests
     probe_budget = params.max_probes if params.policy.mode == "probe" else None
@@ -137,7 +137,7 @@ def choose(
     )
     decision = decide(observation, params.policy)
     if quick and decision.action != "join":
-        state.local_accuracy = learning.train_local()
+        _train_local(state, learning)
         observation = replace(observation, local_accuracy=state.local_accuracy)
         decision = decide(observation, params.policy)
     if decision.action == "found" and not candidates:
@@ -175,6 +175,11 @@ def choose(
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
     return _act(state, decision, first, kin) + ([] if first else [Announce()])
+
+
+def _train_local(state: NodeState, learning: LearningPort) -> None:
+    state.local_accuracy = learning.train_local()
+    state.local_stale = False
 
 
 def _unscored_to_wait_for(
@@ -367,7 +372,7 @@ def data_changed(state: NodeState, timers: Scheduler, now: float) -> list[Comman
     state.probes = {}
     state.found_pending = False
     state.data_changed = True
-    state.quick_look = True
+    state.local_stale = True
     state.unscored_waits = 0
     timers.at(Timer.EVALUATE if state.group_id is not None else Timer.CHOOSE, now)
     # The new data's sizes in gossip metadata, and its summary at the registry.

@@ -416,7 +416,8 @@ def test_a_drifted_member_waits_for_a_group_that_did_not_answer_before_founding(
         assert not any(isinstance(c, FoundGroup | JoinGroup) for c in commands)
         assert "first scoring quiet" in state.decisions[-1].reason
         assert (timers.when(Timer.EVALUATE) or 1e9) <= wait + 1.0  # looks again within 1 s
+        assert learner.trained == 0  # nor does it spend the catch-up's fits meanwhile
     # It does not wait forever: after a few looks it founds, as a drifted node does at once.
     commands = choose(state, world(groups), ChoiceParams(), Models(silent=("quiet",)), learner,
                       rng, timers, 9.0, first=False)  # fmt: skip
-    assert any(isinstance(c, FoundGroup) for c in commands)
+    assert any(isinstance(c, FoundGroup) for c in commands) and learner.trained == 1

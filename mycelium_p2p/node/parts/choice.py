@@ -111,8 +111,9 @@ def choose(
     A re-evaluation after a data change looks before the own model trains on the new data (a
     catch-up of several fits, which at 24 nodes in one process held the look back by 10-15 s):
     the own model's accuracy on the old data stands in for it, and only a join is acted on;
-    staying or founding is decided again once it has caught up. A join the registry refused
-    (the group was still full of nodes that drift away) is tried again as quickly."""
+    staying or founding is decided again once it has caught up, unless a group with room is
+    still to be scored (it looks again within a second first). A join the registry refused (the
+    group was still full of nodes that drift away) is tried again as quickly."""
     quick = state.data_changed and state.local_stale and not first
     if not quick:
         _train_local(state, learning)
@@ -136,7 +137,8 @@ def choose(
         probe_size=learning.probe_size(with_train=state.data_changed),
     )
     decision = decide(observation, params.policy)
-    if quick and decision.action != "join":
+    waits = _unscored_to_wait_for(state, decision, candidates, fetch, learning, params)
+    if quick and decision.action != "join" and not waits:
         _train_local(state, learning)
         observation = replace(observation, local_accuracy=state.local_accuracy)
         decision = decide(observation, params.policy)
@@ -191,10 +193,11 @@ def _unscored_to_wait_for(
     params: ChoiceParams,
 ) -> str | None:
     """A node whose data changed does not found, nor join a group that serves it worse than its
-    own model, while a group with room could not be scored (its leader just left, and a
-    failover takes seconds): it looks again within a second, ``MAX_UNSCORED_WAITS`` times at
-    most. Returns the groups it waits for, or None to act now."""
-    if not state.data_changed or decision.action == "stay":
+    own model, nor (its own model not yet caught up) stay, while a group with room could not be
+    scored (its leader just left, and a failover takes seconds): it looks again within a
+    second, ``MAX_UNSCORED_WAITS`` times at most. Returns the groups it waits for, or None to
+    act now."""
+    if not state.data_changed or (decision.action == "stay" and not state.local_stale):
         return None
     if state.unscored_waits >= MAX_UNSCORED_WAITS:
         return None

@@ -206,6 +206,25 @@ def test_blended_models_are_mixed_into_the_next_round(cleanup: list[Any]) -> Non
     assert np.allclose(rounds[1].weights[0], rounds[0].weights[0] + 0.001, atol=1e-6)
 
 
+def test_a_held_member_votes_for_the_groups_model_as_it_is(
+    datas: list[NodeData], cleanup: list[Any]
+) -> None:
+    """A node whose data changed holds its training until it has chosen a group again."""
+    server, rounds = _server(cleanup)
+    start = server.latest_weights()
+    member = _member(cleanup, datas[0], 0)
+    member.hold = True
+    member.connect(server.address)  # type: ignore[arg-type]
+    wait_until(lambda: len(rounds) >= 2, 30, "two held rounds")
+    assert member.fits == 0
+    assert all(np.array_equal(a, b) for a, b in zip(rounds[1].weights, start, strict=True))
+    member.hold = False
+    held = len(rounds)
+    wait_until(lambda: len(rounds) >= held + 2, 30, "two rounds after the hold")
+    assert member.fits >= 1
+    assert not np.array_equal(rounds[-1].weights[0], start[0])
+
+
 class _Vanishing:
     """A stock NumPyClient whose process "dies" in the middle of a fit."""
 

@@ -319,10 +319,21 @@ def test_a_node_whose_data_drifts_moves_to_its_new_concepts_group_at_once() -> N
     # Switch right after one of its re-evaluations: the next is due 3 s later.
     seen = len(drifter.state.decisions)
     assert net.run_until(lambda: len(drifter.state.decisions) > seen, 10, check_every=0.2)
+    holds: list[bool] = []  # what the node told its learner, step by step
+    hold = drifter.learner.hold_group_training
+
+    def record(held: bool) -> None:
+        holds.append(held)
+        hold(held)
+
+    drifter.learner.hold_group_training = record  # type: ignore[method-assign]
     drifter.concept = 0  # the network's own bookkeeping (purity)
     drifter.events.append(DataChanged(0))  # the fake learner's data is its concept
     switched_at = net.now
     assert net.run_until(lambda: drifter.state.group_id == target, 30)
+    # It trained nothing into its old group from the switch until it moved, and trains again.
+    changes = [h for i, h in enumerate(holds) if i == 0 or h != holds[i - 1]]
+    assert changes[-2:] == [True, False] and changes.count(True) == 1
     # The registry's summary of the node's data says what it holds now.
     assert net.store.node(drifter.id).data["concept"] == 0
     took = net.now - switched_at

@@ -184,6 +184,7 @@ class Controller:
         elif isinstance(event, DataChanged):
             self.learning.switch_data(event.data)
             self._execute(choice.data_changed(self.state, self.timers, self.clock()))
+        self._hold_group_training()
         self._publish_state()
 
     def step(self) -> None:
@@ -212,6 +213,7 @@ class Controller:
                         self.state, view, self.params.leadership, now, holds_model=holds
                     )
                 )
+        self._hold_group_training()
         self._publish_state()
 
     def next_due(self) -> float:
@@ -292,6 +294,13 @@ class Controller:
 
     def _record(self) -> GroupRecord | None:
         return self.gossip.groups().get(self.state.group_id or "")
+
+    def _hold_group_training(self) -> None:
+        """A node whose data changed trains nothing into its group until it has moved or its
+        own model has caught up (it has chosen again): a drifter that waits (its new
+        concept's group full, or not scored yet) pulled its old group's model toward its new
+        data, and nodes that drifted into that group took seconds longer to recover."""
+        self.learning.hold_group_training(self.state.data_changed and self.state.local_stale)
 
     def _publish_state(self) -> None:
         self.published = self.state.publishable(self._record() if self.state.group_id else None)

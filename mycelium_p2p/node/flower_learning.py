@@ -427,6 +427,9 @@ class FlowerLearning:
     def follow(self, address: str) -> None:
         self.client.switch(address)
 
+    def hold_group_training(self, hold: bool) -> None:
+        self.client.hold = hold
+
     def unfollow(self) -> None:
         self.client.disconnect()
 

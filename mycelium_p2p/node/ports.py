@@ -175,6 +175,11 @@ class LearningPort(Protocol):
         """Leave the current group's server."""
         ...
 
+    def hold_group_training(self, hold: bool) -> None:
+        """While ``hold``, the node's part of its group's rounds returns the group's model
+        unchanged (its data changed and it has not chosen again)."""
+        ...
+
     def last_round(self) -> int:
         """The round of the last group model this node received (0: none)."""
         ...

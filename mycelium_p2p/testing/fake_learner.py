@@ -125,7 +125,13 @@ class FakeServer:
             total = sum(c.train_examples for c in clients)
             mix = [0.0] * self.world.concepts
             for c in clients:
-                mix[c.concept] += c.train_examples / total
+                if c.holding:
+                    mix = [
+                        x + c.train_examples / total * y
+                        for x, y in zip(mix, self.model.mix, strict=True)
+                    ]
+                else:
+                    mix[c.concept] += c.train_examples / total
             quality = min(1.0, self.model.quality + TRAINING_STEP)
             for shared, weight in self.blends:  # other groups' data, at their weights
                 mix = [(1 - weight) * x + weight * y for x, y in zip(mix, shared.mix, strict=True)]
@@ -170,6 +176,7 @@ class FakeLearner:
     val_size: int = 20
     train_examples: int = 80
     closed: bool = False
+    holding: bool = False  # its rounds' share votes for the group's model as it is
     switched: bool = field(default=False, init=False)  # the training split scores groups too
     local: Model = field(init=False)
     last_global: Model | None = field(default=None, init=False)
@@ -250,6 +257,9 @@ class FakeLearner:
         if server is not None:  # a server that is gone: like a failed connection, train nowhere
             server.clients.append(self)
             self.following = server
+
+    def hold_group_training(self, hold: bool) -> None:
+        self.holding = hold
 
     def unfollow(self) -> None:
         if self.following is not None and self in self.following.clients:

@@ -60,6 +60,10 @@ class MemberClient(NumPyClient):
         certificate of the server at ``address`` must carry (the leader of record's), or None
         while none is known (the client then waits and retries) (default: None).
 
+    While ``hold`` is set, a fit trains nothing and returns the model it received (the node's
+    data changed and it has not chosen a group for it yet: its updates would pull the group's
+    model toward other data).
+
     The channel refuses messages larger than `models.message_limit` of the model. A failure of
     the task (``task.TaskError``) fails that round's fit or evaluate; the guarded task's
     ``on_error`` tells the node.
@@ -107,6 +111,7 @@ class MemberClient(NumPyClient):
         self._last_round = 0
         self._session: str | None = None  # the server of the current (or last) session
         self._global_from: str | None = None  # the server `_last_global` came from
+        self.hold = False
         self.fits = 0
         self.sessions = 0
 
@@ -121,6 +126,8 @@ class MemberClient(NumPyClient):
     ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
         server_round = int(config.get("server_round", 0))
         self._received(parameters, server_round - 1)
+        if self.hold:  # a vote for the group's model as it is
+            return [p.copy() for p in parameters], self.task.sizes().train, self._identity()
         fitted = self.task.fit(parameters, {**config, "seed": self.seed * 100_003 + server_round})
         with self._state:
             self._parameters = [p.copy() for p in fitted.parameters]

@@ -136,8 +136,8 @@ class LearningPort(Protocol):
         ...
 
     def switch_data(self, data: Any) -> None:
-        """Train, validate and test on ``data`` from now on (same model spec); quick: the own
-        model trains on it at the next `train_local`."""
+        """Train, validate and test on ``data`` from now on (same model spec); the switch
+        trains nothing: the own model catches up at the next `train_local`."""
         ...
 
     def probe_size(self, *, with_train: bool = False) -> int:

@@ -137,11 +137,13 @@ def choose(
         probe_size=learning.probe_size(with_train=state.data_changed),
     )
     decision = decide(observation, params.policy)
-    waits = _unscored_to_wait_for(state, decision, candidates, fetch, learning, params)
-    if quick and decision.action != "join" and not waits:
+    unscored = None if first else _unscored_to_wait_for(state, decision, candidates, fetch,
+                                                         learning, params)  # fmt: skip
+    if quick and decision.action != "join" and not unscored:
         _train_local(state, learning)
         observation = replace(observation, local_accuracy=state.local_accuracy)
         decision = decide(observation, params.policy)
+        unscored = _unscored_to_wait_for(state, decision, candidates, fetch, learning, params)
     if decision.action == "found" and not candidates:
         # Only groups of the node's own spec are candidates: say what the others use.
         reason = founding_reason(view, learning.spec)
@@ -155,7 +157,6 @@ def choose(
     if not first:
         state.just_moved = False
         timers.at(Timer.EVALUATE, now + params.evaluation_interval)
-        unscored = _unscored_to_wait_for(state, decision, candidates, fetch, learning, params)
         if unscored:
             state.unscored_waits += 1
             timers.at(Timer.EVALUATE, now + rng.uniform(0.5, 1.0))

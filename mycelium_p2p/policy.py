@@ -19,9 +19,16 @@ Two modes:
        a group of a third concept that merely beats its old one);
     2. **merge**: else join the largest group in ``R`` that is larger than ``g`` (or as large and
        older) and scores ``a(h) >= max(a(g), L) - merge_samples/n``;
-    3. **found**: else, if ``g`` has other members and ``L >= max(a(g), a(b)) + found_samples/n``,
+    3. **found from a full group**: else, for a node whose data changed since it last moved,
+       with ``f`` the best full group: if ``g`` has other members, ``f`` beats both ``a(g)``
+       and ``a(b)`` by the improve gain and ``a(f) >= L - merge_samples/n`` (it serves the node
+       about as well as its own model at least), found a new group that starts from ``f``'s
+       model (the decision names ``f`` as its ``seed``): a drifted node whose new concept's
+       groups are full leaves its old concept's group at once, with its new concept's model,
+       rather than after its own model has caught up;
+    4. **found**: else, if ``g`` has other members and ``L >= max(a(g), a(b)) + found_samples/n``,
        found a new group (seeded with the local model);
-    4. **stay** otherwise, and always right after a move (hysteresis).
+    5. **stay** otherwise, and always right after a move (hysteresis).
 
     A node without a group joins the best group with room, or founds one when none has room.
 
@@ -176,6 +183,9 @@ class Observation:
         True when the node joined or founded a group at its previous evaluation (hysteresis).
     has_other_members
         True when the current group has members other than this node.
+    data_changed
+        True when the node's data changed since it last moved (full groups are among the
+        candidates then, and rule 3 may found from one).
     """
 
     current_group: str | None
@@ -185,6 +195,7 @@ class Observation:
     just_moved: bool = False
     has_other_members: bool = False
     probe_size: int | None = None
+    data_changed: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.val_size, bool) or not isinstance(self.val_size, int):
@@ -224,12 +235,14 @@ class Decision:
     """What the node should do.
 
     ``action`` is ``"stay"``, ``"join"`` (``group_id`` = the group to join) or ``"found"``
-    (``group_id`` is ``None``: the caller picks the new id). ``reason`` explains it with numbers.
+    (``group_id`` is ``None``: the caller picks the new id; ``seed``: the full group whose model
+    the new group starts from, None: the node's own model). ``reason`` explains it with numbers.
     """
 
     action: Action
     group_id: str | None
     reason: str
+    seed: str | None = None
 
 
 def _check_accuracy(name: str, value: float | None) -> None:
@@ -378,7 +391,28 @@ def _decide_probe(obs: Observation, g: Candidate, params: PolicyParams) -> Decis
             f"current {g.group_id} has {g.size}",
         )
 
-    # 3. found: the local model beats every group by a margin, and the group is shared.
+    # 3. found from a full group: one the node cannot join serves its new data clearly better
+    # than any it can, and about as well as its own model: the new group starts from its model.
+    if obs.data_changed and obs.has_other_members:
+        full = [c for c in obs.candidates if not c.is_current and not c.has_room]
+        f = _best(full)
+        if f is not None:
+            top = max(a_g, b.accuracy or 0.0) if b is not None else a_g
+            gain = (f.accuracy or 0.0) - top
+            need = max(params.switch_threshold * top, params.switch_samples / n_probe)
+            as_good_as_own = (
+                local is None or (f.accuracy or 0.0) >= local - params.merge_samples / n
+            )
+            if gain >= need - _EPS and as_good_as_own:
+                return Decision(
+                    "found",
+                    None,
+                    f"found from full {f.group_id}: it scores {_fmt(f.accuracy)} vs "
+                    f"{_fmt(top)} at best in a group with room, gain {gain:.3f} >= {need:.3f}",
+                    seed=f.group_id,
+                )
+
+    # 4. found: the local model beats every group by a margin, and the group is shared.
     if local is not None and obs.has_other_members:
         top = max(a_g, b.accuracy or 0.0) if b is not None else a_g
         need = top + params.found_samples / n
@@ -405,9 +439,11 @@ def confirm_found(decision: Decision, pending: bool, data_changed: bool) -> tupl
     One can be noise: when a member leaves or its data drifts, the group's model scores lower
     for a round or two, and a leader that founded then would split a group that serves it. A
     node whose own data changed since it last moved knows why its group serves it worse: it
-    founds at once. Returns the decision to act on and whether a found is now pending.
+    founds at once, except from a full group's model (``decision.seed``): nodes that drift away
+    leave that group within a second or two, and then the node joins it instead of copying it.
+    Returns the decision to act on and whether a found is now pending.
     """
-    if decision.action != "found" or pending or data_changed:
+    if decision.action != "found" or pending or (data_changed and decision.seed is None):
         return decision, False
     wait = Decision("stay", None, f"{decision.reason}; founding if the next evaluation agrees")
     return wait, True
@@ -427,7 +463,8 @@ def blend_shares(
     ``max(current group, local model) - merge_samples / val_size`` (the merge rule's "about as
     well"; the local model keeps a young group near chance from mixing in anything near
     chance), full or not. Their weights follow their sizes and sum to ``most`` at most, and to
-    no more than their share of all these groups' members. Empty when none qualifies.
+    no more than their share of all these groups' members (``current.size`` 0: a group founded
+    from theirs, which keeps nothing of its own model). Empty when none qualifies.
     """
     if current.accuracy is None or val_size <= 0 or most <= 0:
         return {}
@@ -437,7 +474,7 @@ def blend_shares(
     if not kin:
         return {}
     sizes = sum(max(c.size, 1) for c in kin)
-    share = min(most, sizes / (sizes + max(current.size, 1)))
+    share = min(most, sizes / (sizes + current.size))
     return {c.group_id: share * max(c.size, 1) / sizes for c in kin}
 
 

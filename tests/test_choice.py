@@ -16,7 +16,7 @@ import pytest
 from mycelium_p2p.groups import GroupRecord
 from mycelium_p2p.limits import MAX_REASON
 from mycelium_p2p.meta import NodeMeta
-from mycelium_p2p.node.events import FoundGroup, JoinGroup
+from mycelium_p2p.node.events import Announce, FoundGroup, JoinGroup
 from mycelium_p2p.node.parts.choice import (
     MAX_UNSCORED_WAITS,
     Attempt,
@@ -345,23 +345,49 @@ def test_a_group_that_refused_this_leader_is_still_mixed_in_but_never_joined() -
 
 
 def test_a_drifted_member_whose_new_concepts_group_is_full_founds_from_that_groups_model() -> None:
+    """Before its own model has trained on the new data, once a second look within a second
+    agrees: the new group starts from the full group's model, nothing of its own."""
     groups = {"mine": ("m1", "me"), "kin": ("k1", "k2", "k3", "k4", "k5")}  # kin: full
     learner = Learner({"kin": 0.95}, local=0.80, group=0.10)
+
+    def look(state: NodeState, timers: Scheduler, now: float, models: Models) -> list[Any]:
+        return choose(state, world(groups), ChoiceParams(), models, learner, random.Random(1),
+                      timers, now, first=False)  # fmt: skip
+
     state, timers = NodeState("me", "me", SPEC, group_id="mine"), Scheduler()
+    state.local_accuracy = 0.90  # its own model, on the old data
     data_changed(state, timers, 0.0)
+    assert look(state, timers, 0.0, Models()) == [Announce()] and state.found_pending
+    assert (timers.when(Timer.EVALUATE) or 9.0) <= 1.0
+    found = [c for c in look(state, timers, 1.0, Models()) if isinstance(c, FoundGroup)]
+    assert len(found) == 1 and [(g, w) for g, _, w in found[0].blend] == [("kin", 1.0)]
+    assert learner.trained == 0 and found[0].reason.startswith("found from full kin")
+    # A member of "kin" drifted away meanwhile: the node joins "kin" instead.
+    state, timers = NodeState("me", "me", SPEC, group_id="mine"), Scheduler()
+    state.local_accuracy = 0.90
+    data_changed(state, timers, 0.0)
+    look(state, timers, 0.0, Models())
+    groups["kin"] = ("k1", "k2", "k3", "k4")
+    commands = look(state, timers, 1.0, Models())
+    assert [c.group_id for c in commands if isinstance(c, JoinGroup)] == ["kin"]
+    groups["kin"] = ("k1", "k2", "k3", "k4", "k5")
+    # The model of a round of "kin" scored at an earlier look (not kept) is fetched again.
+    state, models = NodeState("me", "me", SPEC, group_id="mine"), Models()
+    data_changed(state, timers, 0.0)
+    state.found_pending = True
+    state.probes["kin"] = (1, 0.95)
+    found = [c for c in look(state, timers, 1.0, models) if isinstance(c, FoundGroup)]
+    assert models.fetched == ["kin"] and [g for g, _, _ in found[0].blend] == ["kin"]
+    # Its own model (caught up) serves it better than "kin" by more than 2/50: it founds from
+    # its own, and mixes in nothing of "kin".
+    learner = Learner({"kin": 0.95}, local=1.0, group=0.10)
+    state = NodeState("me", "me", SPEC, group_id="mine")
+    data_changed(state, timers, 0.0)
+    state.local_stale = False
     commands = choose(state, world(groups), ChoiceParams(), Models(), learner,
                       random.Random(1), timers, 0.0, first=False)  # fmt: skip
     found = [c for c in commands if isinstance(c, FoundGroup)]
-    # Half of its first model (the bound) from the five members of "kin" against its one.
-    assert len(found) == 1 and [(g, w) for g, _, w in found[0].blend] == [("kin", 0.5)]
-    # The same when this round of "kin" was scored at an earlier look (its model not kept).
-    state, models = NodeState("me", "me", SPEC, group_id="mine"), Models()
-    data_changed(state, timers, 0.0)
-    state.probes["kin"] = (1, 0.95)
-    commands = choose(state, world(groups), ChoiceParams(), models, learner,
-                      random.Random(1), timers, 0.0, first=False)  # fmt: skip
-    found = [c for c in commands if isinstance(c, FoundGroup)]
-    assert models.fetched == ["kin"] and [g for g, _, _ in found[0].blend] == ["kin"]
+    assert len(found) == 1 and found[0].blend == () and learner.trained == 1
     # Its data unchanged, a member neither probes full groups nor founds from them.
     state, models = NodeState("me", "me", SPEC, group_id="mine"), Models()
     for _ in range(2):  # two evaluations in a row: it founds

@@ -190,11 +190,13 @@ def test_blended_models_are_mixed_into_the_next_round(cleanup: list[Any]) -> Non
         ([w[:1] for w in own], 0.25),  # another shape
         ([np.full_like(w, np.nan) for w in own], 0.25),
         ([w * 1e6 for w in own], 0.25),  # far beyond the group's own norm
-        (peer, 1.0),  # would replace the group's model
+        (peer, 1.5),  # more than the whole model
     ]
     for bad in refused:
         with pytest.raises(ValueError):
             server.blend([bad])
+    with pytest.raises(ValueError):
+        server.blend([(peer, 0.6), (peer, 0.6)])
     server.blend([(peer, 0.25)])
     stock = StockClient([w.shape for w in own])
     stock.run(server.address)  # type: ignore[arg-type]
@@ -204,6 +206,11 @@ def test_blended_models_are_mixed_into_the_next_round(cleanup: list[Any]) -> Non
     assert server.blended == 1
     assert np.allclose(rounds[0].weights[0], 0.75 * own[0] + 0.25 * 0.5 + 0.001, atol=1e-6)
     assert np.allclose(rounds[1].weights[0], rounds[0].weights[0] + 0.001, atol=1e-6)
+    # A group founded from another group's model starts from all of it, nothing of its own.
+    server.blend([(peer, 1.0)])
+    since = len(rounds)
+    wait_until(lambda: len(rounds) >= since + 2, 30, "rounds after the whole model was blended")
+    assert any(np.allclose(r.weights[0], 0.5 + 0.001, atol=1e-6) for r in rounds[since:])
 
 
 def test_a_held_member_votes_for_the_groups_model_as_it_is(

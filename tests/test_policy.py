@@ -27,6 +27,7 @@ def obs(
     n: int = 20,
     just_moved: bool = False,
     probe_n: int | None = None,
+    data_changed: bool = False,
 ) -> Observation:
     cands = ([current] if current else []) + others
     return Observation(
@@ -37,6 +38,7 @@ def obs(
         just_moved=just_moved,
         has_other_members=bool(current and current.size > 1),
         probe_size=probe_n,
+        data_changed=data_changed,
     )
 
 
@@ -217,6 +219,34 @@ def test_groups_scored_on_more_samples_are_compared_on_those_the_local_model_on_
     assert decide(obs(cur(0.70), big, local=0.90, n=12, probe_n=60), PROBE).action == "stay"
     d = decide(obs(cur(0.70), big, local=0.86, n=12, probe_n=60), PROBE)
     assert d.action == "join" and "0.700 - 2/60" in d.reason and "0.860 - 2/12" in d.reason
+
+
+def test_a_drifted_node_whose_new_concepts_group_is_full_founds_from_its_model() -> None:
+    # n = 12 validation samples, groups scored on 60. Its old group scores 0.10 on its new
+    # data, its new concept's full group 0.90, a third concept's group with room 0.25; its own
+    # model 0.92 (on the old data, standing in before its catch-up).
+    full = [Candidate("new", 5, 5, 1.0, 0.90), Candidate("third", 2, 5, 2.0, 0.25)]
+    d = decide(obs(cur(0.10), full, local=0.92, n=12, probe_n=60, data_changed=True), PROBE)
+    assert (d.action, d.group_id, d.seed) == ("found", None, "new"), d.reason
+    assert d.reason.startswith("found from full new: it scores 0.900 vs 0.250")
+    # Its data unchanged, a full group is never a way out (a leader probes them to blend).
+    d = decide(obs(cur(0.10), full, local=0.92, n=12, probe_n=60), PROBE)
+    assert d.seed is None and d.reason.startswith("found: local model"), d.reason
+    # A full group that serves it worse than its own model by more than 2/12: not seeded from.
+    third = [Candidate("third", 5, 5, 1.0, 0.40)]
+    d = decide(obs(cur(0.10), third, local=0.60, n=12, probe_n=60, data_changed=True), PROBE)
+    assert d.seed is None, d.reason
+    assert decide(obs(cur(0.10), third, local=0.56, n=12, probe_n=60, data_changed=True),
+                  PROBE).seed == "third"  # fmt: skip
+    # No clear gain over the old group (3/60), or over a group with room: not seeded from.
+    for current, room in ((0.86, []), (0.10, [Candidate("r", 2, 5, 2.0, 0.86)])):
+        d = decide(obs(cur(current), full[:1] + room, local=0.5, n=12, probe_n=60,
+                       data_changed=True), PROBE)  # fmt: skip
+        assert d.seed is None, d.reason
+    # Alone in its group, it founds nothing: a copy of a group is no way out.
+    d = decide(obs(cur(0.10, size=1), full, local=0.92, n=12, probe_n=60, data_changed=True),
+               PROBE)  # fmt: skip
+    assert d.action == "stay", d.reason
 
 
 def test_lone_member_never_founds_a_copy_of_its_group() -> None:

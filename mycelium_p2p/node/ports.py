@@ -157,7 +157,7 @@ class LearningPort(Protocol):
 
     def blend(self, shared: list[tuple[bytes, float]]) -> None:
         """Mix serialized models of other groups into the group this node leads, before its
-        next round: each with its weight (positive, summing below 1). ValueError when this
+        next round: each with its weight (positive, summing to 1 at most). ValueError when this
         node leads no group or a model does not fit."""
         ...
 

@@ -111,7 +111,7 @@ class FakeServer:
         self.model = model
         self.round = start_round
         self.clients: list[FakeLearner] = []
-        self.blends: list[tuple[Model, float]] = []  # folded into the next round
+        self.blends: list[list[tuple[Model, float]]] = []  # folded into the next round
         self._on_round = on_round
         self._stopped = False
         world.servers[self.address] = self
@@ -132,12 +132,17 @@ class FakeServer:
                     ]
                 else:
                     mix[c.concept] += c.train_examples / total
-            quality = min(1.0, self.model.quality + TRAINING_STEP)
-            for shared, weight in self.blends:  # other groups' data, at their weights
-                mix = [(1 - weight) * x + weight * y for x, y in zip(mix, shared.mix, strict=True)]
-                total += shared.examples
+            quality = self.model.quality
+            for shared in self.blends:  # other groups' models at their weights, the rest ours
+                own = max(0.0, 1.0 - sum(weight for _, weight in shared))
+                mix = [own * x for x in mix]
+                quality *= own
+                for model, weight in shared:
+                    mix = [x + weight * y for x, y in zip(mix, model.mix, strict=True)]
+                    quality += weight * model.quality
+                    total += model.examples
             self.blends = []
-            self.model = Model(mix, quality, total)
+            self.model = Model(mix, min(1.0, quality + TRAINING_STEP), total)
             self.round += 1
             scores = [(c.observe(self.model), c.val_size) for c in clients]
             examples = sum(n for _, n in scores)
@@ -233,7 +238,7 @@ class FakeLearner:
         server = self.serving
         if server is None or not server.running():
             raise ValueError("this node leads no group: nothing to blend into")
-        server.blends += [(Model.from_bytes(p, self.world.concepts), w) for p, w in shared]
+        server.blends.append([(Model.from_bytes(p, self.world.concepts), w) for p, w in shared])
 
     def group_accuracy(self, *, with_train: bool = False) -> float | None:
         model = self.group_model()

@@ -321,15 +321,16 @@ class GroupServer:
     def blend(self, models: list[tuple[list[np.ndarray], float]]) -> None:
         """Mix other groups' models into this group's model before its next round.
 
-        ``models`` pairs each model with its weight; the weights are positive and sum below 1,
-        and what they leave is this group's own model's share. A model that does not pass
+        ``models`` pairs each model with its weight; the weights are positive and sum to 1 at
+        most, and what they leave is this group's own model's share (none for a group founded
+        from other groups' models). A model that does not pass
         `check_update` against this group's (shape, NaN/inf, ``max_norm_ratio``) is refused
         with ValueError, and nothing is queued.
         """
         own = self.latest_weights()
         total = sum(weight for _, weight in models)
-        if not models or not all(0.0 < w < 1.0 for _, w in models) or not total < 1.0:
-            raise ValueError(f"blend weights must be in (0, 1) and sum below 1, got {total!r}")
+        if not models or not all(0.0 < w <= 1.0 for _, w in models) or not total <= 1.0 + 1e-9:
+            raise ValueError(f"blend weights must be in (0, 1] and sum to 1 at most, got {total!r}")
         for weights, _ in models:
             reason = check_update(weights, own, self._strategy.max_norm_ratio)
             if reason is not None:
@@ -342,7 +343,7 @@ class GroupServer:
         with self._lock:
             pending, self._blends = self._blends, []
             for models in pending:
-                share = 1.0 - sum(weight for _, weight in models)
+                share = max(0.0, 1.0 - sum(weight for _, weight in models))
                 self._weights = [
                     (share * own + sum(weight * m[i] for m, weight in models)).astype(own.dtype)
                     for i, own in enumerate(self._weights)

@@ -135,11 +135,12 @@ def choose(
         just_moved=state.just_moved,
         has_other_members=bool(others),
         probe_size=learning.probe_size(with_train=state.data_changed),
+        data_changed=state.data_changed,
     )
     decision = decide(observation, params.policy)
     unscored = None if first else _unscored_to_wait_for(state, decision, candidates, fetch,
                                                          learning, params)  # fmt: skip
-    if quick and decision.action != "join" and not unscored:
+    if quick and not _acts_without_own_model(decision) and not unscored:
         _train_local(state, learning)
         observation = replace(observation, local_accuracy=state.local_accuracy)
         decision = decide(observation, params.policy)
@@ -164,6 +165,8 @@ def choose(
         decision, state.found_pending = confirm_found(
             decision, state.found_pending, state.data_changed
         )
+        if state.found_pending and state.data_changed:  # from a full group: ask again soon
+            timers.at(Timer.EVALUATE, now + rng.uniform(0.5, 1.0))
     own = next((c for c in candidates if c.is_current), None)
     kin: tuple[tuple[str, bytes, float], ...] = ()
     # A leader whose data changed no longer speaks for its group's data: mixing in the groups
@@ -174,10 +177,16 @@ def choose(
             state, learning, _kin(state, own, candidates, fetch.models, params, learning)
         )
     elif decision.action == "found":
-        kin = _founding_kin(state, view, candidates, fetch, params, gossip, learning)
+        kin = _founding_kin(state, view, decision, candidates, fetch, params, gossip, learning)
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
     return _act(state, decision, first, kin) + ([] if first else [Announce()])
+
+
+def _acts_without_own_model(decision: Decision) -> bool:
+    """A join, or a founding from a full group's model, does not rest on the own model's
+    figure: a drifted node acts on it before its own model has caught up."""
+    return decision.action == "join" or decision.seed is not None
 
 
 def _train_local(state: NodeState, learning: LearningPort) -> None:
@@ -225,13 +234,16 @@ def _kin(
     """The models just fetched of the groups that serve this node's data about as well as
     ``own`` (``policy.blend_shares``), with their weights."""
     fresh = [c for c in candidates if c.group_id in models and not c.is_current]
-    shares = _kin_shares(state, own, fresh, params, learning)
+    shares = blend_shares(
+        own, fresh, state.local_accuracy, learning.val_size, params.policy, params.blend_weight
+    )
     return tuple((g, models[g], weight) for g, weight in shares.items())
 
 
 def _founding_kin(
     state: NodeState,
     view: GossipView,
+    decision: Decision,
     candidates: list[Candidate],
     fetch: Fetch,
     params: ChoiceParams,
@@ -239,27 +251,24 @@ def _founding_kin(
     learning: LearningPort,
 ) -> tuple[tuple[str, bytes, float], ...]:
     """What a founded group mixes into its first round: the models that serve this node as well
-    as its own (a drifted node whose new concept's groups are full gets their model so). A
+    as its own, at most ``blend_weight`` of it; founded from a full group (``decision.seed``),
+    that group's model and those that serve the node as well as it, and nothing of its own. A
     group scored from the cache this time is fetched again for its model."""
-    alone = Candidate("founding", 1, 1, accuracy=state.local_accuracy)
+    seed = next((c for c in candidates if c.group_id == decision.seed), None)
+    if seed is not None:
+        alone = Candidate("founding", 0, 1, accuracy=seed.accuracy)
+        local, most = None, 1.0
+    else:
+        alone = Candidate("founding", 1, 1, accuracy=state.local_accuracy)
+        local, most = state.local_accuracy, params.blend_weight
     scored = [c for c in candidates if not c.is_current and c.accuracy is not None]
-    for group_id in _kin_shares(state, alone, scored, params, learning):
+    for group_id in blend_shares(alone, scored, local, learning.val_size, params.policy, most):
         if group_id not in fetch.models and group_id in view.groups:
             state.probes.pop(group_id, None)
             _probe(state, view.groups[group_id], gossip, learning, fetch)
-    return _kin(state, alone, candidates, fetch.models, params, learning)
-
-
-def _kin_shares(
-    state: NodeState,
-    own: Candidate,
-    others: list[Candidate],
-    params: ChoiceParams,
-    learning: LearningPort,
-) -> dict[str, float]:
-    return blend_shares(
-        own, others, state.local_accuracy, learning.val_size, params.policy, params.blend_weight
-    )
+    fetched = [c for c in scored if c.group_id in fetch.models]
+    shares = blend_shares(alone, fetched, local, learning.val_size, params.policy, most)
+    return tuple((g, fetch.models[g], weight) for g, weight in shares.items())
 
 
 def blend_into_group(

@@ -219,6 +219,27 @@ def test_a_drifted_member_whose_join_is_refused_tries_again_before_its_own_model
     assert learner.trained == 0
 
 
+def test_a_drifted_member_refused_by_a_full_group_founds_from_its_model() -> None:
+    """The registry says the group is full and no one leaves it: the node founds from its model
+    at the second look (the first would be a fork of a group about to have room)."""
+    learner = Learner({"new": 0.95}, local=0.60, group=0.10)
+    state, timers, rng = NodeState("me", "me", SPEC, group_id="mine"), Scheduler(), random.Random(1)
+    state.local_accuracy = 0.90
+    data_changed(state, timers, 0.0)
+    groups = {"mine": ("peer", "me"), "new": ("n1", "n2", "n3", "n4")}  # a stale view: room
+    commands = choose(state, world(groups), ChoiceParams(), Models(), learner, rng, timers, 0.0,
+                      first=False)  # fmt: skip
+    assert [c.group_id for c in commands if isinstance(c, JoinGroup)] == ["new"]
+    refused(state, world(groups).groups["new"])  # the registry: full
+    on_attempt(state, Attempt.REFUSED, ChoiceParams(), rng, timers, 0.0, first=False)
+    for now in (0.5, 1.2):
+        commands = choose(state, world(groups), ChoiceParams(), Models(), learner, rng, timers,
+                          now, first=False)  # fmt: skip
+    found = [c for c in commands if isinstance(c, FoundGroup)]
+    assert [(g, w) for f in found for g, _, w in f.blend] == [("new", 1.0)]
+    assert learner.trained == 0 and not any(isinstance(c, JoinGroup) for c in commands)
+
+
 def test_a_drifted_member_decides_anything_but_a_join_on_its_caught_up_model() -> None:
     """Its new concept has no group with room: a group of a third concept beats its old one,
     but its own model on the old data (standing in at the first look) and on the new data

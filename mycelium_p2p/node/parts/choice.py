@@ -15,9 +15,10 @@ together do not all found singletons; a node in a group founds only when two re-
 a row say so. A node whose data changed founds at once, except while a group with room did not
 answer its probe (its leader just left it, say): then it looks again within a second, a few
 times, before it founds or joins a group that serves it worse than its own model. A join the
-registry refuses (the view was stale, or the group full) leaves that group out of the joins
-until its record changes (a leader still mixes its model in), and the next choice comes within
-a second, in a group or not; only an unreachable registry makes the node back off.
+registry refuses (the view was stale, or the group full) makes that group count as full until
+its record changes (a leader still mixes its model in, a drifted node may found from it), and
+the next choice comes within a second, in a group or not; only an unreachable registry makes
+the node back off.
 
 A leader also probes full groups, and mixes the new rounds of those that serve its data about
 as well as its own group (within ``merge_samples``) into its group's model (not while its own
@@ -26,8 +27,11 @@ data has changed since it last moved: then its data no longer speaks for the gro
 but whose data agree (one concept in more groups than one, or skews no probe can tell apart)
 so learn from each other's data, as if they were one group; a group of another concept scores
 far lower on the leader's data and is never mixed in. A node whose data changed probes full
-groups too: when it founds (its new concept's groups are full), its group starts from its own
-model mixed with theirs by the same rule. Until it moves, it scores groups on its new training
+groups too: when they serve its new data clearly better than any group with room, it founds a
+group that starts from their model (``policy.decide``'s third rule; confirmed by a second look
+within a second, by when nodes drifting away have freed places); when it founds on its own
+model, its group mixes theirs in by the same rule as a leader's. Until it moves, it scores
+groups on its new training
 split as well as on its validation split: no group has trained on that data yet, and concepts
 that agree on many labels can score alike on a dozen validation samples.
 """
@@ -131,7 +135,8 @@ def choose(
         current_group=state.group_id,
         local_accuracy=state.local_accuracy,
         val_size=learning.val_size,
-        candidates=tuple(c for c in candidates if c.group_id not in fetch.refused),
+        # A group the registry refused a join of is full until its record changes.
+        candidates=tuple(_as_full(c) if c.group_id in fetch.refused else c for c in candidates),
         just_moved=state.just_moved,
         has_other_members=bool(others),
         probe_size=learning.probe_size(with_train=state.data_changed),
@@ -181,6 +186,10 @@ def choose(
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
     return _act(state, decision, first, kin) + ([] if first else [Announce()])
+
+
+def _as_full(candidate: Candidate) -> Candidate:
+    return replace(candidate, size=max(candidate.size, candidate.capacity))
 
 
 def _acts_without_own_model(decision: Decision) -> bool:

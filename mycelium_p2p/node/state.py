@@ -71,7 +71,7 @@ class NodeState:
     found_pending: bool = False  # the last re-evaluation said found: the next must agree
     data_changed: bool = False  # its data changed since it last moved
     # The own model has not trained since the data changed: a look comes before it does, and
-    # acts only on a join (see choice.choose).
+    # acts only on a join or a founding from a full group's model (see choice.choose).
     local_stale: bool = False
     refused: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     probes: dict[str, tuple[int, float]] = field(default_factory=dict)  # group -> (round, acc)

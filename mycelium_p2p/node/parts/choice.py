@@ -114,10 +114,11 @@ def choose(
 
     A re-evaluation after a data change looks before the own model trains on the new data (a
     catch-up of several fits, which at 24 nodes in one process held the look back by 10-15 s):
-    the own model's accuracy on the old data stands in for it, and only a join is acted on;
-    staying or founding is decided again once it has caught up, unless a group with room is
-    still to be scored (it looks again within a second first). A join the registry refused (the
-    group was still full of nodes that drift away) is tried again as quickly."""
+    the own model's accuracy on the old data stands in for it, and only a join or a founding
+    from a full group's model is acted on; staying or founding on its own model is decided
+    again once it has caught up, unless a group with room is still to be scored (it looks again
+    within a second first). A join the registry refused (the group was still full of nodes that
+    drift away) is tried again as quickly."""
     quick = state.data_changed and state.local_stale and not first
     if not quick:
         _train_local(state, learning)

@@ -152,6 +152,27 @@ def test_without_a_bound_every_group_with_room_is_fetched() -> None:
     assert sorted(models.fetched) == sorted(f"g{i:02d}" for i in range(30))
 
 
+def test_a_join_carries_the_groups_model_fetched_even_when_scored_from_the_cache() -> None:
+    # The new member holds it as the group's until the group's first round reaches it.
+    groups = {"mine": ("peer", "me"), "new": ("n1", "n2")}
+    learner = Learner({"new": 0.9}, local=0.5, group=0.5)
+    state = NodeState("me", "me", SPEC, group_id="mine")
+    state.probes["new"] = (1, 0.9)  # its round 1 scored before: no fetch needed to decide
+    models = Models()
+    commands = choose(state, world(groups), ChoiceParams(), models, learner, random.Random(1),
+                      Scheduler(), 0.0, first=False)  # fmt: skip
+    joins = [c for c in commands if isinstance(c, JoinGroup)]
+    assert [(c.group_id, c.model) for c in joins] == [("new", (1, b"new"))]
+    assert models.fetched == ["new"]
+    # A leader that does not answer the fetch: the join goes on, with no model to hold.
+    state = NodeState("me", "me", SPEC, group_id="mine")
+    state.probes["new"] = (1, 0.9)
+    commands = choose(state, world(groups), ChoiceParams(), Models(silent=("new",)), learner,
+                      random.Random(1), Scheduler(), 0.0, first=False)  # fmt: skip
+    joins = [c for c in commands if isinstance(c, JoinGroup)]
+    assert [(c.group_id, c.model) for c in joins] == [("new", None)]
+
+
 def test_a_member_founds_only_when_two_evaluations_in_a_row_say_so() -> None:
     groups = {"mine": ("peer", "me")}  # led by its peer
     learner = Learner({}, local=0.95, group=0.50)  # its own model far ahead of its group's

@@ -181,6 +181,33 @@ def test_a_member_that_moves_takes_its_new_groups_model_whatever_the_round_numbe
     assert any(all(np.array_equal(a, b) for a, b in zip(held, w, strict=True)) for w in later)
 
 
+def test_a_joining_member_holds_its_probed_model_until_its_new_groups_first_round(
+    datas: list[NodeData], cleanup: list[Any]
+) -> None:
+    # A member that joins holds its new group's model as its probe fetched it, as that group's:
+    # before, it held the model of the group it left until the new group's first round.
+    old, _ = _server(cleanup, start_round=5)
+    new, _ = _server(cleanup)
+    member = _member(cleanup, datas[0], 0)
+    member.connect(old.address)  # type: ignore[arg-type]
+    wait_until(lambda: member.last_round > 5, 30, "a round of the old group")
+    old.stop()
+    probed = [w + 0.25 for w in new.latest_weights()]
+    member.adopt(probed, new.address, 3)  # type: ignore[arg-type]
+    assert member.model_source == new.address and member.last_round == 3
+    held = member.last_global_weights
+    assert held is not None and all(np.array_equal(a, b) for a, b in zip(held, probed, strict=True))
+    member.adopt(new.latest_weights(), new.address, 2)  # type: ignore[arg-type]
+    held = member.last_global_weights  # an older one of the same server is kept out
+    assert held is not None and all(np.array_equal(a, b) for a, b in zip(held, probed, strict=True))
+    # The group's first round with it replaces the probed model.
+    member.switch(new.address)  # type: ignore[arg-type]
+    wait_until(lambda: new.round >= 2 and member.last_round >= 1, 30, "the new group's rounds")
+    held = member.last_global_weights
+    assert held is not None and not np.array_equal(held[0], probed[0])
+    assert member.model_source == new.address
+
+
 @pytest.mark.slow
 def test_blended_models_are_mixed_into_the_next_round(cleanup: list[Any]) -> None:
     server, rounds = _server(cleanup)

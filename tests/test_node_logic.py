@@ -363,10 +363,9 @@ def test_a_drifted_node_whose_new_concepts_group_is_full_founds_from_that_groups
     assert {n.state.group_id for n in net.nodes if n is not drifter and n.concept == 1} == {old}
 
 
-def test_a_member_that_joined_just_before_its_leader_crashed_does_not_restart_the_group() -> None:
-    net = two_settled_groups(capacity=5)
-    # A drifter whose id ranks first among the members its new group keeps once the leader is
-    # gone: without a rule against it, it would be the first to claim.
+def _drifter_ranking_first(net: MemoryNetwork) -> tuple[SimNode, str]:
+    """A member of one group, and another group it would rank first in once that group's leader
+    is gone (without a rule against it, it would be the first to claim)."""
     groups = net.groups()
     choices = [
         (d, gid)
@@ -376,10 +375,41 @@ def test_a_member_that_joined_just_before_its_leader_crashed_does_not_restart_th
         and d.id < min(m.id for m in target if not m.state.leading)
     ]  # fmt: skip
     assert choices, "no drifter would rank first"
-    drifter, target = choices[0]
+    return choices[0]
+
+
+def test_a_member_holds_its_new_groups_model_from_the_moment_it_joins() -> None:
+    net = two_settled_groups(capacity=5)
+    drifter, target = _drifter_ranking_first(net)
+    leader = net.leader_of(target)
+    assert leader is not None
+    drifter.concept = net.groups()[target][0].concept
+    drifter.events.append(DataChanged(drifter.concept))
+    assert net.run_until(lambda: drifter.state.group_id == target, 5, check_every=0.05)
+    net.crash(leader)  # before the group's first round with the drifter in it
+    # It holds the model its probe fetched as the group's: it scores the group by it, not by
+    # the model of the group it left (which serves its new data near chance), and stays.
+    assert (drifter.learner.group_accuracy() or 0.0) > 0.6
+    assert drifter.learner.model_source() in drifter.state.group_servers
+
+    def replaced() -> bool:
+        new = net.leader_of(target)
+        return new is not None and new is not leader
+
+    assert net.run_until(lambda: replaced() or drifter.state.group_id != target, 40)
+    assert drifter.state.group_id == target
+    assert net.run_until(lambda: drifter.learner.last_round() > 0, 10)
+    assert (drifter.learner.group_accuracy() or 0.0) > 0.6
+
+
+def test_a_member_that_joined_just_before_its_leader_crashed_does_not_restart_the_group() -> None:
+    net = two_settled_groups(capacity=5)
+    drifter, target = _drifter_ranking_first(net)
+    # Its probe brought no model to hold (the leader did not answer the fetch at the join).
+    drifter.learner.adopt = lambda *_args: None  # type: ignore[method-assign]
     leader = net.leader_of(target)
     assert leader is not None and leader.state.server_address is not None
-    kept = [m for m in groups[target] if m is not leader]
+    kept = [m for m in net.groups()[target] if m is not leader]
     drifter.concept = kept[0].concept
     drifter.events.append(DataChanged(drifter.concept))
     assert net.run_until(lambda: drifter.state.group_id == target, 5, check_every=0.05)

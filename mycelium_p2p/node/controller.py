@@ -504,9 +504,20 @@ class Controller:
             return
         self._enter_group(record.id, record.term)
         self._follow(record.flower_address)
+        if command.model is not None:
+            self._adopt(record, *command.model)
         self.gossip.set_meta(self.meta())
         self._enter(Phase.MEMBER, f"member of {record.id}, leader {record.leader}")
         self._attempted(Attempt.MOVED, command.first)
+
+    def _adopt(self, record: GroupRecord, server_round: int, model: bytes) -> None:
+        """Hold the model the probe fetched as the group's: until the group's first round
+        reaches it, a new member would otherwise score, claim and report the group by the model
+        of the group it left (or by none)."""
+        try:
+            self.learning.adopt(model, record.flower_address, server_round)
+        except ValueError as exc:
+            log.warning("%s: did not take %s's probed model: %s", self.state.name, record.id, exc)
 
     def _do_found_group(self, command: FoundGroup) -> None:
         state = self.state
@@ -532,8 +543,9 @@ class Controller:
 
     def _do_claim(self, command: Claim) -> None:
         state, record = self.state, command.record
-        # A member that joined just before the leader went holds the model of the group it left
-        # (or none): it goes on from its own model rather than from another group's.
+        # A member that joined just before the leader went, and whose join brought no model of
+        # the group, holds the model of the group it left (or none): it goes on from its own
+        # model rather than from another group's.
         from_group = self._holds_group_model()
         start = (self.learning.last_round() if from_group else 0) or record.round
         server = self.learning.start_server(start, from_group=from_group)
@@ -573,8 +585,9 @@ class Controller:
         self.state.group_servers.add(address)
 
     def _holds_group_model(self) -> bool:
-        """The last group model this node received is its group's (a member that has just joined
-        holds the model of the group it left, or none)."""
+        """The last group model this node received is its group's: one of its servers' rounds,
+        or the model its join brought (a join without one leaves a member holding the model of
+        the group it left, or none, until the group's first round)."""
         return self.learning.model_source() in self.state.group_servers
 
     def _do_follow(self, command: Follow) -> None:

@@ -82,11 +82,14 @@ class JoinPeers:
 
 @dataclass(frozen=True)
 class JoinGroup:
-    """Join (or migrate to) a group through the registry (the outcome goes back to choice)."""
+    """Join (or migrate to) a group through the registry (the outcome goes back to choice);
+    ``model``: the group's model as this node's probe fetched it, (round, model), held as the
+    group's until the group's first round reaches the new member."""
 
     group_id: str
     reason: str
     first: bool
+    model: tuple[int, bytes] | None = None
 
 
 @dataclass(frozen=True)

@@ -297,11 +297,7 @@ class FlowerLearning:
         ValueError
             When the weights do not fit this node's spec (or are not finite).
         """
-        reason = self.task.spec.mismatch([np.asarray(w) for w in weights], dtypes=False)
-        if reason is None:
-            reason = models.check_update(weights, self._local, math.inf)
-        if reason is not None:
-            raise ValueError(reason)
+        self._check_fits(weights)
         accuracy = self._evaluate(weights, split)
         if split != "val" or not (with_train and self._switched):
             return accuracy
@@ -323,6 +319,19 @@ class FlowerLearning:
         if server is not None:
             return server.weights()
         return self.client.last_global_weights
+
+    def adopt(self, payload: bytes, source: str, server_round: int) -> None:
+        weights = models.weights_from_bytes(payload)
+        self._check_fits(weights)
+        self.client.adopt(weights, source, server_round)
+
+    def _check_fits(self, weights: list[np.ndarray]) -> None:
+        """ValueError when ``weights`` do not fit this node's spec or are not finite."""
+        reason = self.task.spec.mismatch([np.asarray(w) for w in weights], dtypes=False)
+        if reason is None:
+            reason = models.check_update(weights, self._local, math.inf)
+        if reason is not None:
+            raise ValueError(reason)
 
     def blend(self, shared: list[tuple[bytes, float]]) -> None:
         server = self.server

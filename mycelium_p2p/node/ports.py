@@ -155,6 +155,13 @@ class LearningPort(Protocol):
         see `probe_size`); None: no model yet."""
         ...
 
+    def adopt(self, payload: bytes, source: str, server_round: int) -> None:
+        """Hold a serialized group model fetched by a probe as the last group model received,
+        from the Flower server at ``source`` and of its ``server_round``: a member that joins
+        holds its new group's model before that group's first round reaches it. ValueError
+        when it does not fit this node's spec or is not finite."""
+        ...
+
     def blend(self, shared: list[tuple[bytes, float]]) -> None:
         """Mix serialized models of other groups into the group this node leads, before its
         next round: each with its weight (positive, summing to 1 at most). ValueError when this

@@ -234,6 +234,13 @@ class FakeLearner:
         model = Model.from_bytes(payload, self.world.concepts)
         return self.observe(model, self.probe_size(with_train=with_train))
 
+    def adopt(self, payload: bytes, source: str, server_round: int) -> None:
+        if self.last_global_from == source and self.last_global_round >= server_round:
+            return
+        self.last_global = Model.from_bytes(payload, self.world.concepts)
+        self.last_global_round = server_round
+        self.last_global_from = source
+
     def blend(self, shared: list[tuple[bytes, float]]) -> None:
         server = self.serving
         if server is None or not server.running():

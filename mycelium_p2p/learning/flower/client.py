@@ -164,6 +164,18 @@ class MemberClient(NumPyClient):
             except Exception:
                 log.exception("on_global callback failed")
 
+    def adopt(self, weights: list[np.ndarray], source: str, server_round: int) -> None:
+        """Hold ``weights`` as the last global model, from the server at ``source`` and of its
+        ``server_round`` (a group's model fetched before joining it: a member holds its new
+        group's model before the group's first round reaches it). Kept out when a model of
+        that server at that round or later is already held."""
+        with self._state:
+            if self._global_from == source and self._last_round >= server_round:
+                return
+            self._last_global = [np.array(w, copy=True) for w in weights]
+            self._last_round = server_round
+            self._global_from = source
+
     # -- state for the daemon ---------------------------------------------------------------
 
     @property

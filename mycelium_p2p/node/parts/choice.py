@@ -3,7 +3,10 @@
 Every ``evaluation_interval`` (and whenever the node is in no group) the node trains its own
 model one more step, probes compatible groups with room (fetches the leader's latest model over
 gossip, cached by round, checked for shape and NaN/inf, scored on its own validation split),
-scores its current group's model, and lets ``policy.decide`` say stay, join or found.
+scores its current group's model, and lets ``policy.decide`` say stay, join or found. A join
+carries the model its probe fetched (fetched again when the score came from the cache): the new
+member holds it as the group's until the group's first round reaches it, rather than the model
+of the group it left, by which it would score (and, its leader gone, claim) its new group.
 
 At most ``max_probes`` models are fetched per choice, however many groups there are: half go to
 the groups that scored best on this node's data before (their newer rounds), the rest explore
@@ -184,9 +187,12 @@ def choose(
         )
     elif decision.action == "found":
         kin = _founding_kin(state, view, decision, candidates, fetch, params, gossip, learning)
+    model = None
+    if decision.action == "join" and decision.group_id and probe_budget is not None:
+        model = _fetched(state, view, decision.group_id, fetch, gossip, learning)
     state.decisions.append(decision)
     # A re-evaluation measured the group's model afresh: observers and the viewer get it.
-    return _act(state, decision, first, kin) + ([] if first else [Announce()])
+    return _act(state, decision, first, kin, model) + ([] if first else [Announce()])
 
 
 def _as_full(candidate: Candidate) -> Candidate:
@@ -273,12 +279,28 @@ def _founding_kin(
         local, most = state.local_accuracy, params.blend_weight
     scored = [c for c in candidates if not c.is_current and c.accuracy is not None]
     for group_id in blend_shares(alone, scored, local, learning.val_size, params.policy, most):
-        if group_id not in fetch.models and group_id in view.groups:
-            state.probes.pop(group_id, None)
-            _probe(state, view.groups[group_id], gossip, learning, fetch)
+        _fetched(state, view, group_id, fetch, gossip, learning)
     fetched = [c for c in scored if c.group_id in fetch.models]
     shares = blend_shares(alone, fetched, local, learning.val_size, params.policy, most)
     return tuple((g, fetch.models[g], weight) for g, weight in shares.items())
+
+
+def _fetched(
+    state: NodeState,
+    view: GossipView,
+    group_id: str,
+    fetch: Fetch,
+    gossip: GossipPort,
+    learning: LearningPort,
+) -> tuple[int, bytes] | None:
+    """``group_id``'s model as this choice fetched it, (round, model); a group scored from the
+    cache this time is fetched again. None when its leader does not answer."""
+    if group_id not in fetch.models and group_id in view.groups:
+        state.probes.pop(group_id, None)
+        _probe(state, view.groups[group_id], gossip, learning, fetch)
+    if group_id not in fetch.models:
+        return None
+    return state.probes[group_id][0], fetch.models[group_id]
 
 
 def blend_into_group(
@@ -330,6 +352,7 @@ def _act(
     decision: Decision,
     first: bool,
     kin: tuple[tuple[str, bytes, float], ...],
+    model: tuple[int, bytes] | None,
 ) -> list[Command]:
     if decision.action == "stay":
         log.info("%s: stays in %s: %s", state.name, state.group_id, decision.reason)
@@ -338,7 +361,7 @@ def _act(
     log.info("%s: decides to %s%s: %s", state.name, decision.action, target, decision.reason)
     reason = _short(decision.reason, MAX_REASON)  # the registry refuses a longer one
     if decision.action == "join" and decision.group_id:
-        return [JoinGroup(decision.group_id, reason, first)]
+        return [JoinGroup(decision.group_id, reason, first, model)]
     return [FoundGroup(reason, first, kin)]
 
 
@@ -389,9 +412,8 @@ def on_attempt(
 def data_changed(state: NodeState, timers: Scheduler, now: float) -> list[Command]:
     """The node's data changed: scores measured on the old data are stale, and the group that
     served the old data may not serve the new, so choose again now. A node that has just moved
-    still sits out one evaluation: until its new group's first round it holds the model of the
-    group it left, and would score its new group with it. The look comes before the own model
-    trains on the new data (see `choose`)."""
+    still sits out one evaluation (the policy's hysteresis). The look comes before the own
+    model trains on the new data (see `choose`)."""
     state.probes = {}
     state.found_pending = False
     state.data_changed = True

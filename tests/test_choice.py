@@ -351,6 +351,27 @@ def test_a_leader_mixes_in_the_groups_that_serve_its_data_as_well_once_per_round
     assert len(learner.blended) == 2
 
 
+def test_a_leader_follows_its_kin_while_some_group_serves_it_as_well() -> None:
+    # Founded from a full group's model, it trains nothing of its own in while alone there and
+    # some group serves its data about as well, fetched afresh or scored from the cache.
+    learner = Learner(BLEND_SCORES, local=0.5, group=0.90)
+    state, models = _leader(), Models()
+    state.follows_kin = True
+    params, rng, timers = ChoiceParams(), random.Random(3), Scheduler()
+    choose(state, world(BLEND_WORLD), params, models, learner, rng, timers, 0.0, first=False)
+    assert state.follows_kin and len(learner.blended) == 1
+    choose(state, world(BLEND_WORLD), params, models, learner, rng, timers, 0.0, first=False)
+    assert state.follows_kin and len(learner.blended) == 1  # nothing new, still its kin
+    learner.scores = {g: 0.2 for g in BLEND_SCORES}  # none serves it any more: for good
+    choose(state, world(BLEND_WORLD, round_=2), params, models, learner, rng, timers, 0.0,
+           first=False)  # fmt: skip
+    assert not state.follows_kin
+    learner.scores = dict(BLEND_SCORES)
+    choose(state, world(BLEND_WORLD, round_=3), params, models, learner, rng, timers, 0.0,
+           first=False)  # fmt: skip
+    assert not state.follows_kin and len(learner.blended) == 2
+
+
 def test_a_leader_whose_data_changed_mixes_nothing_into_its_group() -> None:
     """A drifted leader whose new concept's groups are full stays a while (it waits to score a
     group, or to confirm founding). Its data no longer speaks for its group's: mixing in what

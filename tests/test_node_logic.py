@@ -363,6 +363,31 @@ def test_a_drifted_node_whose_new_concepts_group_is_full_founds_from_that_groups
     assert {n.state.group_id for n in net.nodes if n is not drifter and n.concept == 1} == {old}
 
 
+def test_a_node_alone_in_a_group_founded_from_a_full_groups_model_trains_nothing_into_it() -> None:
+    net = two_settled_groups(capacity=3)
+    movers = [n for n in net.nodes if n.concept == 1 and not n.state.leading]
+    drifter, second = movers[0], movers[1]
+    full = next(g for g, members in net.groups().items() if members[0].concept == 0)
+    drifter.concept = 0
+    drifter.events.append(DataChanged(0))
+
+    def alone_from_kin() -> bool:
+        state = drifter.state
+        return state.leading and state.group_id != full and state.blended[full] > 0
+
+    assert net.run_until(alone_from_kin, 1.5, check_every=0.1)
+    founded = drifter.state.group_id
+    # Its rounds on its own few samples would pull the full group's model its way: while alone
+    # and mixing that group's newer models in, it returns the group's model as it is.
+    assert net.run_until(lambda: drifter.state.blended[full] >= 2, 15, check_every=0.1)
+    assert drifter.learner.holding and drifter.state.group_id == founded
+    # Another node of the concept joins it: the group trains on both nodes' data.
+    second.concept = 0
+    second.events.append(DataChanged(0))
+    assert net.run_until(lambda: second.state.group_id == founded, 10, check_every=0.1)
+    assert net.run_until(lambda: not drifter.learner.holding, 2, check_every=0.1)
+
+
 def _drifter_ranking_first(net: MemoryNetwork) -> tuple[SimNode, str]:
     """A member of one group, and another group it would rank first in once that group's leader
     is gone (without a rule against it, it would be the first to claim)."""

@@ -299,8 +299,14 @@ class Controller:
         """A node whose data changed trains nothing into its group until it has moved or its
         own model has caught up (it has chosen again): a drifter that waits (its new
         concept's group full, or not scored yet) pulled its old group's model toward its new
-        data, and nodes that drifted into that group took seconds longer to recover."""
-        self.learning.hold_group_training(self.state.data_changed and self.state.local_stale)
+        data, and nodes that drifted into that group took seconds longer to recover. Nor does
+        a leader alone in a group founded from a full group's model, while it mixes that
+        group's newer models in: it is there only because that group had no room, and its
+        rounds on its own few samples pulled the model below the one it started from."""
+        state = self.state
+        record = self._record() if state.follows_kin and state.leading else None
+        alone = record is not None and tuple(record.members) == (state.id,)
+        self.learning.hold_group_training((state.data_changed and state.local_stale) or alone)
 
     def _publish_state(self) -> None:
         self.published = self.state.publishable(self._record() if self.state.group_id else None)
@@ -361,6 +367,7 @@ class Controller:
         state.leader_gone_at = None
         state.lost_claims = 0
         state.group_servers = set()
+        state.follows_kin = False
 
     def _become_leader(self, server: ServerHandle, why: str) -> None:
         state = self.state
@@ -535,6 +542,7 @@ class Controller:
             self._attempted(Attempt.REFUSED if refused else Attempt.UNREACHABLE, command.first)
             return
         self._enter_group(created.id, created.term)
+        self.state.follows_kin = command.seed is not None
         self.state.lease = getattr(created, "lease", None) or ""
         self._become_leader(server, "founded")
         if command.blend:

@@ -95,11 +95,13 @@ class JoinGroup:
 @dataclass(frozen=True)
 class FoundGroup:
     """Found a group and lead it (the outcome goes back to choice); ``blend``: other groups'
-    models mixed into its first round, as (group id, model, weight)."""
+    models mixed into its first round, as (group id, model, weight); ``seed``: the full group
+    whose model it starts from (``policy.Decision.seed``), if any."""
 
     reason: str
     first: bool
     blend: tuple[tuple[str, bytes, float], ...] = ()
+    seed: str | None = None
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,10 @@ class NodeState:
     most_probes: int = 0  # the most models one choice fetched
     unscored_waits: int = 0  # evaluations waited, since the data changed, for a group to score
     blended: Counter[str] = field(default_factory=Counter)  # other groups' models mixed in
+    # It leads a group founded from a full group's model, and at every re-evaluation since some
+    # group served its data about as well (it mixes them in): alone in the group, it trains
+    # nothing of its own into it (see Controller._hold_group_training).
+    follows_kin: bool = False
     decisions: list[Decision] = field(default_factory=list)
     # Discovery and the registry.
     registry_backoff: float = 1.0

@@ -185,6 +185,11 @@ def choose(
         blend_into_group(
             state, learning, _kin(state, own, candidates, fetch.models, params, learning)
         )
+        # Scored from the cache or just fetched: some group still serves it as well.
+        scored = [c for c in candidates if not c.is_current and c.accuracy is not None]
+        shares = blend_shares(own, scored, state.local_accuracy, learning.val_size,
+                              params.policy, params.blend_weight)  # fmt: skip
+        state.follows_kin = state.follows_kin and bool(shares)
     elif decision.action == "found":
         kin = _founding_kin(state, view, decision, candidates, fetch, params, gossip, learning)
     model = None
@@ -362,7 +367,7 @@ def _act(
     reason = _short(decision.reason, MAX_REASON)  # the registry refuses a longer one
     if decision.action == "join" and decision.group_id:
         return [JoinGroup(decision.group_id, reason, first, model)]
-    return [FoundGroup(reason, first, kin)]
+    return [FoundGroup(reason, first, kin, decision.seed if kin else None)]
 
 
 @dataclass

@@ -18,7 +18,9 @@ Two modes:
        than ``b``: a drifted node whose new concept's groups are full founds rather than join
        a group of a third concept that merely beats its old one);
     2. **merge**: else join the largest group in ``R`` that is larger than ``g`` (or as large and
-       older) and scores ``a(h) >= max(a(g), L) - merge_samples/n``;
+       older) and scores ``a(h) >= max(a(g), L) - merge_samples/n`` (not for a node whose data
+       changed since it last moved: its group and its own model serve it near chance then, and
+       the floor with them);
     3. **found from a full group**: else, for a node whose data changed since it last moved,
        with ``f`` the best full group: if ``g`` has other members, ``f`` beats both ``a(g)``
        and ``a(b)`` by the improve gain and ``a(f) >= L - merge_samples/n`` (it serves the node
@@ -370,14 +372,17 @@ def _decide_probe(obs: Observation, g: Candidate, params: PolicyParams) -> Decis
                 f"{params.switch_samples}/{n_probe} samples)",
             )
 
-    # 2. merge: a larger (or as large and older) group that serves the node about as well.
+    # 2. merge: a larger (or as large and older) group that serves the node about as well. Not
+    # after a data change: its group and own model then serve its data near chance, and so would
+    # a group of a third kind.
     floor = a_g - params.merge_samples / n_probe
     if local is not None:
         floor = max(floor, local - params.merge_samples / n)
     merge = [
         c
         for c in room
-        if (c.size > g.size or (c.size == g.size and c.created_at < g.created_at))
+        if not obs.data_changed
+        and (c.size > g.size or (c.size == g.size and c.created_at < g.created_at))
         and (c.accuracy or 0.0) >= floor - _EPS
     ]
     if merge:

@@ -221,6 +221,18 @@ def test_groups_scored_on_more_samples_are_compared_on_those_the_local_model_on_
     assert d.action == "join" and "0.700 - 2/60" in d.reason and "0.860 - 2/12" in d.reason
 
 
+def test_a_drifted_node_never_merges_into_a_group_as_lost_on_its_data_as_its_own() -> None:
+    # Traced at 24 nodes: a drifted leader's group and stale own model scored 0.000 and 0.167 on
+    # its new data, so a larger group of a third concept, at 0.000 too, passed the merge floor.
+    groups = [Candidate("third", 6, 8, 1.0, 0.0), Candidate("new", 8, 8, 1.0, 0.967)]
+    now = obs(cur(0.0, size=4), groups, local=2 / 12, n=12, probe_n=60, data_changed=True)
+    d = decide(now, PROBE)
+    assert (d.action, d.seed) == ("found", "new"), d.reason
+    # The same figures without a data change: the merge rule as before.
+    now = obs(cur(0.0, size=4), groups, local=2 / 12, n=12, probe_n=60)
+    assert (decide(now, PROBE).action, decide(now, PROBE).group_id) == ("join", "third")
+
+
 def test_a_drifted_node_whose_new_concepts_group_is_full_founds_from_its_model() -> None:
     # n = 12 validation samples, groups scored on 60. Its old group scores 0.10 on its new
     # data, its new concept's full group 0.90, a third concept's group with room 0.25; its own

@@ -105,7 +105,9 @@ def follow(
             "leaving" if left else "in another group" if elsewhere else "gone",
         )
     rank = members.index(state.id) if state.id in members else len(members)
-    if not holds_model:  # it would restart the group from its own model: the others first
+    # Others first: one without the group's model would restart the group from its own, and
+    # one whose data changed no longer speaks for the group's and is about to leave it.
+    if not holds_model or state.data_changed:
         rank += len(members)
     grace = 0.0 if left or elsewhere else params.grace
     if now - state.leader_gone_at >= grace + rank * params.rank_delay:

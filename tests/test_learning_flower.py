@@ -208,6 +208,18 @@ def test_a_joining_member_holds_its_probed_model_until_its_new_groups_first_roun
     assert member.model_source == new.address
 
 
+def test_a_whole_model_blended_in_is_the_groups_model_at_once(cleanup: list[Any]) -> None:
+    # A group founded from another group's model: probes and the node's own figures see that
+    # model before the first round, not the founder's own model it was started with.
+    server, _ = _server(cleanup)
+    own = server.latest_weights()
+    peer = [np.full_like(w, 0.5) for w in own]
+    server.blend([(peer, 0.25)])  # a part: mixed in when the next round starts
+    assert all(np.array_equal(a, b) for a, b in zip(server.latest_weights(), own, strict=True))
+    server.blend([(peer, 1.0)])
+    assert all(np.allclose(w, 0.5) for w in server.latest_weights())
+
+
 @pytest.mark.slow
 def test_blended_models_are_mixed_into_the_next_round(cleanup: list[Any]) -> None:
     server, rounds = _server(cleanup)

@@ -337,6 +337,15 @@ class GroupServer:
                 raise ValueError(f"cannot blend a model: {reason}")
         with self._lock:
             self._blends.append([(list(weights), weight) for weights, weight in models])
+            if total >= 1.0 - 1e-9:
+                # Nothing of its own is kept: that is the group's model from now on, for probes
+                # and takeovers before the next round too (which starts from it again, whatever
+                # a round under way brings back).
+                self._weights = [
+                    sum(weight * m[i] for m, weight in models).astype(own_array.dtype)
+                    for i, own_array in enumerate(self._weights)
+                ]
+                self._server.parameters = ndarrays_to_parameters(self._weights)
 
     def _apply_blends(self) -> None:
         """Fold the queued blends into the model the next round starts from."""

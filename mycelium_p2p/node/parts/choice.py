@@ -32,11 +32,12 @@ so learn from each other's data, as if they were one group; a group of another c
 far lower on the leader's data and is never mixed in. A node whose data changed probes full
 groups too: when they serve its new data clearly better than any group with room, it founds a
 group that starts from their model (``policy.decide``'s third rule; confirmed by a second look
-within a second, by when nodes drifting away have freed places); when it founds on its own
-model, its group mixes theirs in by the same rule as a leader's. Until it moves, it scores
-groups on its new training
-split as well as on its validation split: no group has trained on that data yet, and concepts
-that agree on many labels can score alike on a dozen validation samples.
+within a second, by when nodes drifting away have freed places; alone there, it trains nothing
+of its own into it while some group serves it as well: ``NodeState.follows_kin``); when it
+founds on its own model, its group mixes theirs in by the same rule as a leader's. Until it
+moves, it scores groups on its new training split as well as on its validation split: no
+group has trained on that data yet, and concepts that agree on many labels can score alike on
+a dozen validation samples.
 """
 
 from __future__ import annotations

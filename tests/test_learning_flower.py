@@ -156,16 +156,25 @@ def test_stock_flower_client_takes_part(cleanup: list[Any]) -> None:
     assert not thread.is_alive()  # the server's disconnect ends a stock client cleanly
 
 
+def _moving_member(
+    cleanup: list[Any], data: NodeData, start_round: int
+) -> tuple[GroupServer, GroupServer, MemberClient]:
+    """Two groups' servers, the old one counting from ``start_round``, and a member that has
+    trained a round in the old one."""
+    old, _ = _server(cleanup, start_round=start_round)
+    new, _ = _server(cleanup)
+    member = _member(cleanup, data, 0)
+    member.connect(old.address)  # type: ignore[arg-type]
+    wait_until(lambda: member.last_round > start_round, 30, "a round of the old group")
+    return old, new, member
+
+
 def test_a_member_that_moves_takes_its_new_groups_model_whatever_the_round_numbers(
     datas: list[NodeData], cleanup: list[Any]
 ) -> None:
     # Each group counts its own rounds: a member coming from a group at round 50 must take the
     # model of a group at round 1 (it used to keep the old group's until round 51).
-    old, _ = _server(cleanup, start_round=50)
-    new, _ = _server(cleanup)
-    member = _member(cleanup, datas[0], 0)
-    member.connect(old.address)  # type: ignore[arg-type]
-    wait_until(lambda: member.last_round > 50, 30, "a round of the old group")
+    old, new, member = _moving_member(cleanup, datas[0], 50)
     assert member.model_source == old.address
     member.switch(new.address)  # type: ignore[arg-type]
     # Until the new group's first model, it holds the old group's, and says whose it is (a
@@ -186,11 +195,7 @@ def test_a_joining_member_holds_its_probed_model_until_its_new_groups_first_roun
 ) -> None:
     # A member that joins holds its new group's model as its probe fetched it, as that group's:
     # before, it held the model of the group it left until the new group's first round.
-    old, _ = _server(cleanup, start_round=5)
-    new, _ = _server(cleanup)
-    member = _member(cleanup, datas[0], 0)
-    member.connect(old.address)  # type: ignore[arg-type]
-    wait_until(lambda: member.last_round > 5, 30, "a round of the old group")
+    old, new, member = _moving_member(cleanup, datas[0], 5)
     old.stop()
     probed = [w + 0.25 for w in new.latest_weights()]
     member.adopt(probed, new.address, 3)  # type: ignore[arg-type]

@@ -490,7 +490,15 @@ class Node:
 
     @property
     def migrations(self) -> int:
-        return self.state.migrations
+        """Moves so far, as of the control thread's last step (a move in progress shows in
+        ``group_id`` before it counts here)."""
+        return self.controller.published.migrations
+
+    @property
+    def placement(self) -> tuple[str | None, int]:
+        """The group and the moves so far, both as of the control thread's last step."""
+        published = self.controller.published
+        return published.group, published.migrations
 
     @property
     def blended(self) -> dict[str, int]:

@@ -35,6 +35,7 @@ class Published:
     accuracy: float | None = None
     loss: float | None = None
     round: int | None = None
+    migrations: int = 0  # moves so far, as of the same step as ``group``
 
 
 @dataclass
@@ -118,6 +119,7 @@ class NodeState:
             accuracy=figures.accuracy if figures else None,
             loss=figures.loss if figures else None,
             round=figures.round if figures else None,
+            migrations=self.migrations,
         )
 
 

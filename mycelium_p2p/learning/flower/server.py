@@ -341,10 +341,7 @@ class GroupServer:
                 # Nothing of its own is kept: that is the group's model from now on, for probes
                 # and takeovers before the next round too (which starts from it again, whatever
                 # a round under way brings back).
-                self._weights = [
-                    sum(weight * m[i] for m, weight in models).astype(own_array.dtype)
-                    for i, own_array in enumerate(self._weights)
-                ]
+                self._weights = _mixed(self._weights, models)
                 self._server.parameters = ndarrays_to_parameters(self._weights)
 
     def _apply_blends(self) -> None:
@@ -352,11 +349,7 @@ class GroupServer:
         with self._lock:
             pending, self._blends = self._blends, []
             for models in pending:
-                share = max(0.0, 1.0 - sum(weight for _, weight in models))
-                self._weights = [
-                    (share * own + sum(weight * m[i] for m, weight in models)).astype(own.dtype)
-                    for i, own in enumerate(self._weights)
-                ]
+                self._weights = _mixed(self._weights, models)
             if pending:
                 self._server.parameters = ndarrays_to_parameters(self._weights)
                 self.blended += len(pending)
@@ -559,3 +552,12 @@ class GroupServer:
             if bridge is not None:
                 bridge.close()  # ends its Join stream: the client is cut off
             self._manager.unregister(proxy)
+
+
+def _mixed(own: list[np.ndarray], models: list[tuple[list[np.ndarray], float]]) -> list[np.ndarray]:
+    """``own`` with ``models`` mixed in at their weights; ``own`` keeps what they leave."""
+    share = max(0.0, 1.0 - sum(weight for _, weight in models))
+    return [
+        (share * mine + sum(weight * m[i] for m, weight in models)).astype(mine.dtype)
+        for i, mine in enumerate(own)
+    ]

@@ -187,10 +187,8 @@ def choose(
             state, learning, _kin(state, own, candidates, fetch.models, params, learning)
         )
         # Scored from the cache or just fetched: some group still serves it as well.
-        scored = [c for c in candidates if not c.is_current and c.accuracy is not None]
-        shares = blend_shares(own, scored, state.local_accuracy, learning.val_size,
-                              params.policy, params.blend_weight)  # fmt: skip
-        state.follows_kin = state.follows_kin and bool(shares)
+        serving = _kin_shares(state, own, _scored_others(candidates), params, learning)
+        state.follows_kin = state.follows_kin and bool(serving)
     elif decision.action == "found":
         kin = _founding_kin(state, view, decision, candidates, fetch, params, gossip, learning)
     model = None
@@ -256,10 +254,25 @@ def _kin(
     """The models just fetched of the groups that serve this node's data about as well as
     ``own`` (``policy.blend_shares``), with their weights."""
     fresh = [c for c in candidates if c.group_id in models and not c.is_current]
-    shares = blend_shares(
-        own, fresh, state.local_accuracy, learning.val_size, params.policy, params.blend_weight
-    )
+    shares = _kin_shares(state, own, fresh, params, learning)
     return tuple((g, models[g], weight) for g, weight in shares.items())
+
+
+def _kin_shares(
+    state: NodeState,
+    own: Candidate,
+    others: list[Candidate],
+    params: ChoiceParams,
+    learning: LearningPort,
+) -> dict[str, float]:
+    """A leader's ``policy.blend_shares`` among ``others``, by its own model and settings."""
+    return blend_shares(
+        own, others, state.local_accuracy, learning.val_size, params.policy, params.blend_weight
+    )
+
+
+def _scored_others(candidates: list[Candidate]) -> list[Candidate]:
+    return [c for c in candidates if not c.is_current and c.accuracy is not None]
 
 
 def _founding_kin(
@@ -283,7 +296,7 @@ def _founding_kin(
     else:
         alone = Candidate("founding", 1, 1, accuracy=state.local_accuracy)
         local, most = state.local_accuracy, params.blend_weight
-    scored = [c for c in candidates if not c.is_current and c.accuracy is not None]
+    scored = _scored_others(candidates)
     for group_id in blend_shares(alone, scored, local, learning.val_size, params.policy, most):
         _fetched(state, view, group_id, fetch, gossip, learning)
     fetched = [c for c in scored if c.group_id in fetch.models]
